@@ -1,0 +1,446 @@
+"""Everything one turn can observe, as frozen records.
+
+Two families feed the turn reducer:
+
+* **Frames**: one JSON object the CLI printed on stdout (``--output-format stream-json``).
+  Each frame keeps the object it was read from in ``raw``, so fields we do not model (and
+  frame types we have never seen) are kept, never dropped.
+* **Engine events**: what the supervising shell observed about the process: it was spawned
+  (or could not be), its stdout closed, it exited, a deadline passed, the caller cancelled,
+  a line could not be read, the tail of its stderr.
+
+Nothing here does I/O; the records are built by :mod:`nexo_trio.wire.stream_json` (frames)
+and by the engine (engine events), and consumed by :mod:`nexo_trio.core.turn`.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from typing import Any, TypeAlias
+
+import attrs
+
+JsonObject: TypeAlias = dict[str, Any]
+"""A decoded JSON object, kept as the CLI sent it."""
+
+
+def _raw() -> Any:
+    """The ``raw`` field: the JSON object a record was read from (not compared, not shown)."""
+    return attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen
+class Usage:
+    """Token counts of a request or a whole turn (the four the API reports)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """All four counts summed: what a token budget is charged."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_creation_input_tokens
+        )
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens the model read as context: input plus both cache counts."""
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cache_creation_input_tokens=(
+                self.cache_creation_input_tokens + other.cache_creation_input_tokens
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- content blocks
+
+
+@attrs.frozen
+class TextBlock:
+    """A text content block."""
+
+    text: str = ""
+
+
+@attrs.frozen
+class ThinkingBlock:
+    """A thinking content block (extended thinking)."""
+
+    thinking: str = ""
+
+
+@attrs.frozen
+class ToolUseBlock:
+    """Claude asks to run a tool."""
+
+    id: str = ""
+    name: str = ""
+    input: JsonObject = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ToolResultBlock:
+    """The result of a tool call, as the CLI fed it back to the model."""
+
+    tool_use_id: str = ""
+    content: Any = None
+    is_error: bool = False
+
+
+@attrs.frozen
+class OtherBlock:
+    """A content block of a type we do not model, kept whole."""
+
+    type: str | None = None
+    raw: JsonObject = _raw()
+
+
+ContentBlock: TypeAlias = TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock | OtherBlock
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@attrs.frozen
+class McpServerStatus:
+    """One MCP server's connection status, as the init frame reports it."""
+
+    name: str = ""
+    status: str = ""
+
+
+@attrs.frozen
+class SystemInit:
+    """``system/init``: the first frame; names the session, model, tools and MCP servers."""
+
+    session_id: str | None = None
+    model: str | None = None
+    cwd: str | None = None
+    tools: tuple[str, ...] = ()
+    mcp_servers: tuple[McpServerStatus, ...] = ()
+    permission_mode: str | None = None
+    claude_code_version: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class SystemStatus:
+    """``system/status``: e.g. ``requesting`` or ``compacting``."""
+
+    session_id: str | None = None
+    status: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class CompactBoundary:
+    """``system/compact_boundary``: the conversation was compacted."""
+
+    session_id: str | None = None
+    trigger: str | None = None
+    pre_tokens: int | None = None
+    post_tokens: int | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class ApiRetry:
+    """``system/api_retry``: the CLI is retrying a failed API request itself."""
+
+    session_id: str | None = None
+    attempt: int = 0
+    max_retries: int = 0
+    retry_delay_ms: int = 0
+    error_status: int | None = None
+    error: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class PermissionDeniedFrame:
+    """``system/permission_denied``: the CLI refused a tool call."""
+
+    session_id: str | None = None
+    tool_name: str | None = None
+    tool_use_id: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class SystemOther:
+    """A ``system`` frame of a subtype we do not model, kept whole."""
+
+    session_id: str | None = None
+    subtype: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class AssistantMessage:
+    """An ``assistant`` frame: one model message (text, thinking, tool calls).
+
+    Its ``usage`` is per request and partial; a turn's usage comes from its result frame.
+    API failures arrive as a synthetic message with ``is_api_error_message`` set.
+    """
+
+    session_id: str | None = None
+    message_id: str | None = None
+    model: str | None = None
+    content: tuple[ContentBlock, ...] = ()
+    usage: Usage | None = None
+    stop_reason: str | None = None
+    parent_tool_use_id: str | None = None
+    error: str | None = None
+    is_api_error_message: bool = False
+    api_error_status: int | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class UserMessage:
+    """A ``user`` frame: tool results the CLI fed back (or a replayed prompt)."""
+
+    session_id: str | None = None
+    content: tuple[ContentBlock, ...] = ()
+    parent_tool_use_id: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class ModelUsage:
+    """One model's entry in ``modelUsage`` / ``model_usage_since_last_result``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cost_usd: float = 0.0
+    context_window: int | None = None
+
+
+@attrs.frozen
+class PermissionDenial:
+    """One entry of the result frame's ``permission_denials``."""
+
+    tool_name: str | None = None
+    tool_use_id: str | None = None
+    tool_input: JsonObject = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Result:
+    """The ``result`` frame: how the CLI run ended, with the run's usage and cost.
+
+    ``total_cost_usd`` is cumulative across ``--resume``; the run's own cost is the sum of
+    ``costUSD`` in ``model_usage_since_last_result`` (see :attr:`run_cost_usd`).
+    """
+
+    session_id: str | None = None
+    subtype: str | None = None
+    is_error: bool = False
+    result: str | None = None
+    errors: tuple[str, ...] = ()
+    api_error_status: int | None = None
+    terminal_reason: str | None = None
+    stop_reason: str | None = None
+    usage: Usage = attrs.field(factory=Usage)
+    total_cost_usd: float | None = None
+    model_usage_since_last_result: dict[str, ModelUsage] | None = None
+    num_turns: int | None = None
+    duration_ms: int | None = None
+    permission_denials: tuple[PermissionDenial, ...] = ()
+    raw: JsonObject = _raw()
+
+    @property
+    def run_cost_usd(self) -> float | None:
+        """This run's own cost; ``None`` when the CLI did not report it per run."""
+        if self.model_usage_since_last_result is None:
+            return None
+        return sum((m.cost_usd for m in self.model_usage_since_last_result.values()), 0.0)
+
+
+@attrs.frozen
+class StreamEvent:
+    """A ``stream_event`` frame (``--include-partial-messages``): one raw API event."""
+
+    session_id: str | None = None
+    event: JsonObject = attrs.field(factory=dict)
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class RateLimitEvent:
+    """A ``rate_limit_event`` frame, kept whole."""
+
+    session_id: str | None = None
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class ControlRequest:
+    """A ``control_request`` frame (stdio permission protocol)."""
+
+    session_id: str | None = None
+    request_id: str | None = None
+    subtype: str | None = None
+    request: JsonObject = attrs.field(factory=dict)
+    raw: JsonObject = _raw()
+
+
+@attrs.frozen
+class UnknownFrame:
+    """A JSON object of a type we do not model (or could not read), kept whole."""
+
+    session_id: str | None = None
+    type: str | None = None
+    note: str | None = None
+    raw: JsonObject = _raw()
+
+
+Frame: TypeAlias = (
+    SystemInit
+    | SystemStatus
+    | CompactBoundary
+    | ApiRetry
+    | PermissionDeniedFrame
+    | SystemOther
+    | AssistantMessage
+    | UserMessage
+    | Result
+    | StreamEvent
+    | RateLimitEvent
+    | ControlRequest
+    | UnknownFrame
+)
+
+# --------------------------------------------------------------------------- line events
+
+
+@attrs.frozen
+class MalformedLine:
+    """A stdout line that is not a JSON object (bad UTF-8, bad or truncated JSON, a list...)."""
+
+    line_no: int
+    excerpt: str
+    error: str
+
+
+@attrs.frozen
+class OversizedLine:
+    """A stdout line longer than the framer's cap; its bytes were skipped."""
+
+    line_no: int
+    size: int
+
+
+LineEvent: TypeAlias = Frame | MalformedLine | OversizedLine
+"""What one stdout line becomes."""
+
+# --------------------------------------------------------------------------- engine events
+
+# Exit codes a shell-style parent reports for "terminated by signal N" (128 + N). The CLI
+# itself exits 143 when it handles SIGTERM.
+_SIGNAL_EXIT_CODES = {
+    128 + s.value: s.value
+    for s in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGKILL, _signal.SIGTERM)
+}
+
+
+@attrs.frozen
+class Spawned:
+    """The process started."""
+
+    pid: int
+    argv: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class SpawnFailed:
+    """The process could not be started (binary missing, not executable, ...)."""
+
+    reason: str
+
+
+@attrs.frozen
+class StdoutClosed:
+    """The process's stdout reached EOF (or the engine stopped reading it)."""
+
+
+@attrs.frozen
+class ProcessExited:
+    """The process ended: with an exit code, or killed by a signal."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @classmethod
+    def from_returncode(cls, returncode: int) -> ProcessExited:
+        """Build from a POSIX returncode, where ``-N`` means "killed by signal N"."""
+        if returncode < 0:
+            return cls(exit_code=None, signal=-returncode)
+        return cls(exit_code=returncode, signal=None)
+
+    @property
+    def killed_signal(self) -> int | None:
+        """The signal that ended the process, also when reported as exit code 128+N."""
+        if self.signal is not None:
+            return self.signal
+        if self.exit_code is not None:
+            return _SIGNAL_EXIT_CODES.get(self.exit_code)
+        return None
+
+    def describe(self) -> str:
+        """``exit code 1`` or ``signal SIGKILL``."""
+        sig = self.signal
+        if sig is not None:
+            return f"signal {signal_name(sig)}"
+        return f"exit code {self.exit_code}"
+
+
+@attrs.frozen
+class DeadlineHit:
+    """The turn's timeout passed before the process finished."""
+
+    timeout_s: float
+
+
+@attrs.frozen
+class Cancelled:
+    """The turn was cancelled (by the caller or an operator)."""
+
+    reason: str = "cancelled"
+
+
+@attrs.frozen
+class StderrTail:
+    """The last bytes the process wrote to stderr (bounded), decoded."""
+
+    text: str
+
+
+EngineEvent: TypeAlias = (
+    Spawned | SpawnFailed | StdoutClosed | ProcessExited | DeadlineHit | Cancelled | StderrTail
+)
+
+Event: TypeAlias = LineEvent | EngineEvent
+"""Anything the turn reducer accepts."""
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number with no name."""
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

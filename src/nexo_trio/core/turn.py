@@ -1,0 +1,430 @@
+"""The turn state machine: ``reduce(state, event) -> state`` and ``classify(state)``.
+
+Pure functions over frozen records; the engine and ``nexo-trio replay`` both only feed them.
+
+Rules of ``reduce``
+-------------------
+Phases: ``pending`` -> ``running`` (on :class:`Spawned`) -> ``finished`` (once stdout has
+closed **and** the process has exited, in either order), or ``pending`` -> ``finished`` on
+:class:`SpawnFailed`.
+
+1. Every line event (frame, malformed line, oversized line) bumps ``events``; malformed and
+   oversized lines bump their own counters too. Nothing else about them is kept.
+2. Before the result frame, frames update the turn: ``session_id`` becomes the last one any
+   frame named; the init frame is kept; assistant frames set the last text, the last tool
+   and the context size of the latest request; ``api_retry`` and ``compact_boundary`` are
+   counted. The first ``result`` frame is kept and freezes all of this.
+3. After the result frame, frames change nothing but ``events``: the outcome is decided.
+4. ``StdoutClosed`` and ``ProcessExited`` are recorded once each (the first exit wins).
+5. ``DeadlineHit`` and ``Cancelled`` are recorded (the first cancel reason wins); they only
+   matter when no result frame came.
+6. ``StderrTail`` replaces the stored tail.
+
+Rules of ``classify`` (first match wins)
+----------------------------------------
+* spawn failed -> ``escalate``.
+* a result frame -> decided by the frame alone (see :func:`_classify_result`).
+* no result: cancelled -> ``cancelled``; deadline hit -> ``continue`` "turn timeout";
+  killed by a signal (also exit 128+N) -> ``continue`` "interrupted"; clean exit or no exit
+  seen -> ``continue`` "stream ended without result"; non-zero exit -> ``continue`` with the
+  code and the stderr tail.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from typing import Any
+
+import attrs
+
+from nexo_trio.core.events import (
+    ApiRetry,
+    AssistantMessage,
+    Cancelled,
+    CompactBoundary,
+    DeadlineHit,
+    Event,
+    Frame,
+    MalformedLine,
+    OversizedLine,
+    ProcessExited,
+    Result,
+    Spawned,
+    SpawnFailed,
+    StderrTail,
+    StdoutClosed,
+    SystemInit,
+    TextBlock,
+    ToolUseBlock,
+    Usage,
+    signal_name,
+)
+from nexo_trio.core.outcome import COMPACT_HINT, Cause, TurnKind, TurnOutcome
+
+
+class Phase(enum.Enum):
+    """Where the turn's process is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@attrs.frozen
+class TurnState:
+    """Everything the reducer remembers about one turn."""
+
+    phase: Phase = Phase.PENDING
+    pid: int | None = None
+    spawn_error: str | None = None
+    session_id: str | None = None
+    init: SystemInit | None = None
+    result: Result | None = None
+    last_text: str | None = None
+    last_tool: str | None = None
+    tool_uses: int = 0
+    context_tokens: int = 0
+    api_retries: int = 0
+    compactions: int = 0
+    events: int = 0
+    malformed_lines: int = 0
+    oversized_lines: int = 0
+    stdout_closed: bool = False
+    exit: ProcessExited | None = None
+    deadline_s: float | None = None
+    cancel_reason: str | None = None
+    stderr_tail: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """The process is gone and its stdout fully read (or it never started)."""
+        return self.phase is Phase.FINISHED
+
+
+INITIAL_STATE = TurnState()
+
+
+def reduce(state: TurnState, event: Event) -> TurnState:
+    """Fold one event into the turn state (pure; see the module docstring for the rules)."""
+    match event:
+        case Spawned(pid=pid):
+            if state.phase is not Phase.PENDING:
+                return state
+            return attrs.evolve(state, phase=Phase.RUNNING, pid=pid)
+        case SpawnFailed(reason=reason):
+            if state.phase is not Phase.PENDING:
+                return state
+            return attrs.evolve(state, phase=Phase.FINISHED, spawn_error=reason)
+        case StdoutClosed():
+            if state.stdout_closed:
+                return state
+            return _settle(attrs.evolve(state, stdout_closed=True))
+        case ProcessExited():
+            if state.exit is not None:
+                return state
+            return _settle(attrs.evolve(state, exit=event))
+        case DeadlineHit(timeout_s=timeout_s):
+            return attrs.evolve(state, deadline_s=timeout_s)
+        case Cancelled(reason=reason):
+            if state.cancel_reason is not None:
+                return state
+            return attrs.evolve(state, cancel_reason=reason)
+        case StderrTail(text=text):
+            return attrs.evolve(state, stderr_tail=text)
+        case MalformedLine():
+            return attrs.evolve(
+                state, events=state.events + 1, malformed_lines=state.malformed_lines + 1
+            )
+        case OversizedLine():
+            return attrs.evolve(
+                state, events=state.events + 1, oversized_lines=state.oversized_lines + 1
+            )
+        case _:
+            return _reduce_frame(state, event)
+
+
+def _settle(state: TurnState) -> TurnState:
+    if state.stdout_closed and state.exit is not None and state.phase is not Phase.FINISHED:
+        return attrs.evolve(state, phase=Phase.FINISHED)
+    return state
+
+
+def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
+    events = state.events + 1
+    if state.result is not None:
+        return attrs.evolve(state, events=events)
+    session_id = getattr(frame, "session_id", None) or state.session_id
+    match frame:
+        case Result():
+            return attrs.evolve(state, events=events, session_id=session_id, result=frame)
+        case AssistantMessage(content=content, usage=usage):
+            last_text, last_tool, tool_uses = state.last_text, state.last_tool, state.tool_uses
+            for block in content:
+                if isinstance(block, TextBlock) and block.text:
+                    last_text = block.text
+                elif isinstance(block, ToolUseBlock):
+                    last_tool = block.name
+                    tool_uses += 1
+            context = usage.context_tokens if usage is not None else state.context_tokens
+            return attrs.evolve(
+                state,
+                events=events,
+                session_id=session_id,
+                last_text=last_text,
+                last_tool=last_tool,
+                tool_uses=tool_uses,
+                context_tokens=context,
+            )
+        case SystemInit():
+            return attrs.evolve(state, events=events, session_id=session_id, init=frame)
+        case ApiRetry():
+            return attrs.evolve(
+                state, events=events, session_id=session_id, api_retries=state.api_retries + 1
+            )
+        case CompactBoundary():
+            return attrs.evolve(
+                state, events=events, session_id=session_id, compactions=state.compactions + 1
+            )
+        case _:
+            return attrs.evolve(state, events=events, session_id=session_id)
+
+
+# --------------------------------------------------------------------------- classify
+
+# Statuses worth another try: rate limits, timeouts, server errors, "overloaded".
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+_TRANSIENT_TEXT = re.compile(
+    r"overloaded|rate.?limit|timed? ?out|timeout|connection|ECONNRESET|ETIMEDOUT|ECONNREFUSED"
+    r"|socket hang up|fetch failed|network",
+    re.IGNORECASE,
+)
+_PROMPT_TOO_LONG = re.compile(r"prompt is too long|prompt too long", re.IGNORECASE)
+_SESSION_INVALID = re.compile(
+    r"no conversation found|requires a valid session|invalid session|session (id )?not found",
+    re.IGNORECASE,
+)
+SLEEP_MARKER = "__nexo_sleep__"
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def classify(state: TurnState) -> TurnOutcome:
+    """Decide the turn's outcome from its state (pure; rules in the module docstring)."""
+    summary = _summary(state)
+    result = state.result
+    if state.spawn_error is not None:
+        return TurnOutcome(
+            kind=TurnKind.ESCALATE,
+            cause=Cause.SPAWN_FAILED,
+            reason=f"could not start claude: {state.spawn_error}",
+            **summary,
+        )
+    if result is not None:
+        return _classify_result(result, summary)
+    if state.cancel_reason is not None:
+        return TurnOutcome(
+            kind=TurnKind.CANCELLED, cause=Cause.CANCELLED, reason=state.cancel_reason, **summary
+        )
+    if state.deadline_s is not None:
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE,
+            cause=Cause.TIMEOUT,
+            reason=f"turn timeout after {state.deadline_s:g}s",
+            **summary,
+        )
+    exit_ = state.exit
+    if exit_ is not None and exit_.killed_signal is not None:
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE,
+            cause=Cause.INTERRUPTED,
+            reason=f"interrupted: claude was killed by {signal_name(exit_.killed_signal)}",
+            **summary,
+        )
+    if exit_ is None or exit_.exit_code == 0:
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE,
+            cause=Cause.NO_RESULT,
+            reason="stream ended without result",
+            **summary,
+        )
+    tail = state.stderr_tail.strip()
+    reason = f"claude exited with code {exit_.exit_code} without a result"
+    return TurnOutcome(
+        kind=TurnKind.CONTINUE,
+        cause=Cause.EXIT_ERROR,
+        reason=f"{reason}: {tail}" if tail else reason,
+        **summary,
+    )
+
+
+def _summary(state: TurnState) -> dict[str, Any]:
+    result = state.result
+    exit_ = state.exit
+    usage = Usage()
+    cost = 0.0
+    cumulative = None
+    final_text = state.last_text
+    num_turns = None
+    api_status = None
+    denials: tuple[Any, ...] = ()
+    if result is not None:
+        usage = result.usage
+        run_cost = result.run_cost_usd
+        cumulative = result.total_cost_usd
+        # Without the per-run figure, the cumulative one is the best we have (older CLIs).
+        cost = run_cost if run_cost is not None else (cumulative or 0.0)
+        if result.result is not None:
+            final_text = result.result
+        num_turns = result.num_turns
+        api_status = result.api_error_status
+        denials = result.permission_denials
+    return {
+        "session_id": state.session_id,
+        "final_text": final_text,
+        "usage": usage,
+        "cost_usd": cost,
+        "cumulative_cost_usd": cumulative,
+        "context_tokens": state.context_tokens,
+        "num_turns": num_turns,
+        "api_error_status": api_status,
+        "exit_code": exit_.exit_code if exit_ is not None else None,
+        "exit_signal": exit_.signal if exit_ is not None else None,
+        "permission_denials": denials,
+        "tool_uses": state.tool_uses,
+        "malformed_lines": state.malformed_lines,
+        "oversized_lines": state.oversized_lines,
+        "events": state.events,
+    }
+
+
+def _error_texts(result: Result) -> list[str]:
+    """The error messages of a result frame: ``errors[]``, else legacy ``message``/``result``."""
+    texts = [e for e in result.errors if e]
+    if not texts:
+        legacy = result.raw.get("message")
+        if isinstance(legacy, str) and legacy:
+            texts.append(legacy)
+        if result.result:
+            texts.append(result.result)
+    return texts
+
+
+def _classify_result(result: Result, summary: dict[str, Any]) -> TurnOutcome:
+    subtype = result.subtype or ""
+    if subtype == "success" and not result.is_error:
+        return _classify_success(result, summary)
+    texts = _error_texts(result)
+    joined = "; ".join(texts)
+    if any(_SESSION_INVALID.search(t) for t in texts):
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE,
+            cause=Cause.SESSION_INVALID,
+            reason=f"session invalid: {joined}",
+            session_invalid=True,
+            **summary,
+        )
+    if subtype == "success" or result.api_error_status is not None:
+        return _classify_api_error(result, joined, summary)
+    if subtype == "error_max_turns":
+        return TurnOutcome(
+            kind=TurnKind.ESCALATE,
+            cause=Cause.MAX_TURNS,
+            reason=f"claude reached its max turns: {joined}" if joined else "max turns reached",
+            **summary,
+        )
+    if subtype == "error_max_budget_usd":
+        return TurnOutcome(
+            kind=TurnKind.ESCALATE,
+            cause=Cause.MAX_BUDGET,
+            reason=f"claude reached its budget: {joined}" if joined else "max budget reached",
+            **summary,
+        )
+    if subtype == "error_during_execution":
+        return TurnOutcome(
+            kind=TurnKind.ESCALATE,
+            cause=Cause.EXECUTION_ERROR,
+            reason=f"error during execution: {joined}" if joined else "error during execution",
+            **summary,
+        )
+    if not result.is_error and not subtype.startswith("error"):
+        # A success-like subtype we don't know yet: acceptance will judge the work.
+        return _classify_success(result, summary)
+    return TurnOutcome(
+        kind=TurnKind.ESCALATE,
+        cause=Cause.RESULT_ERROR,
+        reason=f"{subtype or 'error'}: {joined}" if joined else (subtype or "error result"),
+        **summary,
+    )
+
+
+def _classify_api_error(result: Result, joined: str, summary: dict[str, Any]) -> TurnOutcome:
+    status = result.api_error_status
+    text = joined or "API error"
+    label = text
+    if status is not None and not text.lower().startswith("api error"):
+        label = f"API error {status}: {text}"
+    if result.terminal_reason == "prompt_too_long" or _PROMPT_TOO_LONG.search(text):
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE,
+            cause=Cause.PROMPT_TOO_LONG,
+            reason=label,
+            hint=COMPACT_HINT,
+            **summary,
+        )
+    if status is None:
+        retryable = bool(_TRANSIENT_TEXT.search(text))
+    else:
+        retryable = status in RETRYABLE_STATUSES or "overloaded" in text.lower()
+    return TurnOutcome(
+        kind=TurnKind.CONTINUE if retryable else TurnKind.ESCALATE,
+        cause=Cause.API_ERROR_RETRYABLE if retryable else Cause.API_ERROR,
+        reason=label,
+        **summary,
+    )
+
+
+def _classify_success(result: Result, summary: dict[str, Any]) -> TurnOutcome:
+    text = result.result or ""
+    request = parse_sleep_request(text)
+    if request is None:
+        return TurnOutcome(kind=TurnKind.CLAIMED_DONE, cause=Cause.COMPLETED, **summary)
+    if isinstance(request, str):
+        return TurnOutcome(
+            kind=TurnKind.CONTINUE, cause=Cause.INVALID_SLEEP, reason=request, **summary
+        )
+    duration_ms, reason = request
+    return TurnOutcome(
+        kind=TurnKind.SLEEP,
+        cause=Cause.SLEEP_REQUESTED,
+        reason=reason,
+        sleep_ms=duration_ms,
+        **summary,
+    )
+
+
+def parse_sleep_request(text: str) -> tuple[int, str | None] | str | None:
+    """Read a sleep request from a result text.
+
+    Returns ``None`` when the text is not a sleep request, ``(duration_ms, reason)`` when it
+    is a valid one, and an error message when it is marked as one but malformed.
+    """
+    if SLEEP_MARKER not in text:
+        return None
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get(SLEEP_MARKER) is not True:
+        return None
+    duration = obj.get("duration_ms")
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
+        return (
+            f"invalid sleep request: duration_ms must be a non-negative integer, got {duration!r}"
+        )
+    reason = obj.get("reason")
+    return duration, reason if isinstance(reason, str) else None

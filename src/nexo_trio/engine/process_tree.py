@@ -1,0 +1,84 @@
+"""The process tree of one turn: remember its members, signal them, wait for them to go.
+
+Claude Code runs its Bash-tool children in **their own sessions**, so a signal to the
+CLI's process group does not reach them, and once the CLI is dead they are re-parented
+and can no longer be found from it. So the tree is collected while the CLI lives (now and
+then while it runs, and right before any kill), and every member is signalled by pid.
+psutil guards each signal against pid reuse (it checks the process's start time).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import trio
+
+_POLL_S = 0.02
+
+
+class ProcessTree:
+    """The CLI process and every descendant it has been seen to have."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._members: dict[int, psutil.Process] = {}
+        try:
+            self._root: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self._root = None
+
+    @property
+    def known_descendants(self) -> list[psutil.Process]:
+        """Descendants seen so far (some may be gone)."""
+        return list(self._members.values())
+
+    def snapshot(self) -> None:
+        """Remember the root's current descendants (cheap enough to call every second)."""
+        if self._root is None:
+            return
+        try:
+            children = self._root.children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            self._members.setdefault(child.pid, child)
+
+    def signal_root_group(self, sig: signal.Signals) -> bool:
+        """Signal the root's process group (the CLI runs as a session and group leader)."""
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def signal_descendants(self, sig: signal.Signals) -> int:
+        """Signal every remembered descendant still alive; return how many were signalled."""
+        count = 0
+        for proc in self.alive_descendants():
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                continue
+            count += 1
+        return count
+
+    def alive_descendants(self) -> list[psutil.Process]:
+        """Remembered descendants that are still running (zombies count as gone)."""
+        return [p for p in self._members.values() if _alive(p)]
+
+    async def wait_descendants_gone(self, timeout: float) -> list[psutil.Process]:
+        """Poll until no remembered descendant is alive, or ``timeout``; return survivors."""
+        with trio.move_on_after(timeout):
+            # Polling: the death of a process that is not our child raises no event.
+            while self.alive_descendants():  # noqa: ASYNC110
+                await trio.sleep(_POLL_S)
+        return self.alive_descendants()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

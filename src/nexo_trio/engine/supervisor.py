@@ -1,0 +1,389 @@
+"""``run_turn``: one supervised Claude Code run, under trio structured concurrency.
+
+A nursery owns everything the run needs::
+
+    process (own session) ── stdout reader ──┐
+                          ── exit waiter ────┤  batches of events   ┌──────────────┐
+                          ── stderr drainer  ├──── channel ───────▶ │ reduce(...)  │ ─▶ TurnResult
+    watchdogs (deadline, stop, exit) ────────┘                      └──────────────┘
+
+The engine only feeds the pure reducer; the outcome is ``classify`` of the final state, the
+same as ``nexo-trio replay`` gives for the same events.
+
+Stopping a run (timeout, ``stop`` set, caller cancelled, a wedged CLI): SIGTERM to the CLI's
+process group (the CLI then stops its own Bash children and MCP servers), ``kill_grace``,
+then SIGKILL to the group and to every descendant ever seen (they may live in sessions of
+their own). The process is always reaped, in a shielded scope with a bounded deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+import attrs
+import trio
+
+from nexo_trio.core.events import (
+    Cancelled,
+    DeadlineHit,
+    Event,
+    ProcessExited,
+    Spawned,
+    SpawnFailed,
+    StderrTail,
+    StdoutClosed,
+)
+from nexo_trio.core.framing import DEFAULT_LINE_CAP
+from nexo_trio.core.outcome import TurnOutcome
+from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce
+from nexo_trio.engine.command import ClaudeCommand
+from nexo_trio.engine.process_tree import ProcessTree
+from nexo_trio.wire.stream_json import StreamDecoder
+
+READ_CHUNK: Final = 64 * 1024
+STDERR_TAIL_BYTES: Final = 16 * 1024
+REAP_TIMEOUT: Final = 5.0
+"""How long to wait for a SIGKILLed process to be reaped before giving up on it."""
+SNAPSHOT_INTERVAL: Final = 1.0
+"""How often the process tree is re-collected while the CLI runs."""
+BATCH_BUFFER: Final = 64
+"""Batches the channel holds before the stdout reader waits (backpressure to the pipe)."""
+
+EventsCallback = Callable[[TurnState, Sequence[Event]], Awaitable[None]]
+"""Called after each batch of events is reduced, with the new state and the batch."""
+
+
+@attrs.frozen
+class TurnResult:
+    """What one supervised run produced."""
+
+    outcome: TurnOutcome
+    state: TurnState
+    argv: tuple[str, ...]
+    pid: int | None
+    duration_s: float
+    stop_actions: tuple[str, ...] = ()
+    """What the engine had to do to end the process (``SIGTERM``, ``SIGKILL``, ...)."""
+
+    @property
+    def stderr_tail(self) -> str:
+        """The last bytes of the CLI's stderr."""
+        return self.state.stderr_tail
+
+
+async def run_turn(
+    command: ClaudeCommand,
+    *,
+    timeout: float,
+    kill_grace: float = 5.0,
+    line_cap: int = DEFAULT_LINE_CAP,
+    on_events: EventsCallback | None = None,
+    stop: trio.Event | None = None,
+) -> TurnResult:
+    """Run one Claude Code turn to its end and classify it.
+
+    ``timeout`` bounds the whole run; ``kill_grace`` is the wait between SIGTERM and
+    SIGKILL. Setting ``stop`` ends the run gracefully with a ``cancelled`` outcome; a
+    cancellation of the caller's scope stops the process the same way and propagates.
+    Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
+    """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    if not kill_grace >= 0:
+        raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
+    argv = command.argv()
+    stdin_data = command.stdin_data()
+    started = trio.current_time()
+    try:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=command.cwd,
+            env=command.child_env(),
+            # Own session: a terminal's Ctrl-C reaches us, not the CLI, and the CLI's
+            # process group can be signalled as one.
+            start_new_session=True,
+        )
+    except OSError as exc:
+        event = SpawnFailed(reason=describe_spawn_error(command, exc))
+        state = reduce(INITIAL_STATE, event)
+        if on_events is not None:
+            await on_events(state, [event])
+        return TurnResult(
+            outcome=classify(state),
+            state=state,
+            argv=tuple(argv),
+            pid=None,
+            duration_s=trio.current_time() - started,
+        )
+    run = _Run(
+        process,
+        argv=argv,
+        stdin_data=stdin_data,
+        deadline=started + timeout,
+        timeout=timeout,
+        kill_grace=kill_grace,
+        line_cap=line_cap,
+        on_events=on_events,
+        stop=stop,
+    )
+    state = await run.supervise()
+    return TurnResult(
+        outcome=classify(state),
+        state=state,
+        argv=tuple(argv),
+        pid=process.pid,
+        duration_s=trio.current_time() - started,
+        stop_actions=tuple(run.stop_actions),
+    )
+
+
+def describe_spawn_error(command: ClaudeCommand, exc: OSError) -> str:
+    """Say in words why the CLI could not be started."""
+    where = exc.filename if exc.filename is not None else command.binary
+    if command.cwd is not None and str(where) == str(command.cwd):
+        return f"working directory {where} does not exist or is not a directory"
+    if isinstance(exc, FileNotFoundError):
+        return f"{command.binary}: no such file (is Claude Code installed and on PATH?)"
+    if isinstance(exc, PermissionError):
+        return f"{command.binary}: permission denied (not executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return f"{command.binary}: not an executable this system can run"
+    return f"{command.binary}: {exc.strerror or exc}"
+
+
+class _Run:
+    """The supervision of one started process (one use)."""
+
+    def __init__(
+        self,
+        process: trio.Process,
+        *,
+        argv: list[str],
+        stdin_data: bytes | None,
+        deadline: float,
+        timeout: float,
+        kill_grace: float,
+        line_cap: int,
+        on_events: EventsCallback | None,
+        stop: trio.Event | None,
+    ) -> None:
+        self.process = process
+        self.argv = argv
+        self.stdin_data = stdin_data
+        self.deadline = deadline
+        self.timeout = timeout
+        self.kill_grace = kill_grace
+        self.decoder = StreamDecoder(line_cap)
+        self.on_events = on_events
+        self.stop = stop
+        self.tree = ProcessTree(process.pid)
+        self.stop_actions: list[str] = []
+        self.state = INITIAL_STATE
+        self.stderr_tail = bytearray()
+        self.result_seen = trio.Event()
+        self.exited = trio.Event()
+        self.stdout_closed = trio.Event()
+        self.stderr_done = trio.Event()
+        self.stopping = False
+        self.send, self.receive = trio.open_memory_channel[Sequence[Event]](BATCH_BUFFER)
+
+    async def supervise(self) -> TurnState:
+        try:
+            await self._apply([Spawned(pid=self.process.pid, argv=tuple(self.argv))])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_stdout)
+                nursery.start_soon(self._wait_exit)
+                nursery.start_soon(self._drain_stderr)
+                if self.stdin_data is not None:
+                    nursery.start_soon(self._write_stdin, self.stdin_data)
+                nursery.start_soon(self._watch_deadline)
+                nursery.start_soon(self._watch_linger)
+                nursery.start_soon(self._watch_pipe)
+                nursery.start_soon(self._snapshot_tree)
+                if self.stop is not None:
+                    nursery.start_soon(self._watch_stop, self.stop)
+                async for batch in self.receive:
+                    await self._apply(batch)
+                    if self.state.finished:
+                        break
+                # Late stderr bytes of a process that just exited: wait for them, briefly.
+                with trio.move_on_after(min(self.kill_grace, 1.0)):
+                    await self.stderr_done.wait()
+                nursery.cancel_scope.cancel()
+            await self._apply([StderrTail(text=self._stderr_text())])
+            return self.state
+        finally:
+            await self._cleanup()
+
+    async def _apply(self, batch: Sequence[Event]) -> None:
+        state = self.state
+        for event in batch:
+            state = reduce(state, event)
+        self.state = state
+        if state.result is not None:
+            self.result_seen.set()
+        if self.on_events is not None:
+            await self.on_events(state, batch)
+
+    # ------------------------------------------------------------------ readers
+
+    async def _read_stdout(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        async with self.send.clone() as send:
+            try:
+                while True:
+                    chunk = await stdout.receive_some(READ_CHUNK)
+                    if not chunk:
+                        break
+                    batch = self.decoder.feed(chunk)
+                    if batch:
+                        await send.send(batch)
+            except trio.ClosedResourceError:
+                pass  # the exit watchdog gave up on a pipe a descendant held open
+            self.stdout_closed.set()
+            await send.send([*self.decoder.close(), StdoutClosed()])
+
+    async def _wait_exit(self) -> None:
+        async with self.send.clone() as send:
+            returncode = await self.process.wait()
+            self.exited.set()
+            await send.send([ProcessExited.from_returncode(returncode)])
+
+    async def _drain_stderr(self) -> None:
+        stderr = self.process.stderr
+        assert stderr is not None
+        try:
+            while True:
+                chunk = await stderr.receive_some(READ_CHUNK)
+                if not chunk:
+                    break
+                self.stderr_tail += chunk
+                if len(self.stderr_tail) > STDERR_TAIL_BYTES:
+                    del self.stderr_tail[: len(self.stderr_tail) - STDERR_TAIL_BYTES]
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        self.stderr_done.set()
+
+    async def _write_stdin(self, data: bytes) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            await stdin.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the CLI exited without reading its prompt; its exit tells the story
+        finally:
+            with trio.CancelScope(shield=True):
+                await stdin.aclose()
+
+    def _stderr_text(self) -> str:
+        return bytes(self.stderr_tail).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ watchdogs
+
+    async def _watch_deadline(self) -> None:
+        async with self.send.clone() as send:
+            await trio.sleep_until(self.deadline)
+            await send.send([DeadlineHit(timeout_s=self.timeout)])
+        await self._stop_process()
+
+    async def _watch_stop(self, stop: trio.Event) -> None:
+        async with self.send.clone() as send:
+            await stop.wait()
+            await send.send([Cancelled(reason="stop requested")])
+        await self._stop_process()
+
+    async def _watch_linger(self) -> None:
+        """Stop a CLI that is still running ``kill_grace`` after its result frame."""
+        await self.result_seen.wait()
+        with trio.move_on_after(self.kill_grace):
+            await self.exited.wait()
+        if not self.exited.is_set():
+            self.stop_actions.append("lingered after its result")
+            await self._stop_process()
+
+    async def _watch_pipe(self) -> None:
+        """Stop listening to a stdout that a descendant keeps open after the CLI exited."""
+        await self.exited.wait()
+        with trio.move_on_after(self.kill_grace):
+            await self.stdout_closed.wait()
+        if self.stdout_closed.is_set():
+            return
+        self.stop_actions.append("stdout held open after exit")
+        await self._stop_descendants()
+        with trio.move_on_after(self.kill_grace):
+            await self.stdout_closed.wait()
+        stdout = self.process.stdout
+        if not self.stdout_closed.is_set() and stdout is not None:
+            # Wakes the reader with ClosedResourceError; it then reports StdoutClosed.
+            await stdout.aclose()
+
+    async def _snapshot_tree(self) -> None:
+        while True:
+            self.tree.snapshot()
+            await trio.sleep(SNAPSHOT_INTERVAL)
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _stop_process(self) -> None:
+        """SIGTERM, ``kill_grace``, SIGKILL to the tree. Idempotent; safe to call anywhere."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.process.returncode is None:
+            self.tree.snapshot()
+            if self.tree.signal_root_group(signal.SIGTERM):
+                self.stop_actions.append("SIGTERM")
+            with trio.move_on_after(self.kill_grace):
+                await self.process.wait()
+        if self.process.returncode is None:
+            await self._kill_tree()
+        await self._stop_descendants()
+
+    async def _kill_tree(self) -> None:
+        # Collect before killing: once the CLI is dead its children can't be found from it.
+        self.tree.snapshot()
+        if self.tree.signal_root_group(signal.SIGKILL):
+            self.stop_actions.append("SIGKILL")
+        killed = self.tree.signal_descendants(signal.SIGKILL)
+        if killed:
+            self.stop_actions.append(f"SIGKILL to {killed} descendant(s)")
+        with trio.move_on_after(REAP_TIMEOUT):
+            await self.process.wait()
+
+    async def _stop_descendants(self) -> None:
+        """Stop descendants that outlived the CLI: SIGTERM, grace, SIGKILL."""
+        if not self.tree.alive_descendants():
+            return
+        if termed := self.tree.signal_descendants(signal.SIGTERM):
+            self.stop_actions.append(f"SIGTERM to {termed} surviving descendant(s)")
+        if await self.tree.wait_descendants_gone(self.kill_grace):
+            killed = self.tree.signal_descendants(signal.SIGKILL)
+            self.stop_actions.append(f"SIGKILL to {killed} surviving descendant(s)")
+            await self.tree.wait_descendants_gone(REAP_TIMEOUT)
+
+    async def _cleanup(self) -> None:
+        """Runs on every path out: nothing of the run may outlive it."""
+        # Shielded, so a cancelled caller still gets a dead and reaped process; bounded,
+        # so a process stuck in the kernel can't hang the caller forever.
+        budget = self.kill_grace * 2 + REAP_TIMEOUT * 2 + 1.0
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + budget):
+            if self.process.returncode is None:
+                self.stopping = False
+                await self._stop_process()
+            else:
+                await self._stop_descendants()
+            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+                if stream is not None:
+                    await stream.aclose()
+            with trio.move_on_after(REAP_TIMEOUT):
+                await self.process.wait()
+        self.send.close()
+        self.receive.close()
