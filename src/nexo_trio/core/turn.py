@@ -6,7 +6,7 @@ Rules of ``reduce``
 -------------------
 Phases: ``pending`` -> ``running`` (on :class:`Spawned`) -> ``finished`` (once stdout has
 closed **and** the process has exited, in either order), or ``pending`` -> ``finished`` on
-:class:`SpawnFailed`.
+:class:`SpawnFailed` (ignored once a result frame is in).
 
 1. Every line event (frame, malformed line, oversized line) bumps ``events``; malformed and
    oversized lines bump their own counters too. Nothing else about them is kept.
@@ -114,7 +114,9 @@ def reduce(state: TurnState, event: Event) -> TurnState:
                 return state
             return attrs.evolve(state, phase=Phase.RUNNING, pid=pid)
         case SpawnFailed(reason=reason):
-            if state.phase is not Phase.PENDING:
+            # Once a result frame is in, the outcome is decided (rule 3): a late spawn
+            # failure must not turn it into an escalation.
+            if state.phase is not Phase.PENDING or state.result is not None:
                 return state
             return attrs.evolve(state, phase=Phase.FINISHED, spawn_error=reason)
         case StdoutClosed():
@@ -206,7 +208,9 @@ _SESSION_INVALID = re.compile(
     re.IGNORECASE,
 )
 SLEEP_MARKER = "__nexo_sleep__"
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+# Greedy and stripped afterwards: a lazy body followed by ``\s*`` is quadratic on long runs
+# of whitespace, and the text is whatever the model wrote.
+_FENCE = re.compile(r"^```(?:json)?(.*)```$", re.DOTALL)
 
 
 def classify(state: TurnState) -> TurnOutcome:
@@ -414,10 +418,10 @@ def parse_sleep_request(text: str) -> tuple[int, str | None] | str | None:
     body = text.strip()
     fenced = _FENCE.match(body)
     if fenced:
-        body = fenced.group(1)
+        body = fenced.group(1).strip()
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts json's recursion
         return None
     if not isinstance(obj, dict) or obj.get(SLEEP_MARKER) is not True:
         return None

@@ -61,7 +61,8 @@ class ClaudeCommand:
     append_system_prompt: str | None = None
     max_turns: int | None = None
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
-    env: Mapping[str, str | None] = attrs.field(factory=dict, converter=_env)
+    # Compared but not hashed (a dict can't be): commands stay usable as dict keys.
+    env: Mapping[str, str | None] = attrs.field(factory=dict, converter=_env, hash=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.binary:

@@ -5,6 +5,10 @@ CLI's process group does not reach them, and once the CLI is dead they are re-pa
 and can no longer be found from it. So the tree is collected while the CLI lives (now and
 then while it runs, and right before any kill), and every member is signalled by pid.
 psutil guards each signal against pid reuse (it checks the process's start time).
+
+A descendant that escaped between two collections (the CLI started it and exited) is still
+found by the marker in its environment or by the turn's pipes it holds:
+:meth:`ProcessTree.adopt_strays`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,35 @@ class ProcessTree:
         for child in children:
             self._members.setdefault(child.pid, child)
 
+    def adopt_strays(self, marker: str, pipe_fds: list[int]) -> int:
+        """Remember descendants that escaped the tree; return how many were found.
+
+        A process the CLI started and left behind between two snapshots is re-parented and
+        can't be found from the CLI any more. Two traces still tie it to this turn: the
+        marker variable every turn puts in the CLI's environment (inherited unless a
+        program scrubs it), and the far end of the turn's stdout/stderr pipes (our own
+        ends are close-on-exec, so only descendants can hold them). One pass over
+        ``/proc``, synchronous: a few milliseconds, once per turn. Linux only.
+        """
+        targets: set[str] = set()
+        for fd in pipe_fds:
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("pipe:"):
+                targets.add(target)
+        adopted = 0
+        for pid in find_strays(marker.encode(), targets, exclude={os.getpid(), self.pid}):
+            if pid in self._members:
+                continue
+            try:
+                self._members[pid] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+            adopted += 1
+        return adopted
+
     def signal_root_group(self, sig: signal.Signals) -> bool:
         """Signal the root's process group (the CLI runs as a session and group leader)."""
         try:
@@ -75,6 +108,46 @@ class ProcessTree:
             while self.alive_descendants():  # noqa: ASYNC110
                 await trio.sleep(_POLL_S)
         return self.alive_descendants()
+
+
+def find_strays(marker: bytes, pipes: set[str], *, exclude: set[int]) -> list[int]:
+    """Pids (not in ``exclude``) whose environment holds ``marker`` (a ``NAME=value``
+    entry) or that hold a pipe whose ``/proc`` link is in ``pipes``."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found: list[int] = []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        if _environ_has(entry, marker) or (pipes and _holds_pipe(entry, pipes)):
+            found.append(int(entry))
+    return found
+
+
+def _environ_has(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:  # gone, or not ours to look at
+        return False
+    return marker in environ.split(b"\0")
+
+
+def _holds_pipe(pid: str, pipes: set[str]) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"{fd_dir}/{name}") in pipes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _alive(proc: psutil.Process) -> bool:

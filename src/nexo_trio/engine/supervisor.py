@@ -19,8 +19,10 @@ their own). The process is always reaped, in a shielded scope with a bounded dea
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -44,6 +46,9 @@ from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.process_tree import ProcessTree
 from nexo_trio.wire.stream_json import StreamDecoder
 
+TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
+"""Set in the CLI's environment to a fresh id per turn, so the turn's stray descendants can
+be recognised after the CLI is gone."""
 READ_CHUNK: Final = 64 * 1024
 STDERR_TAIL_BYTES: Final = 16 * 1024
 REAP_TIMEOUT: Final = 5.0
@@ -97,6 +102,9 @@ async def run_turn(
         raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
     argv = command.argv()
     stdin_data = command.stdin_data()
+    marker = uuid.uuid4().hex
+    env = command.child_env()
+    env[TURN_MARKER_VAR] = marker
     started = trio.current_time()
     try:
         process = await trio.lowlevel.open_process(
@@ -105,7 +113,7 @@ async def run_turn(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=command.cwd,
-            env=command.child_env(),
+            env=env,
             # Own session: a terminal's Ctrl-C reaches us, not the CLI, and the CLI's
             # process group can be signalled as one.
             start_new_session=True,
@@ -126,6 +134,7 @@ async def run_turn(
         process,
         argv=argv,
         stdin_data=stdin_data,
+        marker=f"{TURN_MARKER_VAR}={marker}",
         deadline=started + timeout,
         timeout=timeout,
         kill_grace=kill_grace,
@@ -152,6 +161,8 @@ def describe_spawn_error(command: ClaudeCommand, exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"{command.binary}: no such file (is Claude Code installed and on PATH?)"
     if isinstance(exc, PermissionError):
+        if os.path.isdir(os.path.join(command.cwd or "", where)):
+            return f"{command.binary}: is a directory, not an executable"
         return f"{command.binary}: permission denied (not executable?)"
     if exc.errno == errno.ENOEXEC:
         return f"{command.binary}: not an executable this system can run"
@@ -167,6 +178,7 @@ class _Run:
         *,
         argv: list[str],
         stdin_data: bytes | None,
+        marker: str,
         deadline: float,
         timeout: float,
         kill_grace: float,
@@ -177,6 +189,7 @@ class _Run:
         self.process = process
         self.argv = argv
         self.stdin_data = stdin_data
+        self.marker = marker
         self.deadline = deadline
         self.timeout = timeout
         self.kill_grace = kill_grace
@@ -197,30 +210,44 @@ class _Run:
     async def supervise(self) -> TurnState:
         try:
             await self._apply([Spawned(pid=self.process.pid, argv=tuple(self.argv))])
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_stdout)
-                nursery.start_soon(self._wait_exit)
-                nursery.start_soon(self._drain_stderr)
-                if self.stdin_data is not None:
-                    nursery.start_soon(self._write_stdin, self.stdin_data)
-                nursery.start_soon(self._watch_deadline)
-                nursery.start_soon(self._watch_linger)
-                nursery.start_soon(self._watch_pipe)
-                nursery.start_soon(self._snapshot_tree)
-                if self.stop is not None:
-                    nursery.start_soon(self._watch_stop, self.stop)
-                async for batch in self.receive:
-                    await self._apply(batch)
-                    if self.state.finished:
-                        break
-                # Late stderr bytes of a process that just exited: wait for them, briefly.
-                with trio.move_on_after(min(self.kill_grace, 1.0)):
-                    await self.stderr_done.wait()
-                nursery.cancel_scope.cancel()
+            try:
+                await self._run_tasks()
+            except BaseExceptionGroup as group:
+                # The nursery is ours, not the caller's: a caller's cancellation leaves as
+                # Cancelled, and an error of its on_events callback as that error.
+                single = _single_exception(group)
+                if single is None:
+                    raise
+                raise single from None
             await self._apply([StderrTail(text=self._stderr_text())])
             return self.state
         finally:
             await self._cleanup()
+
+    async def _run_tasks(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_stdout)
+            nursery.start_soon(self._wait_exit)
+            nursery.start_soon(self._drain_stderr)
+            if self.stdin_data is not None:
+                nursery.start_soon(self._write_stdin, self.stdin_data)
+            nursery.start_soon(self._watch_deadline)
+            nursery.start_soon(self._watch_linger)
+            nursery.start_soon(self._watch_pipe)
+            nursery.start_soon(self._snapshot_tree)
+            if self.stop is not None:
+                nursery.start_soon(self._watch_stop, self.stop)
+            # Bounded even if the process can't be killed (stuck in the kernel): past the
+            # deadline, the stop sequence and the reap budget, the turn ends regardless.
+            with trio.move_on_at(self.deadline + self.kill_grace * 2 + REAP_TIMEOUT * 2 + 1):
+                async for batch in self.receive:
+                    await self._apply(batch)
+                    if self.state.finished:
+                        break
+            # Late stderr bytes of a process that just exited: wait for them, briefly.
+            with trio.move_on_after(min(self.kill_grace, 1.0)):
+                await self.stderr_done.wait()
+            nursery.cancel_scope.cancel()
 
     async def _apply(self, batch: Sequence[Event]) -> None:
         state = self.state
@@ -358,8 +385,22 @@ class _Run:
         with trio.move_on_after(REAP_TIMEOUT):
             await self.process.wait()
 
+    def _adopt_strays(self) -> None:
+        """Find descendants that escaped the tree (see ProcessTree.adopt_strays)."""
+        fds = [
+            stream.fileno()
+            for stream, eof in (
+                (self.process.stdout, self.stdout_closed),
+                (self.process.stderr, self.stderr_done),
+            )
+            if isinstance(stream, trio.lowlevel.FdStream) and not eof.is_set()
+        ]
+        fds = [fd for fd in fds if fd >= 0]
+        self.tree.adopt_strays(self.marker, fds)
+
     async def _stop_descendants(self) -> None:
         """Stop descendants that outlived the CLI: SIGTERM, grace, SIGKILL."""
+        self._adopt_strays()
         if not self.tree.alive_descendants():
             return
         if termed := self.tree.signal_descendants(signal.SIGTERM):
@@ -387,3 +428,22 @@ class _Run:
                 await self.process.wait()
         self.send.close()
         self.receive.close()
+
+
+def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception a group stands for: its only non-``Cancelled`` leaf, or a
+    ``Cancelled`` when that is all it holds; ``None`` when it holds several errors."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if not errors:
+        return leaves[0] if leaves else None
+    if len(errors) == 1:
+        return errors[0]
+    return None

@@ -546,7 +546,8 @@ class Invocation:
     def _op_kill_self(self, step: dict[str, Any]) -> None:
         sys.stdout.flush()
         sig = signal.Signals[step.get("signal", "SIGKILL")]
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # these two can't be handled
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         time.sleep(self.max_lifetime)
 

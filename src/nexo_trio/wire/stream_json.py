@@ -73,7 +73,8 @@ def _int_or_none(value: Any, _: Any) -> int | None:
     if type(value) is int:
         return value
     # The CLI has reported statuses as strings ("529") in some versions.
-    if isinstance(value, str) and value.isdigit():
+    # isdecimal, not isdigit: int() refuses digits like "²" that isdigit accepts.
+    if isinstance(value, str) and value.isdecimal():
         return int(value)
     return None
 
@@ -131,15 +132,22 @@ def _register_exact(c: cattrs.Converter, cl: Any, fn: Callable[[Any, Any], Any])
 
 def _make_converter() -> cattrs.Converter:
     c = cattrs.Converter(detailed_validation=False, forbid_extra_keys=False)
+    # Plain classes go through cattrs's singledispatch, which wins over predicate hooks: its
+    # built-in str/int/float hooks (str(None) == "None", bool("false") is True, int(None)
+    # raises) must be replaced there, not shadowed by a predicate that is never consulted.
+    plain: tuple[tuple[type[Any], Callable[[Any, Any], Any]], ...] = (
+        (str, _str),
+        (int, _int),
+        (float, _float),
+        (bool, _bool),
+    )
+    for cls, plain_hook in plain:
+        c.register_structure_hook(cls, plain_hook)
     scalar: Any
     for scalar, hook in (
-        (str, _str),
         (str | None, _str_or_none),
-        (int, _int),
         (int | None, _int_or_none),
-        (float, _float),
         (float | None, _float_or_none),
-        (bool, _bool),
         (JsonObject, _json_object),
     ):
         _register_exact(c, scalar, hook)
@@ -189,10 +197,12 @@ def _make_converter() -> cattrs.Converter:
     def content_block(value: Any, _: Any) -> ContentBlock:
         if not isinstance(value, dict):
             return OtherBlock(type=None, raw={"value": value})
-        cl = _BLOCK_TYPES.get(value.get("type"))  # type: ignore[arg-type]
+        kind = value.get("type")
+        if not isinstance(kind, str):  # a list or object "type" is unhashable
+            return OtherBlock(type=None, raw=value)
+        cl = _BLOCK_TYPES.get(kind)
         if cl is None:
-            kind = value.get("type")
-            return OtherBlock(type=kind if isinstance(kind, str) else None, raw=value)
+            return OtherBlock(type=kind, raw=value)
         block: ContentBlock = c.structure(value, cl)
         return block
 

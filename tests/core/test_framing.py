@@ -1,0 +1,171 @@
+"""LineFramer: newline framing with a cap, sans-IO."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nexo_trio.core.events import OversizedLine
+from nexo_trio.core.framing import DEFAULT_LINE_CAP, Framed, Line, LineFramer
+from tests.core.strategies import split_at
+
+
+def frame_all(chunks: list[bytes], cap: int = DEFAULT_LINE_CAP) -> list[Framed]:
+    framer = LineFramer(cap)
+    out: list[Framed] = []
+    for chunk in chunks:
+        out += framer.feed(chunk)
+    out += framer.close()
+    return out
+
+
+def reference(data: bytes, cap: int) -> list[Framed]:
+    """What framing ``data`` must give, computed the obvious way."""
+    segments = data.split(b"\n")
+    if segments[-1] == b"":
+        segments.pop()  # text after the last newline is empty: not a line
+    out: list[Framed] = []
+    for line_no, seg in enumerate(segments, start=1):
+        if len(seg) > cap:
+            out.append(OversizedLine(line_no=line_no, size=len(seg)))
+        elif seg.strip(b" \t\r\n\x0b\x0c"):
+            out.append(Line(line_no=line_no, data=seg))
+    return out
+
+
+stream_lines: st.SearchStrategy[list[bytes]] = st.lists(
+    st.one_of(
+        st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+        st.sampled_from([b"", b"  ", b"\r", b'{"type":"result"}', b"x" * 70]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=stream_lines,
+    trailing_newline=st.booleans(),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    cap=st.sampled_from([1, 4, 16, 64, DEFAULT_LINE_CAP]),
+)
+def test_chunk_boundaries_do_not_matter(
+    lines: list[bytes], trailing_newline: bool, points: list[int], cap: int
+) -> None:
+    data = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
+    whole = frame_all([data], cap)
+    assert whole == reference(data, cap)
+    assert frame_all(split_at(data, points), cap) == whole
+    # One byte at a time is the worst split of all.
+    assert frame_all([data[i : i + 1] for i in range(len(data))], cap) == whole
+
+
+def test_line_longer_than_cap_is_one_oversized_event_and_the_stream_goes_on() -> None:
+    framer = LineFramer(cap=10)
+    out = framer.feed(b"short\n" + b"x" * 25 + b"\nafter\n")
+    assert out == [
+        Line(line_no=1, data=b"short"),
+        OversizedLine(line_no=2, size=25),
+        Line(line_no=3, data=b"after"),
+    ]
+    assert framer.close() == []
+
+
+def test_oversized_line_arriving_in_pieces() -> None:
+    framer = LineFramer(cap=10)
+    out: list[Framed] = []
+    for piece in (b"ok\nxxxxxxxx", b"xxxxxxxx", b"xxxx", b"xx\nnext", b"\n"):
+        out += framer.feed(piece)
+    assert out == [
+        Line(line_no=1, data=b"ok"),
+        OversizedLine(line_no=2, size=22),
+        Line(line_no=3, data=b"next"),
+    ]
+
+
+def test_line_of_exactly_cap_bytes_is_a_line() -> None:
+    framer = LineFramer(cap=8)
+    assert framer.feed(b"12345678\n123456789\n") == [
+        Line(line_no=1, data=b"12345678"),
+        OversizedLine(line_no=2, size=9),
+    ]
+
+
+def test_oversized_last_line_without_newline_is_reported_at_close() -> None:
+    framer = LineFramer(cap=10)
+    assert framer.feed(b"ok\n" + b"y" * 50) == [Line(line_no=1, data=b"ok")]
+    assert framer.close() == [OversizedLine(line_no=2, size=50)]
+    assert framer.lines_seen == 2
+
+
+def test_unterminated_last_line_is_returned_at_close() -> None:
+    framer = LineFramer()
+    assert framer.feed(b'{"a":1}\n{"b"') == [Line(line_no=1, data=b'{"a":1}')]
+    assert framer.feed(b":2}") == []
+    assert framer.close() == [Line(line_no=2, data=b'{"b":2}')]
+    assert framer.close() == []
+
+
+def test_blank_lines_are_skipped_but_counted() -> None:
+    framer = LineFramer()
+    out = framer.feed(b"a\n\n   \n\r\n\t\nb\n")
+    assert out == [Line(line_no=1, data=b"a"), Line(line_no=6, data=b"b")]
+    assert framer.lines_seen == 6
+    assert framer.feed(b"\n") == []
+    assert framer.close() == []
+    assert framer.lines_seen == 7
+
+
+def test_trailing_carriage_return_is_kept() -> None:
+    assert LineFramer().feed(b"{}\r\n") == [Line(line_no=1, data=b"{}\r")]
+
+
+def test_empty_chunks_are_harmless() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"") == []
+    assert framer.feed(bytearray(b"x\n")) == [Line(line_no=1, data=b"x")]
+    assert framer.feed(b"") == []
+    assert framer.close() == []
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_cap_must_be_positive(cap: int) -> None:
+    with pytest.raises(ValueError, match="line cap"):
+        LineFramer(cap)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000, 10 * 64])
+def test_framer_never_buffers_more_than_cap(chunk_size: int) -> None:
+    cap = 64
+    framer = LineFramer(cap)
+    data = b"z" * (10 * cap)
+    for i in range(0, len(data), chunk_size):
+        assert framer.feed(data[i : i + chunk_size]) == []
+        assert len(framer._buf) <= cap
+    assert framer.feed(b"\nok\n") == [
+        OversizedLine(line_no=1, size=10 * cap),
+        Line(line_no=2, data=b"ok"),
+    ]
+    assert len(framer._buf) <= cap
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(max_size=50), max_size=20),
+    cap=st.integers(min_value=1, max_value=40),
+)
+def test_buffer_bounded_and_every_line_numbered_once(chunks: list[bytes], cap: int) -> None:
+    framer = LineFramer(cap)
+    out: list[Framed] = []
+    for chunk in chunks:
+        out += framer.feed(chunk)
+        assert len(framer._buf) <= cap
+    out += framer.close()
+    numbers = [item.line_no for item in out]
+    assert numbers == sorted(set(numbers))
+    assert all(len(item.data) <= cap for item in out if isinstance(item, Line))
+    data = b"".join(chunks)
+    assert out == reference(data, cap)
+    expected_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    assert framer.lines_seen == expected_lines
