@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from nexo_trio import __version__
+from nexo_trio.cli.demo import demo
 from nexo_trio.cli.replay import replay
+from nexo_trio.cli.run import run
+from nexo_trio.cli.state import bindings, events, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,4 +17,5 @@ def main() -> None:
     """Drive the Claude Code CLI turn by turn toward a goal."""
 
 
-main.add_command(replay)
+for command in (run, demo, replay, status, events, bindings):
+    main.add_command(command)

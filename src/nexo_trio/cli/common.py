@@ -1,0 +1,61 @@
+"""What the commands share: user errors (exit 2), loading files, the state directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import click
+
+from nexo_trio.core.goal import Goal
+from nexo_trio.core.settings import Config
+from nexo_trio.wire.files import FileFormatError, load_config, load_goal
+
+EXIT_DONE = 0
+EXIT_NOT_DONE = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+
+
+class UserError(click.ClickException):
+    """A mistake of the user's (bad file, bad option): a message and exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def read_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
+    """The config from ``path`` (defaults when None), with ``--state-dir`` applied."""
+    try:
+        config = load_config(path)
+    except FileFormatError as exc:
+        raise UserError(str(exc)) from None
+    if state_dir is not None:
+        config = attrs.evolve(config, state_dir=str(state_dir))
+    return config
+
+
+def read_goal(path: Path) -> Goal:
+    """The goal from ``path``; a relative workspace is taken relative to the goal file."""
+    try:
+        goal = load_goal(path)
+    except FileFormatError as exc:
+        raise UserError(str(exc)) from None
+    if goal.workspace is not None and not Path(goal.workspace).expanduser().is_absolute():
+        workspace = (path.resolve().parent / goal.workspace).resolve()
+        goal = attrs.evolve(goal, workspace=str(workspace))
+    return goal
+
+
+def state_dir_option(fn: click.decorators.FC) -> click.decorators.FC:
+    """``--state-dir`` and ``--config``, for the commands that read the state directory."""
+    fn = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The state directory (default: the config's state_dir, else ./.nexo).",
+    )(fn)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Config file (YAML).",
+    )(fn)

@@ -1,0 +1,143 @@
+"""Live progress of goals: a table on a terminal, plain lines otherwise (both on stderr)."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+import attrs
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from nexo_trio.core.goal_events import (
+    AcceptanceChecked,
+    AttemptCompleted,
+    AttemptStarted,
+    BudgetExhausted,
+    CompactScheduled,
+    DecisionMade,
+    Escalated,
+    GoalCompleted,
+    GoalEvent,
+    GoalStarted,
+    ReplayDecided,
+    SessionBound,
+    Sleeping,
+    TurnActivity,
+    WokeUp,
+)
+
+
+@attrs.define
+class _Row:
+    goal_id: str
+    started: float
+    turn: int = 0
+    phase: str = "starting"
+    tokens: int = 0
+    cost_usd: float = 0.0
+    last_tool: str = ""
+    acceptance: str = "-"
+    ended: float | None = None
+
+
+class Progress:
+    """Consumes goal events and shows them."""
+
+    def __init__(self, stream: TextIO, *, live: bool | None = None) -> None:
+        self.console = Console(file=stream, highlight=False, soft_wrap=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.rows: dict[str, _Row] = {}
+        self._plain = not self.live
+
+    async def run(self, events: trio.MemoryReceiveChannel[GoalEvent]) -> None:
+        """Show events until the channel closes (or the task is cancelled)."""
+        if not self.live:
+            async for event in events:
+                self.update(event)
+            return
+        with Live(self._table(), console=self.console, refresh_per_second=4) as live:
+            async for event in events:
+                self.update(event)
+                live.update(self._table())
+
+    def update(self, event: GoalEvent) -> None:
+        """Fold one event into the rows; print a line for it when not live."""
+        row = self.rows.get(event.goal_id)
+        if row is None:
+            row = self.rows[event.goal_id] = _Row(event.goal_id, time.monotonic())
+        line = self._apply(row, event)
+        if self._plain and line:
+            self.console.print(f"[{event.goal_id[:12]}] {line}", markup=False)
+
+    def _apply(self, row: _Row, event: GoalEvent) -> str | None:
+        match event:
+            case GoalStarted(resumed_turns=resumed, workspace=workspace):
+                extra = f", resuming after {resumed} turns" if resumed else ""
+                return f"goal started in {workspace}{extra}"
+            case AttemptStarted(turn=turn, compact=compact):
+                row.turn = turn
+                row.phase = "compacting" if compact else "working"
+                return "compacting the conversation" if compact else f"turn {turn} started"
+            case SessionBound(session_id=session_id):
+                return f"session {session_id}"
+            case TurnActivity(last_tool=tool, tool_uses=uses):
+                row.last_tool = f"{tool} (#{uses})" if tool else ""
+                return f"  tool: {tool}" if tool else None
+            case AttemptCompleted(kind=kind, reason=reason, usage=usage, cost_usd=cost):
+                row.tokens += usage.total_tokens
+                row.cost_usd += cost
+                row.phase = kind
+                why = f": {reason}" if reason else ""
+                return f"turn {event.turn} -> {kind}{why}"
+            case AcceptanceChecked(met=met, results=results):
+                passed = sum(1 for r in results if r.passed)
+                row.acceptance = f"{passed}/{len(results)} {'met' if met else 'not met'}"
+                lines = [f"acceptance: {row.acceptance}"]
+                lines += [
+                    f"  ✗ {r.label}: {r.message}" for r in results if not r.passed and r.required
+                ]
+                return "\n".join(lines)
+            case ReplayDecided(action=action, reason=reason):
+                return f"replay: {action} ({reason})"
+            case CompactScheduled(context_tokens=tokens):
+                return f"compaction scheduled at {tokens} context tokens"
+            case Sleeping(duration_ms=ms, reason=reason):
+                row.phase = "sleeping"
+                return f"sleeping {ms / 1000:g}s: {reason}"
+            case WokeUp():
+                return "woke up"
+            case DecisionMade(tool_name=tool, outcome=outcome, reason=reason):
+                return f"  permission {outcome}: {tool}" + (f" ({reason})" if reason else "")
+            case BudgetExhausted(reason=reason) | Escalated(reason=reason):
+                return reason
+            case GoalCompleted(outcome=outcome):
+                row.phase = outcome.kind.value
+                row.ended = time.monotonic()
+                why = f" ({outcome.reason})" if outcome.reason else ""
+                return (
+                    f"goal {outcome.kind.value}{why} after {outcome.total_turns} turns, "
+                    f"{outcome.usage.total_tokens} tokens, ${outcome.cost_usd:.4f}"
+                )
+            case _:
+                return None
+
+    def _table(self) -> Table:
+        table = Table(title="nexo-trio", expand=False)
+        for column in ("goal", "turn", "elapsed", "tokens", "cost", "last tool", "acceptance"):
+            table.add_column(column)
+        now = time.monotonic()
+        for row in self.rows.values():
+            elapsed = (row.ended or now) - row.started
+            table.add_row(
+                row.goal_id[:12],
+                f"{row.turn} {row.phase}",
+                f"{elapsed:.1f}s",
+                str(row.tokens),
+                f"${row.cost_usd:.4f}",
+                row.last_tool,
+                row.acceptance,
+            )
+        return table

@@ -1,0 +1,127 @@
+"""``nexo-trio run GOAL.yaml``: run one goal to its end.
+
+Exit codes: 0 done, 1 ended not done (budget, escalation), 2 usage or config error,
+130 cancelled (Ctrl-C or SIGTERM: the running turn's process tree is stopped and the ledger
+records the cancellation; a second Ctrl-C stops at once).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import attrs
+import click
+import trio
+
+from nexo_trio.cli.common import (
+    EXIT_CANCELLED,
+    EXIT_DONE,
+    EXIT_NOT_DONE,
+    read_config,
+    read_goal,
+)
+from nexo_trio.cli.progress import Progress
+from nexo_trio.core.goal import Goal
+from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
+from nexo_trio.core.settings import Config
+from nexo_trio.orchestrator.orchestrator import Orchestrator
+from nexo_trio.wire.goal_json import goal_outcome_to_json
+from nexo_trio.wire.outcome_json import dumps
+
+
+def exit_code(outcome: GoalOutcome) -> int:
+    """The process exit code of a goal outcome."""
+    if outcome.kind is GoalEndKind.DONE:
+        return EXIT_DONE
+    if outcome.kind is GoalEndKind.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_NOT_DONE
+
+
+def summary(outcome: GoalOutcome) -> str:
+    """One line saying how the goal ended."""
+    why = f": {outcome.reason}" if outcome.reason else ""
+    return (
+        f"{outcome.kind.value}{why} — {outcome.total_turns} turn(s), "
+        f"{outcome.usage.total_tokens} tokens, ${outcome.cost_usd:.4f}, "
+        f"{outcome.elapsed_s:.1f}s"
+    )
+
+
+async def run_with_progress(
+    goal: Goal, config: Config, *, progress: Progress, orchestrator: Orchestrator | None = None
+) -> GoalOutcome:
+    """Run ``goal`` showing progress; Ctrl-C/SIGTERM cancel it (twice: stop at once)."""
+    orch = orchestrator or Orchestrator(config)
+    handle = None
+    with trio.CancelScope() as hard_stop:
+        async with orch, trio.open_nursery() as nursery:
+            events = orch.subscribe()
+            nursery.start_soon(progress.run, events)
+            nursery.start_soon(_cancel_on_signals, orch, goal.id, hard_stop)
+            handle = await orch.start_goal(goal)
+            await handle.wait()
+            # Let the display catch up with the last events, then stop it.
+            while True:
+                try:
+                    progress.update(events.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            nursery.cancel_scope.cancel()
+    if handle is not None and handle.outcome is not None:
+        return handle.outcome
+    return GoalOutcome(goal_id=goal.id, kind=GoalEndKind.CANCELLED, reason="stopped")
+
+
+async def _cancel_on_signals(orch: Orchestrator, goal_id: str, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            if count == 1:
+                name = signal.Signals(signum).name
+                await orch.cancel_goal(goal_id, f"cancelled by {name}")
+            else:
+                scope.cancel()
+
+
+@click.command()
+@click.argument("goal_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Config file (YAML; ${VAR} and ${VAR:-default} are substituted).",
+)
+@click.option("--claude-bin", help="The claude executable (overrides the config).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the ledger and bindings live (overrides the config).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the GoalOutcome as one JSON object.")
+def run(
+    goal_file: Path,
+    config_file: Path | None,
+    claude_bin: str | None,
+    state_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run the goal in GOAL_FILE until its acceptance checks pass or it ends otherwise.
+
+    A relative workspace in the goal file is taken relative to the goal file.
+    """
+    config = read_config(config_file, state_dir=state_dir)
+    if claude_bin:
+        config = attrs.evolve(config, claude=attrs.evolve(config.claude, binary=claude_bin))
+    goal = read_goal(goal_file)
+    progress = Progress(sys.stderr)
+    outcome = trio.run(lambda: run_with_progress(goal, config, progress=progress))
+    if as_json:
+        sys.stdout.buffer.write(dumps(goal_outcome_to_json(outcome)) + b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(summary(outcome))
+    sys.exit(exit_code(outcome))

@@ -1,0 +1,112 @@
+"""``nexo-trio status``, ``events GOAL_ID`` and ``bindings``: read the state directory."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+
+from nexo_trio.cli.common import UserError, read_config, state_dir_option
+from nexo_trio.orchestrator.orchestrator import DB_NAME
+from nexo_trio.store.base import Store
+from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.wire.outcome_json import dumps
+
+T = TypeVar("T")
+
+
+def _db_path(config_file: Path | None, state_dir: Path | None) -> Path:
+    config = read_config(config_file, state_dir=state_dir)
+    return Path(config.state_dir).expanduser() / DB_NAME
+
+
+def _with_store(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T | None:
+    if not db.exists():
+        click.echo(f"nothing recorded yet: {db} does not exist", err=True)
+        return None
+
+    async def main() -> T:
+        async with open_sqlite_store(db) as store:
+            return await fn(store)
+
+    return trio.run(main)
+
+
+def _when(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per goal.")
+def status(config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """List the goals in the ledger and how each ended (or that it is still open)."""
+    goals = _with_store(_db_path(config_file, state_dir), lambda store: store.goals())
+    for g in goals or []:
+        if as_json:
+            row = {
+                "goal_id": g.goal_id,
+                "first_at": g.first_at,
+                "last_at": g.last_at,
+                "events": g.events,
+                "last_kind": g.last_kind,
+                "outcome": g.outcome,
+            }
+            sys.stdout.buffer.write(dumps(row) + b"\n")
+        else:
+            state = g.outcome or f"open (last: {g.last_kind})"
+            click.echo(f"{g.goal_id}  {state:<28} {g.events:>5} events  last {_when(g.last_at)}")
+    sys.stdout.flush()
+
+
+@click.command()
+@click.argument("goal_id")
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+def events(goal_id: str, config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Print every recorded event of GOAL_ID, in order."""
+    entries = _with_store(_db_path(config_file, state_dir), lambda store: store.events(goal_id))
+    if entries is None:
+        return
+    if not entries:
+        raise UserError(f"no events recorded for goal {goal_id!r}")
+    for e in entries:
+        if as_json:
+            row = {"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data}
+            sys.stdout.buffer.write(dumps(row) + b"\n")
+        else:
+            click.echo(f"{e.seq:>6} {_when(e.at)} {e.kind:<20} {_brief(e.data)}")
+    sys.stdout.flush()
+
+
+@click.command()
+@state_dir_option
+@click.option("--all", "include_invalid", is_flag=True, help="Include invalid bindings.")
+def bindings(config_file: Path | None, state_dir: Path | None, include_invalid: bool) -> None:
+    """List goal -> Claude Code session bindings, most recently active first."""
+    rows = _with_store(
+        _db_path(config_file, state_dir),
+        lambda store: store.list_bindings(include_invalid=include_invalid),
+    )
+    for b in rows or []:
+        flag = "  INVALID" if b.invalid else ""
+        click.echo(f"{b.goal_id}  {b.session_id}  active {_when(b.last_active_at)}{flag}")
+
+
+def _brief(data: dict[str, Any]) -> str:
+    skip = {"goal_id", "prompt", "results", "metadata", "usage"}
+    parts = []
+    for key, value in data.items():
+        if key in skip or value in (None, "", [], {}):
+            continue
+        shown = (
+            value.get("outcome", value) if key == "outcome" and isinstance(value, dict) else value
+        )
+        text = str(shown)
+        parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '...'}")
+    return " ".join(parts)

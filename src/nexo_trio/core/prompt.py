@@ -1,0 +1,68 @@
+"""Composition of a work turn's prompt (pure).
+
+Order: queued operator messages in an ``[OPERATOR INTERRUPT]`` block, then a wake-up tick
+after a sleep, then the failures of the last acceptance run, then the goal description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from nexo_trio.core.acceptance import Failure
+
+INTERRUPT_OPEN = "[OPERATOR INTERRUPT]"
+INTERRUPT_CLOSE = "[END OPERATOR INTERRUPT]"
+FAILURES_HEADER = "You said the goal was done, but these acceptance checks fail:"
+
+SYSTEM_PROMPT = """\
+You are working toward a goal given by an orchestrator (nexo-trio). When you believe the goal
+is complete, say so: the orchestrator then runs the goal's acceptance checks and, if any
+fails, tells you which and why in its next message. If you must wait for something outside
+your control before you can go on, end your reply with only this JSON and nothing else:
+{"__nexo_sleep__": true, "duration_ms": <milliseconds>, "reason": "<why>"}
+and you will be woken up with a new message."""
+
+
+@attrs.frozen
+class WakeUp:
+    """The sleep that just ended."""
+
+    slept_ms: int
+    reason: str | None = None
+
+
+def compose_prompt(
+    description: str,
+    *,
+    interrupts: Sequence[str] = (),
+    wake_up: WakeUp | None = None,
+    failures: Sequence[Failure] = (),
+) -> str:
+    """The prompt of one work turn."""
+    parts: list[str] = []
+    if interrupts:
+        body = "\n\n".join(m.strip() for m in interrupts)
+        parts.append(f"{INTERRUPT_OPEN}\n{body}\n{INTERRUPT_CLOSE}")
+    if wake_up is not None:
+        why = f" ({wake_up.reason})" if wake_up.reason else ""
+        parts.append(
+            f"[WAKE UP] You asked to sleep for {wake_up.slept_ms / 1000:g}s{why}. "
+            "The time has passed: continue toward the goal."
+        )
+    if failures:
+        parts.append(format_failures(failures))
+    parts.append(f"Goal: {description.strip()}")
+    return "\n\n".join(parts)
+
+
+def format_failures(failures: Sequence[Failure]) -> str:
+    """The failures of an acceptance run, numbered, with their evidence."""
+    lines = [FAILURES_HEADER]
+    for number, failure in enumerate(failures, start=1):
+        lines.append(f"{number}. {failure.label}: {failure.message}")
+        if failure.evidence.strip():
+            lines += [f"   {line}" for line in failure.evidence.rstrip().splitlines()]
+    lines.append("Fix these, then say the goal is done again.")
+    return "\n".join(lines)

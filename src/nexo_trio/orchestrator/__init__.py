@@ -1,0 +1,1 @@
+"""The goal orchestrator: goal loop, acceptance evaluator, workspaces."""

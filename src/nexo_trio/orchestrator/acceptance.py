@@ -1,0 +1,446 @@
+"""Acceptance: run a goal's criteria against its workspace and give the verdict.
+
+The verdict types are sans-IO (:mod:`nexo_trio.core.acceptance`); this is the trio shell.
+Every criterion is evaluated, all of them concurrently, and a check never breaks the
+evaluation: whatever goes wrong inside one (a timeout, a bad regex, a verifier that raises)
+becomes that check's failed result, with the reason in its message. Only cancellation of
+the caller propagates, and it leaves no process of a check behind.
+
+Kinds:
+
+- ``shell``: ``/bin/sh -c COMMAND`` in the workspace, with a timeout; passes when it exits
+  with the expected code and, if set, its stdout matches the regex.
+- ``file_match``: a workspace file contains a regex. Paths leaving the workspace (absolute,
+  ``..``, symlinks pointing out) are refused.
+- ``custom``: a named async verifier of a :class:`VerifierRegistry`; built-ins ``git_clean``
+  and ``no_paths_touched``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar, assert_never, overload
+
+import attrs
+import trio
+
+from nexo_trio.core.acceptance import EVIDENCE_CHARS, CheckResult, Verdict, tail
+from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, ShellCheck
+from nexo_trio.orchestrator.subprocess_capture import Captured, run_captured
+
+__all__ = [
+    "CheckContext",
+    "CustomResult",
+    "Verifier",
+    "VerifierRegistry",
+    "default_registry",
+    "evaluate",
+    "git_clean",
+    "no_paths_touched",
+]
+
+FILE_READ_CAP: Final = 16 * 1024 * 1024
+"""``file_match`` reads at most this much of a file (its beginning)."""
+STDOUT_CAP: Final = 16 * 1024 * 1024
+"""A ``shell`` check's stdout kept for its pattern (its end)."""
+GIT_TIMEOUT: Final = 60.0
+
+_GIT_REDIRECTS: Final = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+"""Variables that would point git at another repository than the workspace's (set, say,
+when the orchestrator itself runs from a git hook)."""
+
+
+# ----------------------------------------------------------------------------- custom checks
+
+
+@attrs.frozen
+class CheckContext:
+    """What a custom verifier is given."""
+
+    workspace: Path
+    args: dict[str, Any]
+    goal_id: str
+
+
+@attrs.frozen
+class CustomResult:
+    """What a custom verifier answers."""
+
+    passed: bool
+    message: str = ""
+    evidence: str = ""
+
+
+Verifier = Callable[[CheckContext], Awaitable[CustomResult]]
+"""A custom check: an async function of the context."""
+
+_V = TypeVar("_V", bound=Verifier)
+
+
+class VerifierRegistry:
+    """Named custom verifiers. Registering a name again replaces the earlier verifier."""
+
+    def __init__(self, verifiers: Mapping[str, Verifier] | None = None) -> None:
+        self._verifiers: dict[str, Verifier] = {}
+        for name, fn in (verifiers or {}).items():
+            self.register(name, fn)
+
+    @overload
+    def register(self, name: str, fn: _V) -> _V: ...
+
+    @overload
+    def register(self, name: str, fn: None = None) -> Callable[[_V], _V]: ...
+
+    def register(self, name: str, fn: _V | None = None) -> _V | Callable[[_V], _V]:
+        """Register ``fn`` under ``name``; without ``fn``, a decorator doing that."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a verifier name must be a non-empty string, got {name!r}")
+
+        def add(verifier: _V) -> _V:
+            if not callable(verifier):
+                raise TypeError(f"verifier {name!r} is not callable: {verifier!r}")
+            self._verifiers[name] = verifier
+            return verifier
+
+        return add if fn is None else add(fn)
+
+    def get(self, name: str) -> Verifier | None:
+        """The verifier named ``name``, if any."""
+        return self._verifiers.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._verifiers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._verifiers
+
+
+def default_registry() -> VerifierRegistry:
+    """A new registry holding the built-in verifiers ``git_clean`` and ``no_paths_touched``."""
+    return VerifierRegistry({"git_clean": git_clean, "no_paths_touched": no_paths_touched})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+async def evaluate(
+    criteria: Sequence[Criterion],
+    *,
+    workspace: Path,
+    registry: VerifierRegistry | None = None,
+    goal_id: str = "",
+) -> Verdict:
+    """Evaluate every criterion, concurrently, in ``workspace``.
+
+    Results come in criterion order (``index`` is the position). A failing or broken check
+    is a failed result, never an exception; cancellation propagates. ``registry`` defaults
+    to :func:`default_registry`.
+    """
+    if registry is None:
+        registry = default_registry()
+    results: list[CheckResult | None] = [None] * len(criteria)
+
+    async def run(index: int, criterion: Criterion) -> None:
+        results[index] = await _run_check(
+            index, criterion, workspace=workspace, registry=registry, goal_id=goal_id
+        )
+
+    async with trio.open_nursery() as nursery:
+        for index, criterion in enumerate(criteria):
+            nursery.start_soon(run, index, criterion)
+    done = tuple(r for r in results if r is not None)
+    assert len(done) == len(criteria)  # each task stores its result or raises
+    return Verdict(results=done)
+
+
+@attrs.frozen
+class _Outcome:
+    passed: bool
+    message: str
+    evidence: str = ""
+
+
+async def _run_check(
+    index: int,
+    criterion: Criterion,
+    *,
+    workspace: Path,
+    registry: VerifierRegistry,
+    goal_id: str,
+) -> CheckResult:
+    started = trio.current_time()
+    required = criterion.required if isinstance(criterion, FileMatchCheck) else True
+    try:
+        outcome = await _check(criterion, workspace=workspace, registry=registry, goal_id=goal_id)
+    except Exception as exc:
+        # A broken check is a failed check, not a broken evaluation. (trio.Cancelled is a
+        # BaseException, so cancellation still propagates.)
+        outcome = _Outcome(False, f"check failed to run: {_describe_exception(exc)}")
+    return CheckResult(
+        index=index,
+        label=criterion.title,
+        passed=outcome.passed,
+        required=required,
+        message=outcome.message,
+        evidence=outcome.evidence,
+        duration_s=trio.current_time() - started,
+    )
+
+
+async def _check(
+    criterion: Criterion, *, workspace: Path, registry: VerifierRegistry, goal_id: str
+) -> _Outcome:
+    if isinstance(criterion, ShellCheck):
+        return await _shell(criterion, workspace)
+    if isinstance(criterion, FileMatchCheck):
+        # Synchronous on purpose: the project's only threads are SQLite's. A read is capped
+        # (FILE_READ_CAP), so the event loop is held for milliseconds at most.
+        await trio.lowlevel.checkpoint()
+        return _file_match(criterion, workspace)
+    if isinstance(criterion, CustomCheck):
+        return await _custom(criterion, workspace, registry, goal_id)
+    assert_never(criterion)
+
+
+# ----------------------------------------------------------------------------- shell
+
+
+async def _shell(check: ShellCheck, workspace: Path) -> _Outcome:
+    regex = None
+    if check.stdout_pattern is not None:
+        try:
+            regex = re.compile(check.stdout_pattern)
+        except re.error as exc:
+            return _Outcome(False, _bad_regex(check.stdout_pattern, exc))
+    try:
+        captured = await run_captured(
+            ["/bin/sh", "-c", check.command],
+            cwd=workspace,
+            timeout=check.timeout_s,
+            stdout_cap=STDOUT_CAP,
+        )
+    except OSError as exc:
+        return _Outcome(False, f"could not run the command in {workspace}: {exc}")
+    evidence = _output_evidence(captured)
+    if captured.timed_out:
+        return _Outcome(False, f"timed out after {check.timeout_s:g}s", evidence)
+    problems: list[str] = []
+    notes: list[str] = []
+    if captured.exit_code != check.expect_exit:
+        problems.append(f"{_describe_exit(captured.exit_code)} (expected {check.expect_exit})")
+    else:
+        notes.append(f"exit code {captured.exit_code}")
+    if regex is not None:
+        if await _search(regex, captured.stdout_text):
+            notes.append(f"stdout matches /{regex.pattern}/")
+        else:
+            problem = f"stdout does not match /{regex.pattern}/"
+            if captured.stdout_truncated:
+                problem += f" (only the last {_mib(STDOUT_CAP)} of stdout were kept)"
+            problems.append(problem)
+    if problems:
+        return _Outcome(False, "; ".join(problems), evidence)
+    return _Outcome(True, ", ".join(notes), evidence)
+
+
+def _output_evidence(captured: Captured) -> str:
+    """The tails of stdout and stderr, within about ``EVIDENCE_CHARS``."""
+    # Decode only the ends: a tail needs at most 4 bytes per character.
+    stdout = captured.stdout[-EVIDENCE_CHARS * 4 :].decode("utf-8", errors="replace")
+    stderr = captured.stderr[-EVIDENCE_CHARS * 4 :].decode("utf-8", errors="replace")
+    if not stderr.strip():
+        return tail(stdout)
+    if not stdout.strip():
+        return "[stderr]\n" + tail(stderr)
+    half = EVIDENCE_CHARS // 2
+    return f"[stdout]\n{tail(stdout, half)}\n[stderr]\n{tail(stderr, half)}"
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit status (the process could not be reaped)"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# ----------------------------------------------------------------------------- file_match
+
+
+def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
+    """Resolve, read (capped) and search, synchronously."""
+    try:
+        regex = re.compile(check.pattern)
+    except re.error as exc:
+        return _Outcome(False, _bad_regex(check.pattern, exc))
+    if os.path.isabs(check.path):
+        return _Outcome(
+            False, f"absolute path {check.path} refused: paths are relative to the workspace"
+        )
+    try:
+        root = workspace.resolve()
+        # ``resolve`` follows symlinks, so a link pointing out of the workspace is caught too.
+        target = (root / check.path).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        return _Outcome(False, f"cannot resolve {check.path}: {exc}")
+    if not target.is_relative_to(root):
+        return _Outcome(False, f"path {check.path} resolves outside the workspace: refused")
+    try:
+        with target.open("rb") as f:
+            data = f.read(FILE_READ_CAP + 1)
+    except FileNotFoundError:
+        return _Outcome(False, f"no such file: {check.path}")
+    except IsADirectoryError:
+        return _Outcome(False, f"{check.path} is a directory, not a file")
+    except OSError as exc:
+        return _Outcome(False, f"cannot read {check.path}: {exc.strerror or exc}")
+    truncated = len(data) > FILE_READ_CAP
+    text = data[:FILE_READ_CAP].decode("utf-8", errors="replace")
+    if regex.search(text):
+        return _Outcome(True, f"{check.path} matches /{check.pattern}/")
+    message = f"{check.path} does not match /{check.pattern}/"
+    if truncated:
+        message += f" (only its first {_mib(FILE_READ_CAP)} were read)"
+    return _Outcome(False, message, tail(text))
+
+
+# ----------------------------------------------------------------------------- custom
+
+
+async def _custom(
+    check: CustomCheck, workspace: Path, registry: VerifierRegistry, goal_id: str
+) -> _Outcome:
+    verifier = registry.get(check.name)
+    if verifier is None:
+        known = ", ".join(registry.names) or "none"
+        return _Outcome(False, f"unknown custom check {check.name!r} (known: {known})")
+    context = CheckContext(workspace=workspace, args=dict(check.args), goal_id=goal_id)
+    try:
+        result: object = await verifier(context)  # checked: verifiers are user code
+    except Exception as exc:
+        return _Outcome(False, f"verifier {check.name!r} raised {_describe_exception(exc)}")
+    if not isinstance(result, CustomResult):
+        return _Outcome(
+            False,
+            f"verifier {check.name!r} returned {type(result).__name__}, not a CustomResult",
+        )
+    return _Outcome(result.passed, result.message, tail(result.evidence))
+
+
+async def git_clean(ctx: CheckContext) -> CustomResult:
+    """Built-in ``git_clean``: the workspace has no uncommitted changes.
+
+    Runs ``git status --porcelain -- .`` in the workspace: passes when it is empty. The
+    ``.`` limits it to the workspace when the workspace is a subdirectory of a repository.
+    Untracked files count as changes; ignored files don't.
+    """
+    status = await _git_status(ctx.workspace, ["."])
+    if isinstance(status, CustomResult):
+        return status
+    if not status.strip():
+        return CustomResult(True, "working tree clean")
+    count = len(status.splitlines())
+    return CustomResult(False, f"{count} uncommitted change(s) in the workspace", status)
+
+
+async def no_paths_touched(ctx: CheckContext) -> CustomResult:
+    """Built-in ``no_paths_touched``: none of ``args["paths"]`` has uncommitted changes.
+
+    ``paths`` are git pathspecs relative to the workspace (files, directories or globs).
+    Passes when ``git status --porcelain -- PATHS`` is empty; a change already committed
+    is not seen.
+    """
+    paths = ctx.args.get("paths")
+    if paths is None:
+        return CustomResult(False, "no_paths_touched needs args.paths: a list of paths")
+    problem = f"no_paths_touched: args.paths must be a list of non-empty strings, got {paths!r}"
+    if not isinstance(paths, list):
+        return CustomResult(False, problem)
+    if not paths:
+        return CustomResult(False, "no_paths_touched: args.paths is empty")
+    if not all(isinstance(p, str) and p for p in paths):
+        return CustomResult(False, problem)
+    status = await _git_status(ctx.workspace, paths)
+    if isinstance(status, CustomResult):
+        return status
+    touched = status.splitlines()
+    if not touched:
+        return CustomResult(True, f"none of {len(paths)} protected path(s) touched")
+    return CustomResult(False, f"{len(touched)} protected path(s) touched", status)
+
+
+async def _git_status(workspace: Path, pathspecs: Sequence[str]) -> str | CustomResult:
+    """The porcelain status limited to ``pathspecs``, or the failure explaining why not."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_REDIRECTS}
+    # Messages in English, so "not a git repository" can be recognised; and no optional
+    # locks, so a check never takes the index lock from under a git command of Claude's.
+    env.update(LC_ALL="C", GIT_OPTIONAL_LOCKS="0")
+
+    async def git(*args: str) -> Captured:
+        return await run_captured(["git", *args], cwd=workspace, timeout=GIT_TIMEOUT, env=env)
+
+    try:
+        probe = await git("rev-parse", "--is-inside-work-tree")
+    except FileNotFoundError as exc:
+        if exc.filename == "git":
+            return CustomResult(False, "git is not installed (not found on PATH)")
+        return CustomResult(False, f"cannot run git in {workspace}: {exc}")
+    except OSError as exc:
+        return CustomResult(False, f"cannot run git in {workspace}: {exc}")
+    if probe.timed_out:
+        return CustomResult(False, f"git rev-parse timed out after {GIT_TIMEOUT:g}s")
+    if probe.exit_code != 0 or probe.stdout_text.strip() != "true":
+        stderr = probe.stderr_text.strip()
+        if "not a git repository" in stderr or probe.exit_code == 0:
+            return CustomResult(False, f"workspace {workspace} is not a git repository")
+        first_line = stderr.splitlines()[0] if stderr else _describe_exit(probe.exit_code)
+        return CustomResult(False, f"git cannot use the workspace: {first_line}", tail(stderr))
+    status = await git("status", "--porcelain", "--", *pathspecs)
+    if status.timed_out:
+        return CustomResult(False, f"git status timed out after {GIT_TIMEOUT:g}s")
+    if status.exit_code != 0:
+        stderr = status.stderr_text.strip()
+        return CustomResult(
+            False, f"git status failed: {_describe_exit(status.exit_code)}", tail(stderr)
+        )
+    return status.stdout_text
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+async def _search(regex: re.Pattern[str], text: str) -> bool:
+    # In the event loop: the project's only threads are SQLite's, and the text is capped.
+    await trio.lowlevel.checkpoint()
+    return regex.search(text) is not None
+
+
+def _bad_regex(pattern: str, exc: re.error) -> str:
+    return f"invalid regex /{pattern}/: {exc}"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MiB"

@@ -1,0 +1,1 @@
+"""Tests of the wire formats: goal and config files."""
