@@ -1,24 +1,43 @@
 """Run every benchmark and print each figure beside the floor it is measured against.
 
 Numbers, not pass/fail: the machines are shared and noisy, so compare ratios.
+``python benchmarks/run.py [NAME ...]`` runs only the named ones.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_stream
+from benchmarks import bench_mcp_startup, bench_store, bench_stream
+
+Rows = list[tuple[str, float, str]]
+BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
+    "stream": (
+        "events/s through framer + parser + reducer (100k generated lines)",
+        "events/s",
+        bench_stream.run,
+    ),
+    "store": ("goal-ledger appends, one per call", "rows/s", bench_store.run),
+    "mcp": (
+        "permission MCP server start-up: spawn -> initialize answered",
+        "ms",
+        bench_mcp_startup.run,
+    ),
+}
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     """Print one table per benchmark."""
-    print("== stream: events/s through framer + parser + reducer (100k generated lines)")
-    for name, rate, note in bench_stream.run():
-        print(f"  {name:<28} {rate:>12,.0f} events/s   {note}")
+    for name in names or list(BENCHMARKS):
+        title, unit, fn = BENCHMARKS[name]
+        print(f"== {name}: {title}")
+        for row, value, note in fn():
+            print(f"  {row:<44} {value:>14,.1f} {unit:<9} {note}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -45,16 +45,21 @@ async def test_same_session_keeps_created_at_and_fields(store: Store, clock: Fak
     changed = await store.put_binding("g", "s1", model="haiku")
     assert changed.model == "haiku"
     assert await store.get_binding("g") == changed
+    assert await store.list_bindings(include_invalid=True) == [changed]  # still one row
 
 
-async def test_new_session_resets_created_at(store: Store, clock: FakeClock) -> None:
-    await store.put_binding("g", "s1", model="opus")
+async def test_new_session_is_a_new_row(store: Store, clock: FakeClock) -> None:
+    first = await store.put_binding("g", "s1", model="opus", workspace="/w")
     clock.advance(10)
     rebound = await store.put_binding("g", "s2")
     assert rebound.session_id == "s2"
     assert rebound.created_at == rebound.updated_at == rebound.last_active_at == T0 + 10
-    assert rebound.model == "opus"
+    # A row of its own: nothing is inherited from the goal's other session.
+    assert (rebound.model, rebound.workspace) == (None, None)
     assert await store.get_binding("g") == rebound
+    assert await store.list_bindings() == [rebound]
+    # The superseded (still valid) row is kept, untouched.
+    assert await store.list_bindings(include_invalid=True) == [rebound, first]
 
 
 async def test_invalid_binding_is_kept_but_hidden(store: Store, clock: FakeClock) -> None:
@@ -68,8 +73,8 @@ async def test_invalid_binding_is_kept_but_hidden(store: Store, clock: FakeClock
     kept = next(b for b in everything if b.goal_id == "g")
     assert kept.invalid
     assert kept.session_id == "s1"
-    assert kept.updated_at == T0 + 5
-    assert kept.created_at == kept.last_active_at == T0
+    # Marking invalid changes nothing else: updated_at is when the row was last put.
+    assert kept.created_at == kept.updated_at == kept.last_active_at == T0
 
 
 async def test_mark_invalid_of_another_session_is_a_noop(store: Store) -> None:
@@ -79,25 +84,162 @@ async def test_mark_invalid_of_another_session_is_a_noop(store: Store) -> None:
     binding = await store.get_binding("g")
     assert binding is not None
     assert not binding.invalid
+    assert await store.list_bindings(include_invalid=True) == [binding]
 
 
-async def test_rebind_with_new_session_clears_invalid(store: Store, clock: FakeClock) -> None:
-    await store.put_binding("g", "s1")
+async def test_rebind_with_new_session_keeps_the_invalid_one(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.put_binding("g", "s1", model="opus")
     await store.mark_invalid("g", "s1")
     clock.advance(1)
     rebound = await store.put_binding("g", "s2")
     assert not rebound.invalid
     assert await store.get_binding("g") == rebound
     assert [b.session_id for b in await store.list_bindings()] == ["s2"]
+    everything = await store.list_bindings(include_invalid=True)
+    assert [(b.session_id, b.invalid, b.model) for b in everything] == [
+        ("s2", False, None),
+        ("s1", True, "opus"),
+    ]
 
 
-async def test_rebind_with_same_session_keeps_invalid(store: Store) -> None:
-    # The Protocol clears ``invalid`` only for a new session id.
-    await store.put_binding("g", "s1")
+async def test_rebind_with_same_session_clears_invalid(store: Store, clock: FakeClock) -> None:
+    await store.put_binding("g", "s1", model="opus")
     await store.mark_invalid("g", "s1")
+    clock.advance(3)
     again = await store.put_binding("g", "s1")
-    assert again.invalid
+    assert not again.invalid
+    assert (again.created_at, again.updated_at, again.model) == (T0, T0 + 3, "opus")
+    assert await store.get_binding("g") == again
+    assert await store.list_bindings(include_invalid=True) == [again]
+
+
+async def test_get_binding_is_the_latest_put(store: Store, clock: FakeClock) -> None:
+    for session in ("s1", "s2", "s3"):
+        await store.put_binding("g", session, model=f"m-{session}")
+        clock.advance(1)
+    current = await store.get_binding("g")
+    assert current is not None
+    assert current.session_id == "s3"
+    # Putting an older session again makes it current; it keeps its birth and fields.
+    again = await store.put_binding("g", "s1")
+    assert (again.session_id, again.created_at, again.model) == ("s1", T0, "m-s1")
+    assert await store.get_binding("g") == again
+    assert await store.list_bindings() == [again]
+    assert [b.session_id for b in await store.list_bindings(include_invalid=True)] == [
+        "s1",
+        "s3",
+        "s2",
+    ]
+
+
+async def test_invalid_current_binding_does_not_fall_back(store: Store, clock: FakeClock) -> None:
+    # The orchestrator marks a session invalid only when the CLI says it is gone: resuming
+    # an older session instead would be wrong. The goal has no binding until the next put.
+    old = await store.put_binding("g", "s1")
+    clock.advance(1)
+    await store.put_binding("g", "s2")
+    clock.advance(1)
+    await store.mark_invalid("g", "s2")
     assert await store.get_binding("g") is None
+    assert await store.list_bindings() == []
+    await store.touch("g")  # no current binding: touches nothing
+    everything = await store.list_bindings(include_invalid=True)
+    assert [(b.session_id, b.invalid, b.last_active_at) for b in everything] == [
+        ("s2", True, T0 + 1),
+        ("s1", False, T0),
+    ]
+    assert everything[1] == old
+    clock.advance(1)
+    fresh = await store.put_binding("g", "s3")
+    assert await store.get_binding("g") == fresh
+
+
+async def test_marking_a_superseded_row_invalid_keeps_the_current(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.put_binding("g", "s1")
+    clock.advance(1)
+    current = await store.put_binding("g", "s2")
+    clock.advance(1)
+    await store.mark_invalid("g", "s1")
+    assert await store.get_binding("g") == current
+    assert await store.list_bindings() == [current]
+    assert [(b.session_id, b.invalid) for b in await store.list_bindings(include_invalid=True)] == [
+        ("s2", False),
+        ("s1", True),
+    ]
+
+
+async def test_same_instant_puts_are_ordered_by_put(store: Store) -> None:
+    # The clock does not move: updated_at ties, and the later put wins.
+    await store.put_binding("g", "s1")
+    await store.put_binding("g", "s2")
+    current = await store.get_binding("g")
+    assert current is not None
+    assert current.session_id == "s2"
+    assert [b.session_id for b in await store.list_bindings(include_invalid=True)] == ["s2", "s1"]
+    await store.put_binding("g", "s1")
+    current = await store.get_binding("g")
+    assert current is not None
+    assert current.session_id == "s1"
+    assert [b.session_id for b in await store.list_bindings(include_invalid=True)] == ["s1", "s2"]
+    await store.mark_invalid("g", "s1")
+    assert await store.get_binding("g") is None  # s2 does not take over either
+
+
+async def test_touch_moves_only_the_current_binding(store: Store, clock: FakeClock) -> None:
+    await store.put_binding("g", "s1")
+    clock.advance(1)
+    await store.put_binding("g", "s2")
+    await store.put_binding("other", "s9")
+    clock.advance(1)
+    await store.touch("g")
+    rows = {b.session_id: b for b in await store.list_bindings(include_invalid=True)}
+    assert rows["s2"].last_active_at == T0 + 2
+    assert rows["s2"].updated_at == T0 + 1  # touching is not putting
+    assert rows["s1"].last_active_at == T0
+    assert rows["s9"].last_active_at == T0 + 1
+
+
+async def test_filters_apply_to_the_current_binding_only(store: Store, clock: FakeClock) -> None:
+    await store.put_binding("g", "s1")
+    clock.advance(100)
+    await store.put_binding("g", "s2")
+    clock.advance(100)
+    # s2 (the current one) is too old: an older row never stands in for it.
+    assert await store.get_binding("g", max_age_s=150) is not None
+    assert await store.get_binding("g", max_age_s=99) is None
+    assert await store.get_binding("g", idle_ttl_s=99) is None
+    assert await store.list_bindings(idle_ttl_s=99) == []
+    # With include_invalid, the filters apply to every row.
+    assert [b.session_id for b in await store.list_bindings(include_invalid=True)] == ["s2", "s1"]
+    assert [
+        b.session_id for b in await store.list_bindings(include_invalid=True, max_age_s=150)
+    ] == ["s2"]
+    assert await store.list_bindings(include_invalid=True, idle_ttl_s=99) == []
+
+
+async def test_several_goals_each_with_history(store: Store, clock: FakeClock) -> None:
+    await store.put_binding("a", "a1")
+    await store.put_binding("b", "b1")
+    clock.advance(1)
+    await store.put_binding("a", "a2")
+    await store.mark_invalid("b", "b1")
+    clock.advance(1)
+    await store.put_binding("c", "c1")
+    await store.touch("b")  # b has no current binding
+    assert [(b.goal_id, b.session_id) for b in await store.list_bindings()] == [
+        ("c", "c1"),
+        ("a", "a2"),
+    ]
+    assert [(b.goal_id, b.session_id) for b in await store.list_bindings(include_invalid=True)] == [
+        ("c", "c1"),
+        ("a", "a2"),
+        ("a", "a1"),
+        ("b", "b1"),
+    ]
 
 
 async def test_idle_ttl_on_last_active(store: Store, clock: FakeClock) -> None:
@@ -169,6 +311,30 @@ async def test_purge_older_than(store: Store, clock: FakeClock) -> None:
     clock.advance(1)
     assert await store.purge_older_than(50) == 1
     assert [b.goal_id for b in await store.list_bindings()] == ["fresh"]
+
+
+async def test_purge_counts_every_row_of_a_goal(store: Store, clock: FakeClock) -> None:
+    await store.put_binding("g", "s1")
+    clock.advance(1)
+    await store.put_binding("g", "s2")
+    await store.mark_invalid("g", "s2")
+    clock.advance(1)
+    await store.put_binding("g", "s3")
+    clock.advance(9)
+    # Idle: s1 11 s, s2 (invalid, superseded) 10 s, s3 (the current one) 9 s.
+    assert await store.purge_older_than(10) == 1
+    assert [b.session_id for b in await store.list_bindings(include_invalid=True)] == ["s3", "s2"]
+    current = await store.get_binding("g")
+    assert current is not None
+    assert current.session_id == "s3"
+    clock.advance(1)
+    assert await store.purge_older_than(10) == 1  # s2; s3 is exactly at the limit
+    clock.advance(1)
+    assert await store.purge_older_than(10) == 1
+    assert await store.list_bindings(include_invalid=True) == []
+    assert await store.get_binding("g") is None
+    await store.put_binding("g", "s1")  # a purged session can be bound again, from scratch
+    assert (await store.list_bindings())[0].created_at == T0 + 13
 
 
 # -- ledger ------------------------------------------------------------------------------

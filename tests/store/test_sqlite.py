@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from nexo_trio.store import (
+    Binding,
     SchemaVersionError,
     SQLiteStore,
     StoreClosedError,
@@ -85,7 +86,7 @@ async def test_empty_file_is_migrated(tmp_path: Path) -> None:
     async with open_sqlite_store(path) as store:
         await store.put_binding("g", "s1")
         assert await store.get_binding("g") is not None
-    assert user_version(path) == len(sqlite_module.MIGRATIONS) == 1
+    assert user_version(path) == len(sqlite_module.MIGRATIONS) == 2
 
 
 async def test_version_0_database_is_migrated_and_its_tables_kept(tmp_path: Path) -> None:
@@ -94,12 +95,14 @@ async def test_version_0_database_is_migrated_and_its_tables_kept(tmp_path: Path
     assert user_version(path) == 0
     async with open_sqlite_store(path) as store:
         await store.append_events("g", [("goal_started", {})])
-    assert user_version(path) == 1
+    assert user_version(path) == 2
     assert query(path, "SELECT text FROM notes") == [("keep me",)]
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"bindings", "ledger", "notes"} <= tables
+    assert "bindings_v2" not in tables
     indexes = query(path, "SELECT name FROM sqlite_master WHERE type='index'")
     assert ("ledger_goal_seq",) in indexes
+    assert ("bindings_goal_current",) in indexes
 
 
 async def test_older_version_is_migrated_forward(
@@ -108,16 +111,118 @@ async def test_older_version_is_migrated_forward(
     async with open_sqlite_store(db_path) as store:
         await store.put_binding("g", "s1")
         await store.append_events("g", [("goal_started", {"n": 1})])
-    assert user_version(db_path) == 1
-    # A future v2, as a later release would append it.
-    v2 = ("ALTER TABLE ledger ADD COLUMN note TEXT", "UPDATE ledger SET note = 'migrated'")
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, v2))
+    assert user_version(db_path) == 2
+    # A future v3, as a later release would append it.
+    v3 = ("ALTER TABLE ledger ADD COLUMN note TEXT", "UPDATE ledger SET note = 'migrated'")
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, v3))
     async with open_sqlite_store(db_path) as store:
         assert await store.get_binding("g") is not None
         assert [e.data for e in await store.events("g")] == [{"n": 1}]
         await store.append_events("g", [("goal_completed", {})])
-    assert user_version(db_path) == 2
+    assert user_version(db_path) == 3
     assert query(db_path, "SELECT note FROM ledger ORDER BY seq") == [("migrated",), (None,)]
+
+
+# The schema of a v1 database, as nexo-trio 1 wrote it: one bindings row per goal.
+V1_SCHEMA = (
+    """
+    CREATE TABLE bindings (
+        goal_id        TEXT PRIMARY KEY NOT NULL,
+        session_id     TEXT NOT NULL,
+        model          TEXT,
+        workspace      TEXT,
+        created_at     REAL NOT NULL,
+        updated_at     REAL NOT NULL,
+        last_active_at REAL NOT NULL,
+        invalid        INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE TABLE ledger (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        goal_id TEXT NOT NULL,
+        at      REAL NOT NULL,
+        kind    TEXT NOT NULL,
+        data    TEXT NOT NULL  -- JSON (orjson)
+    )
+    """,
+    "CREATE INDEX ledger_goal_seq ON ledger (goal_id, seq)",
+    "PRAGMA user_version = 1",
+)
+
+V1_ROWS = (
+    "INSERT INTO bindings VALUES ('g', 's1', 'opus', '/w', 100.0, 150.0, 200.0, 0)",
+    "INSERT INTO bindings VALUES ('h', 's2', NULL, NULL, 100.0, 120.0, 100.0, 1)",
+    """INSERT INTO ledger (goal_id, at, kind, data) VALUES ('g', 100.0, 'goal_started', '{}')""",
+)
+
+
+def test_v1_schema_is_the_first_migration() -> None:
+    # Append only: the first step must still build exactly what v1 files hold.
+    def normal(sql: str) -> str:
+        return " ".join(sql.split())
+
+    assert [normal(s) for s in sqlite_module.MIGRATIONS[0]] == [normal(s) for s in V1_SCHEMA[:-1]]
+
+
+async def test_v1_database_is_migrated_keeping_its_bindings(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v1.db"
+    make_db(path, *V1_SCHEMA, *V1_ROWS)
+    clock.now = 300.0
+    async with open_sqlite_store(path, clock=clock) as store:
+        # The rows are there, as they were.
+        g = Binding("g", "s1", "opus", "/w", 100.0, 150.0, 200.0, invalid=False)
+        h = Binding("h", "s2", None, None, 100.0, 120.0, 100.0, invalid=True)
+        assert await store.get_binding("g") == g
+        assert await store.get_binding("h") is None
+        assert await store.list_bindings() == [g]
+        assert await store.list_bindings(include_invalid=True) == [g, h]
+        assert [e.kind for e in await store.events("g")] == ["goal_started"]
+        # The new semantics apply to them: re-binding keeps the earlier sessions.
+        g2 = await store.put_binding("g", "s3")
+        h2 = await store.put_binding("h", "s4", model="haiku")
+        assert await store.get_binding("g") == g2
+        assert await store.get_binding("h") == h2
+        assert await store.list_bindings(include_invalid=True) == [g2, h2, g, h]
+        clock.advance(1)
+        again = await store.put_binding("g", "s1")
+        assert (again.created_at, again.updated_at, again.model) == (100.0, 301.0, "opus")
+        assert await store.get_binding("g") == again
+    assert user_version(path) == 2
+    # The new shape: keyed by (goal, session), with the index for the current binding.
+    columns = query(path, "PRAGMA table_info(bindings)")
+    assert [(name, pk) for _, name, _, _, _, pk in columns if pk] == [
+        ("goal_id", 1),
+        ("session_id", 2),
+    ]
+    assert [row[2] for row in query(path, "PRAGMA index_info(bindings_goal_current)")] == [
+        "goal_id",
+        "invalid",
+        "updated_at",
+    ]
+    assert query(path, "SELECT count(*) FROM bindings") == [(4,)]
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_v1_database_with_a_failing_v2_stays_v1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v1.db"
+    make_db(path, *V1_SCHEMA, *V1_ROWS)
+    # v2 breaks after it already dropped the v1 table: all of it must be rolled back.
+    v1, v2 = sqlite_module.MIGRATIONS
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (v1, (*v2[:3], "THIS IS NOT SQL")))
+    with pytest.raises(sqlite3.OperationalError, match="syntax error"):
+        async with open_sqlite_store(path):
+            pass  # pragma: no cover
+    assert user_version(path) == 1
+    assert query(path, "SELECT goal_id, session_id FROM bindings ORDER BY goal_id") == [
+        ("g", "s1"),
+        ("h", "s2"),
+    ]
+    assert query(path, "SELECT name FROM sqlite_master WHERE name = 'bindings_v2'") == []
 
 
 async def test_failed_migration_changes_nothing(
@@ -132,7 +237,7 @@ async def test_failed_migration_changes_nothing(
         async with open_sqlite_store(db_path):
             pass  # pragma: no cover
     assert open_fds() == fds
-    assert user_version(db_path) == 1
+    assert user_version(db_path) == 2
     assert query(db_path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
@@ -146,8 +251,8 @@ async def test_newer_version_is_refused(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(path) in message
     assert "99" in message
-    assert "version 1" in message
-    assert (caught.value.path, caught.value.found, caught.value.supported) == (path, 99, 1)
+    assert "version 2" in message
+    assert (caught.value.path, caught.value.found, caught.value.supported) == (path, 99, 2)
     assert open_fds() == fds
     # Untouched: neither migrated nor switched to WAL.
     assert user_version(path) == 99

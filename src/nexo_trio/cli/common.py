@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import attrs
@@ -9,6 +10,7 @@ import click
 
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.settings import Config
+from nexo_trio.store.sqlite import StoreError
 from nexo_trio.wire.files import FileFormatError, load_config, load_goal
 
 EXIT_DONE = 0
@@ -21,6 +23,19 @@ class UserError(click.ClickException):
     """A mistake of the user's (bad file, bad option): a message and exit code 2."""
 
     exit_code = EXIT_USAGE
+
+
+STATE_DIR_ERRORS = (OSError, sqlite3.Error, StoreError)
+"""What opening the state directory (its SQLite ledger, the gate's socket) can raise."""
+
+
+def state_dir_error(state_dir: Path, exc: BaseException) -> UserError:
+    """A state directory that can't be used (not a directory, unwritable, not our database)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        what = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        what = str(exc) or type(exc).__name__
+    return UserError(f"cannot use the state dir {state_dir}: {what}")
 
 
 def read_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
@@ -43,6 +58,10 @@ def read_goal(path: Path) -> Goal:
     if goal.workspace is not None and not Path(goal.workspace).expanduser().is_absolute():
         workspace = (path.resolve().parent / goal.workspace).resolve()
         goal = attrs.evolve(goal, workspace=str(workspace))
+    if goal.workspace is not None:
+        workspace = Path(goal.workspace).expanduser()
+        if workspace.exists() and not workspace.is_dir():
+            raise UserError(f"{path}: workspace: {workspace} exists and is not a directory")
     return goal
 
 

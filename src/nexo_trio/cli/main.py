@@ -1,21 +1,43 @@
-"""``nexo-trio``: the command group. Exit codes: 0 ok, 1 goal not done, 2 usage, 130 cancel."""
+"""``nexo-trio``: the command group. Exit codes: 0 ok, 1 goal not done, 2 usage, 130 cancel.
+
+Subcommands load lazily: ``nexo-trio permission-mcp`` is spawned by Claude Code on every
+turn, so it must not pay for importing trio, rich and the orchestrator.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from nexo_trio import __version__
-from nexo_trio.cli.demo import demo
-from nexo_trio.cli.replay import replay
-from nexo_trio.cli.run import run
-from nexo_trio.cli.state import bindings, events, status
+
+_COMMANDS = {
+    "run": ("nexo_trio.cli.run", "run"),
+    "demo": ("nexo_trio.cli.demo", "demo"),
+    "replay": ("nexo_trio.cli.replay", "replay"),
+    "status": ("nexo_trio.cli.state", "status"),
+    "events": ("nexo_trio.cli.state", "events"),
+    "bindings": ("nexo_trio.cli.state", "bindings"),
+    "permission-mcp": ("nexo_trio.cli.permission_mcp", "permission_mcp"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nexo-trio")
 def main() -> None:
     """Drive the Claude Code CLI turn by turn toward a goal."""
-
-
-for command in (run, demo, replay, status, events, bindings):
-    main.add_command(command)

@@ -15,13 +15,17 @@ from nexo_trio.core.goal_events import (
     AcceptanceChecked,
     AttemptCompleted,
     AttemptStarted,
-    BudgetExhausted,
+    CancelRequested,
     CompactScheduled,
     DecisionMade,
-    Escalated,
     GoalCompleted,
     GoalEvent,
+    GoalPaused,
+    GoalProgress,
+    GoalResumed,
     GoalStarted,
+    InterruptQueued,
+    MaxTurnsRaised,
     ReplayDecided,
     SessionBound,
     Sleeping,
@@ -58,10 +62,12 @@ class Progress:
             async for event in events:
                 self.update(event)
             return
-        with Live(self._table(), console=self.console, refresh_per_second=4) as live:
+        # The table is rebuilt at every refresh: the elapsed times move between events, and
+        # the last frame (drawn on exit) shows events folded in by ``update`` directly.
+        with Live(console=self.console, refresh_per_second=4, get_renderable=self._table) as live:
             async for event in events:
                 self.update(event)
-                live.update(self._table())
+                live.refresh()
 
     def update(self, event: GoalEvent) -> None:
         """Fold one event into the rows; print a line for it when not live."""
@@ -100,7 +106,7 @@ class Progress:
                     f"  ✗ {r.label}: {r.message}" for r in results if not r.passed and r.required
                 ]
                 return "\n".join(lines)
-            case ReplayDecided(action=action, reason=reason):
+            case ReplayDecided(action=action, reason=reason) if action != "escalate":
                 return f"replay: {action} ({reason})"
             case CompactScheduled(context_tokens=tokens):
                 return f"compaction scheduled at {tokens} context tokens"
@@ -111,8 +117,19 @@ class Progress:
                 return "woke up"
             case DecisionMade(tool_name=tool, outcome=outcome, reason=reason):
                 return f"  permission {outcome}: {tool}" + (f" ({reason})" if reason else "")
-            case BudgetExhausted(reason=reason) | Escalated(reason=reason):
-                return reason
+            case CancelRequested(reason=reason):
+                return f"cancelling: {reason}"
+            case GoalPaused():
+                row.phase = "paused"
+                return "paused (after the running turn)"
+            case GoalResumed():
+                return "resumed"
+            case InterruptQueued(message=message):
+                return f"operator message queued: {message[:80]}"
+            case MaxTurnsRaised(max_turns=n):
+                return f"max turns raised to {n}"
+            case GoalProgress(turns=turns, tokens=tokens, cost_usd=cost, elapsed_s=elapsed):
+                return f"progress: {turns} turns, {tokens} tokens, ${cost:.4f}, {elapsed:.0f}s"
             case GoalCompleted(outcome=outcome):
                 row.phase = outcome.kind.value
                 row.ended = time.monotonic()
@@ -129,7 +146,7 @@ class Progress:
         for column in ("goal", "turn", "elapsed", "tokens", "cost", "last tool", "acceptance"):
             table.add_column(column)
         now = time.monotonic()
-        for row in self.rows.values():
+        for row in list(self.rows.values()):  # a snapshot: rich refreshes from a thread
             elapsed = (row.ended or now) - row.started
             table.add_row(
                 row.goal_id[:12],

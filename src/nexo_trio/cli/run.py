@@ -2,25 +2,30 @@
 
 Exit codes: 0 done, 1 ended not done (budget, escalation), 2 usage or config error,
 130 cancelled (Ctrl-C or SIGTERM: the running turn's process tree is stopped and the ledger
-records the cancellation; a second Ctrl-C stops at once).
+records the cancellation; a second Ctrl-C stops at once: SIGKILL to every process this one
+started, no kill grace).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
 
 import attrs
 import click
+import psutil
 import trio
 
 from nexo_trio.cli.common import (
     EXIT_CANCELLED,
     EXIT_DONE,
     EXIT_NOT_DONE,
+    STATE_DIR_ERRORS,
     read_config,
     read_goal,
+    state_dir_error,
 )
 from nexo_trio.cli.progress import Progress
 from nexo_trio.core.goal import Goal
@@ -53,11 +58,19 @@ def summary(outcome: GoalOutcome) -> str:
 async def run_with_progress(
     goal: Goal, config: Config, *, progress: Progress, orchestrator: Orchestrator | None = None
 ) -> GoalOutcome:
-    """Run ``goal`` showing progress; Ctrl-C/SIGTERM cancel it (twice: stop at once)."""
+    """Run ``goal`` showing progress; Ctrl-C/SIGTERM cancel it (twice: stop at once).
+
+    A state directory the orchestrator can't open raises :class:`UserError` (exit 2).
+    """
     orch = orchestrator or Orchestrator(config)
     handle = None
     with trio.CancelScope() as hard_stop:
-        async with orch, trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(orch)
+            except STATE_DIR_ERRORS as exc:
+                raise state_dir_error(orch.state_dir, exc) from None
+            nursery = await stack.enter_async_context(trio.open_nursery())
             events = orch.subscribe()
             nursery.start_soon(progress.run, events)
             nursery.start_soon(_cancel_on_signals, orch, goal.id, hard_stop)
@@ -84,7 +97,22 @@ async def _cancel_on_signals(orch: Orchestrator, goal_id: str, scope: trio.Cance
                 name = signal.Signals(signum).name
                 await orch.cancel_goal(goal_id, f"cancelled by {name}")
             else:
+                # The first signal's graceful stop may be waiting out the kill grace of a
+                # CLI that ignores SIGTERM: don't wait any more.
+                _kill_descendants()
                 scope.cancel()
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process this one started, collected before any is killed (once a
+    parent is dead, its children can no longer be found from it)."""
+    try:
+        tree = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 @click.command()

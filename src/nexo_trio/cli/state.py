@@ -5,13 +5,20 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import trio
 
-from nexo_trio.cli.common import UserError, read_config, state_dir_option
+from nexo_trio.cli.common import (
+    STATE_DIR_ERRORS,
+    UserError,
+    read_config,
+    state_dir_error,
+    state_dir_option,
+)
 from nexo_trio.orchestrator.orchestrator import DB_NAME
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
@@ -31,7 +38,11 @@ def _with_store(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T | None:
         return None
 
     async def main() -> T:
-        async with open_sqlite_store(db) as store:
+        async with AsyncExitStack() as stack:
+            try:
+                store = await stack.enter_async_context(open_sqlite_store(db))
+            except STATE_DIR_ERRORS as exc:
+                raise state_dir_error(db.parent, exc) from None
             return await fn(store)
 
     return trio.run(main)
@@ -104,9 +115,12 @@ def _brief(data: dict[str, Any]) -> str:
     for key, value in data.items():
         if key in skip or value in (None, "", [], {}):
             continue
-        shown = (
-            value.get("outcome", value) if key == "outcome" and isinstance(value, dict) else value
-        )
-        text = str(shown)
+        if key == "outcome" and isinstance(value, dict) and isinstance(value.get("outcome"), dict):
+            # A goal_completed event: its GoalOutcome, in brief.
+            end = value["outcome"]
+            reason = f" ({end['reason']})" if end.get("reason") else ""
+            text = f"{end.get('kind')}{reason} after {value.get('total_turns', 0)} turn(s)"
+        else:
+            text = str(value)
         parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '...'}")
     return " ".join(parts)

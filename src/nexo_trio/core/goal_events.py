@@ -77,6 +77,10 @@ class AttemptCompleted:
     exit_code: int | None = None
     stop_actions: tuple[str, ...] = ()
     permission_denials: int = 0
+    allowed: int = 0
+    """Tool calls the permission gate allowed during this turn."""
+    denied: int = 0
+    """Tool calls the permission gate denied during this turn."""
 
 
 @attrs.frozen

@@ -44,6 +44,7 @@ class Cause(enum.Enum):
     NO_RESULT = "no_result"
     EXIT_ERROR = "exit_error"
     SPAWN_FAILED = "spawn_failed"
+    GATE_UNAVAILABLE = "gate_unavailable"
 
 
 COMPACT_HINT = "compact"

@@ -43,6 +43,9 @@ class PermissionSettings:
     decider: DeciderName = "rules"
     llm: LlmSettings = attrs.field(factory=LlmSettings)
     chain: tuple[DeciderName, ...] = ("rules", "llm")
+    tool_timeout_s: float = 60.0
+    """The CLI's timeout for one permission call (the MCP server's ``timeout``); the gate
+    answers well inside it, so Claude always gets a decision, never a failed call."""
 
 
 @attrs.frozen

@@ -23,6 +23,8 @@ closed **and** the process has exited, in either order), or ``pending`` -> ``fin
 Rules of ``classify`` (first match wins)
 ----------------------------------------
 * spawn failed -> ``escalate``.
+* a required MCP server (the permission gate) not connected at init -> ``escalate``
+  "permission gate unavailable" (the engine stops the CLI at once).
 * a result frame -> decided by the frame alone (see :func:`_classify_result`).
 * no result: cancelled -> ``cancelled``; deadline hit -> ``continue`` "turn timeout";
   killed by a signal (also exit 128+N) -> ``continue`` "interrupted"; clean exit or no exit
@@ -96,6 +98,10 @@ class TurnState:
     deadline_s: float | None = None
     cancel_reason: str | None = None
     stderr_tail: str = ""
+    required_mcp_servers: tuple[str, ...] = ()
+    """MCP servers the turn cannot do without (the permission gate's)."""
+    gate_error: str | None = None
+    """Set when the init frame shows a required MCP server not connected."""
 
     @property
     def finished(self) -> bool:
@@ -147,6 +153,20 @@ def reduce(state: TurnState, event: Event) -> TurnState:
             return _reduce_frame(state, event)
 
 
+# "pending" is still connecting: not a failure we can name yet.
+_USABLE_MCP_STATUSES = frozenset({"connected", "pending"})
+
+
+def _missing_server(state: TurnState, init: SystemInit) -> str | None:
+    statuses = {server.name: server.status for server in init.mcp_servers}
+    for name in state.required_mcp_servers:
+        status = statuses.get(name)
+        if status not in _USABLE_MCP_STATUSES:
+            shown = "not listed" if status is None else status or "unknown"
+            return f"permission gate unavailable: MCP server {name!r} is {shown}"
+    return None
+
+
 def _settle(state: TurnState) -> TurnState:
     if state.stdout_closed and state.exit is not None and state.phase is not Phase.FINISHED:
         return attrs.evolve(state, phase=Phase.FINISHED)
@@ -180,7 +200,13 @@ def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
                 context_tokens=context,
             )
         case SystemInit():
-            return attrs.evolve(state, events=events, session_id=session_id, init=frame)
+            return attrs.evolve(
+                state,
+                events=events,
+                session_id=session_id,
+                init=frame,
+                gate_error=state.gate_error or _missing_server(state, frame),
+            )
         case ApiRetry():
             return attrs.evolve(
                 state, events=events, session_id=session_id, api_retries=state.api_retries + 1
@@ -223,6 +249,10 @@ def classify(state: TurnState) -> TurnOutcome:
             cause=Cause.SPAWN_FAILED,
             reason=f"could not start claude: {state.spawn_error}",
             **summary,
+        )
+    if state.gate_error is not None:
+        return TurnOutcome(
+            kind=TurnKind.ESCALATE, cause=Cause.GATE_UNAVAILABLE, reason=state.gate_error, **summary
         )
     if result is not None:
         return _classify_result(result, summary)

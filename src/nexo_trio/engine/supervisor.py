@@ -88,12 +88,15 @@ async def run_turn(
     line_cap: int = DEFAULT_LINE_CAP,
     on_events: EventsCallback | None = None,
     stop: trio.Event | None = None,
+    require_mcp_servers: Sequence[str] = (),
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
     ``timeout`` bounds the whole run; ``kill_grace`` is the wait between SIGTERM and
     SIGKILL. Setting ``stop`` ends the run gracefully with a ``cancelled`` outcome; a
     cancellation of the caller's scope stops the process the same way and propagates.
+    When an MCP server named in ``require_mcp_servers`` (the permission gate) is not
+    connected according to the init frame, the run is stopped at once and escalates.
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
@@ -102,6 +105,7 @@ async def run_turn(
         raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
     argv = command.argv()
     stdin_data = command.stdin_data()
+    initial = attrs.evolve(INITIAL_STATE, required_mcp_servers=tuple(require_mcp_servers))
     marker = uuid.uuid4().hex
     env = command.child_env()
     env[TURN_MARKER_VAR] = marker
@@ -120,7 +124,7 @@ async def run_turn(
         )
     except OSError as exc:
         event = SpawnFailed(reason=describe_spawn_error(command, exc))
-        state = reduce(INITIAL_STATE, event)
+        state = reduce(initial, event)
         if on_events is not None:
             await on_events(state, [event])
         return TurnResult(
@@ -141,6 +145,7 @@ async def run_turn(
         line_cap=line_cap,
         on_events=on_events,
         stop=stop,
+        initial=initial,
     )
     state = await run.supervise()
     return TurnResult(
@@ -185,6 +190,7 @@ class _Run:
         line_cap: int,
         on_events: EventsCallback | None,
         stop: trio.Event | None,
+        initial: TurnState = INITIAL_STATE,
     ) -> None:
         self.process = process
         self.argv = argv
@@ -198,7 +204,8 @@ class _Run:
         self.stop = stop
         self.tree = ProcessTree(process.pid)
         self.stop_actions: list[str] = []
-        self.state = INITIAL_STATE
+        self.state = initial
+        self.gate_failed = trio.Event()
         self.stderr_tail = bytearray()
         self.result_seen = trio.Event()
         self.exited = trio.Event()
@@ -233,6 +240,7 @@ class _Run:
                 nursery.start_soon(self._write_stdin, self.stdin_data)
             nursery.start_soon(self._watch_deadline)
             nursery.start_soon(self._watch_linger)
+            nursery.start_soon(self._watch_gate)
             nursery.start_soon(self._watch_pipe)
             nursery.start_soon(self._snapshot_tree)
             if self.stop is not None:
@@ -256,6 +264,8 @@ class _Run:
         self.state = state
         if state.result is not None:
             self.result_seen.set()
+        if state.gate_error is not None:
+            self.gate_failed.set()
         if self.on_events is not None:
             await self.on_events(state, batch)
 
@@ -325,6 +335,12 @@ class _Run:
         async with self.send.clone() as send:
             await stop.wait()
             await send.send([Cancelled(reason="stop requested")])
+        await self._stop_process()
+
+    async def _watch_gate(self) -> None:
+        """Stop a CLI whose permission gate failed to connect: every tool call would fail."""
+        await self.gate_failed.wait()
+        self.stop_actions.append("permission gate unavailable")
         await self._stop_process()
 
     async def _watch_linger(self) -> None:

@@ -54,6 +54,7 @@ from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import TurnState
 from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.supervisor import TurnResult, run_turn
+from nexo_trio.gate.goal_gate import GoalGate
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, evaluate
 from nexo_trio.orchestrator.control import GoalControl
 from nexo_trio.store.base import Store
@@ -71,6 +72,7 @@ class Resumed:
     usage: Usage = attrs.field(factory=Usage)
     cost_usd: float = 0.0
     wall_time_s: float = 0.0
+    failures: tuple[Failure, ...] = ()
 
 
 @attrs.frozen
@@ -79,6 +81,7 @@ class TurnPlan:
 
     mcp_config: Path | None = None
     permission_prompt_tool: str | None = None
+    require_mcp_servers: tuple[str, ...] = ()
     env: dict[str, str | None] = attrs.field(factory=dict)
 
 
@@ -97,6 +100,7 @@ class GoalLoop:
         registry: VerifierRegistry,
         resumed: Resumed,
         plan: TurnPlan | None = None,
+        gate: GoalGate | None = None,
         turn_runner: TurnRunner = run_turn,
     ) -> None:
         self.goal = goal
@@ -107,6 +111,7 @@ class GoalLoop:
         self.workspace = workspace
         self.registry = registry
         self.plan = plan or TurnPlan()
+        self.gate = gate
         self.turn_runner = turn_runner
         self.session_id = resumed.session_id
         self.resumed = resumed
@@ -117,7 +122,7 @@ class GoalLoop:
             wall_time_s=resumed.wall_time_s,
         )
         self.started = trio.current_time()
-        self.failures: Sequence[Failure] = ()
+        self.failures: Sequence[Failure] = resumed.failures
         self.wake_up: WakeUp | None = None
         self.replay_state = ReplayState()
         self.turns_since_compact: int | None = None
@@ -191,9 +196,13 @@ class GoalLoop:
                 prompt=prompt,
             )
         )
+        gate_before = (self.gate.allowed, self.gate.denied) if self.gate else (0, 0)
         result = await self._run_turn(prompt, number)
         turn = result.outcome
-        self._account(turn)
+        gate_after = (self.gate.allowed, self.gate.denied) if self.gate else (0, 0)
+        allowed, denied = self._account(
+            turn, gate_after[0] - gate_before[0], gate_after[1] - gate_before[1]
+        )
         decision, self.replay_state = decide_replay(
             turn, self.replay_state, max_retries=self.config.replay.max_retries
         )
@@ -272,6 +281,8 @@ class GoalLoop:
                 exit_code=turn.exit_code,
                 stop_actions=result.stop_actions,
                 permission_denials=len(turn.permission_denials),
+                allowed=allowed,
+                denied=denied,
             )
         )
         every = self.config.progress_every
@@ -318,17 +329,27 @@ class GoalLoop:
             line_cap=self.config.line_cap,
             on_events=activity,
             stop=self.control.stop_turn,
+            require_mcp_servers=self.plan.require_mcp_servers,
         )
 
-    def _account(self, turn: TurnOutcome) -> None:
-        denials = len(turn.permission_denials)
-        if denials:
-            consecutive = self.spent.consecutive_denies + denials
+    def _account(self, turn: TurnOutcome, gate_allowed: int, gate_denied: int) -> tuple[int, int]:
+        """Add the turn's spend; return the (allowed, denied) tool calls of this turn.
+
+        Denials are the larger of what the gate denied and what the CLI reports denied
+        (its own rules deny without asking the gate). The run of consecutive denials is
+        the gate's exact count once anything was allowed, else it grows by this turn's.
+        """
+        denied = max(len(turn.permission_denials), gate_denied)
+        if gate_allowed and self.gate is not None:
+            consecutive = self.gate.consecutive_denied
+        elif denied:
+            consecutive = self.spent.consecutive_denies + denied
         elif turn.tool_uses:
-            consecutive = 0
+            consecutive = 0  # pre-allowed tools ran
         else:
             consecutive = self.spent.consecutive_denies
-        self.denied += denials
+        self.allowed += gate_allowed
+        self.denied += denied
         self.spent = attrs.evolve(
             self.spent,
             usage=self.spent.usage + turn.usage,
@@ -336,6 +357,7 @@ class GoalLoop:
             consecutive_denies=consecutive,
         )
         self._tick_wall_time()
+        return gate_allowed, denied
 
     async def _bind_session(self, session_id: str) -> None:
         if session_id == self.session_id:

@@ -14,20 +14,25 @@ activity) to the ledger of the store, which by default is the SQLite file in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import attrs
 import trio
 
+from nexo_trio.core.acceptance import Failure, Verdict
 from nexo_trio.core.events import Usage
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
+    AcceptanceChecked,
+    AttemptCompleted,
     CancelRequested,
     GoalCompleted,
     GoalEvent,
@@ -35,16 +40,26 @@ from nexo_trio.core.goal_events import (
     GoalResumed,
     InterruptQueued,
     MaxTurnsRaised,
+    WokeUp,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
 from nexo_trio.engine.supervisor import run_turn
+from nexo_trio.gate.deciders import Decider, build_decider
+from nexo_trio.gate.goal_gate import GateRouter, GoalGate
+from nexo_trio.gate.mcp_config import (
+    PERMISSION_PROMPT_TOOL,
+    SERVER_NAME,
+    GateDeadlines,
+    write_mcp_config,
+)
+from nexo_trio.gate.socket_server import MAX_SOCKET_PATH, GateServer
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, default_registry
 from nexo_trio.orchestrator.control import GoalControl
 from nexo_trio.orchestrator.goal_loop import GoalLoop, Resumed, TurnPlan, TurnRunner
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
-from nexo_trio.wire.goal_json import event_to_ledger, is_ledger_event
+from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger, is_ledger_event
 
 log = logging.getLogger("nexo_trio.orchestrator")
 
@@ -52,7 +67,7 @@ DB_NAME = "nexo.db"
 COMPLETION_DEADLINE = 10.0
 """How long recording a goal's end may take when the goal is being torn down."""
 
-PlanFactory = Callable[[Goal, Path], TurnPlan]
+DeciderFactory = Callable[[Goal], Decider]
 
 
 class GoalHandle:
@@ -95,15 +110,22 @@ class Orchestrator:
         store: Store | None = None,
         registry: VerifierRegistry | None = None,
         turn_runner: TurnRunner = run_turn,
-        plan_factory: PlanFactory | None = None,
+        decider: Decider | DeciderFactory | None = None,
+        goal_env: Callable[[Goal], Mapping[str, str | None]] | None = None,
+        environ: Mapping[str, str] | None = None,
         base_dir: Path | None = None,
     ) -> None:
         self.config = config or Config()
         self._store = store
         self.registry = registry or default_registry()
         self.turn_runner = turn_runner
-        self.plan_factory = plan_factory
+        self._decider = decider
+        self.goal_env = goal_env
+        self.environ = dict(os.environ if environ is None else environ)
         self.base_dir = base_dir or Path.cwd()
+        self.deadlines = GateDeadlines.from_tool_timeout(self.config.permission.tool_timeout_s)
+        self.router = GateRouter()
+        self.gate: GateServer | None = None
         self._goals: dict[str, GoalHandle] = {}
         self._subscribers: list[trio.MemorySendChannel[GoalEvent]] = []
         self._stack: AsyncExitStack | None = None
@@ -119,6 +141,14 @@ class Orchestrator:
             if self._store is None:
                 db = self.state_dir / DB_NAME
                 self._store = await stack.enter_async_context(open_sqlite_store(db))
+            # Services (the permission gate's socket) live in their own nursery, cancelled
+            # once the goals' nursery has finished: LIFO exit order of the stack.
+            services = await stack.enter_async_context(trio.open_nursery())
+            stack.callback(services.cancel_scope.cancel)
+            self.gate = GateServer(
+                self.socket_path, self.router, request_timeout_s=self.deadlines.gate_timeout_s
+            )
+            await services.start(self.gate.serve)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
         except BaseException:
             await stack.aclose()
@@ -153,6 +183,23 @@ class Orchestrator:
         if self._store is None:
             raise RuntimeError("the Orchestrator is not open: use `async with Orchestrator()`")
         return self._store
+
+    @property
+    def socket_path(self) -> Path:
+        """The permission gate's Unix socket (in the state dir when the path is short enough
+        for a socket address, else in a private directory under the temp dir)."""
+        preferred = self.state_dir / "run" / "gate.sock"
+        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.state_dir.resolve())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"nexo-trio-{os.getuid()}" / f"{digest}.sock"
+
+    def _make_decider(self, goal: Goal) -> Decider:
+        if self._decider is None:
+            return build_decider(self.config.permission, environ=self.environ)
+        if callable(self._decider) and not hasattr(self._decider, "decide"):
+            return self._decider(goal)
+        return self._decider  # type: ignore[return-value]
 
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -197,8 +244,30 @@ class Orchestrator:
             if not acquired:
                 outcome = _bare_outcome(goal, GoalEndKind.CANCELLED, control.cancel_reason)
                 return
+            mcp_config = self.state_dir / "gate" / f"{_file_safe(goal.id)}.mcp.json"
             try:
-                workspace = self._workspace(goal)
+                try:
+                    workspace = self._workspace(goal)
+                except OSError as exc:
+                    # A user's mistake (a file in the way, no permission): not a bug.
+                    reason = f"cannot use the workspace: {exc.strerror or exc}: {exc.filename}"
+                    outcome = _bare_outcome(goal, GoalEndKind.ESCALATED, reason)
+                    return
+                gate = GoalGate(
+                    goal,
+                    workspace=str(workspace),
+                    decider=self._make_decider(goal),
+                    emit=self._emit,
+                    timeout_s=self.deadlines.decider_timeout_s,
+                    is_cancelled=lambda: control.cancelled,
+                )
+                self.router.register(gate)
+                write_mcp_config(
+                    mcp_config,
+                    socket_path=self.socket_path,
+                    goal_id=goal.id,
+                    deadlines=self.deadlines,
+                )
                 loop = GoalLoop(
                     goal,
                     config=self.config,
@@ -208,11 +277,19 @@ class Orchestrator:
                     workspace=workspace,
                     registry=self.registry,
                     resumed=await self._recover(goal.id),
-                    plan=self.plan_factory(goal, workspace) if self.plan_factory else None,
+                    plan=TurnPlan(
+                        mcp_config=mcp_config,
+                        permission_prompt_tool=PERMISSION_PROMPT_TOOL,
+                        require_mcp_servers=(SERVER_NAME,),
+                        env=dict(self.goal_env(goal)) if self.goal_env else {},
+                    ),
+                    gate=gate,
                     turn_runner=self.turn_runner,
                 )
                 outcome = await loop.run()
             finally:
+                self.router.unregister(goal.id)
+                mcp_config.unlink(missing_ok=True)
                 self._limiter.release_on_behalf_of(token)
         except Exception as exc:
             # A bug (ours or a custom verifier's) ends this goal only.
@@ -251,26 +328,34 @@ class Orchestrator:
         return path.resolve()
 
     async def _recover(self, goal_id: str) -> Resumed:
-        """What an interrupted earlier run of this goal left behind (session, spend)."""
+        """What an interrupted earlier run of this goal left behind: its session, what it
+        spent, and the acceptance failures the next prompt still has to show."""
         binding = await self.store.get_binding(goal_id)
         entries = await self.store.events(goal_id)
         last_end = max((i for i, e in enumerate(entries) if e.kind == "goal_completed"), default=-1)
         turns, usage, cost, wall = 0, Usage(), 0.0, 0.0
+        failures: tuple[Failure, ...] = ()
         for entry in entries[last_end + 1 :]:
-            if entry.kind != "attempt_completed":
-                continue
-            data = entry.data
-            turns += 1 if data.get("counted") else 0
-            raw_usage: dict[str, Any] = data.get("usage") or {}
-            usage = usage + Usage(**{k: int(v) for k, v in raw_usage.items()})
-            cost += float(data.get("cost_usd") or 0.0)
-            wall += float(data.get("duration_s") or 0.0)
+            event = event_from_ledger(entry.kind, entry.data)
+            match event:
+                case AttemptCompleted():
+                    turns += 1 if event.counted else 0
+                    usage = usage + event.usage
+                    cost += event.cost_usd
+                    wall += event.duration_s
+                case AcceptanceChecked(results=results):
+                    failures = Verdict(results=results).failures
+                case WokeUp():
+                    failures = ()
+                case _:
+                    pass
         return Resumed(
             session_id=binding.session_id if binding is not None else None,
             turns=turns,
             usage=usage,
             cost_usd=cost,
             wall_time_s=wall,
+            failures=failures,
         )
 
     # ------------------------------------------------------------------ events
@@ -337,6 +422,13 @@ class Orchestrator:
         handle.control.raise_max_turns(max_turns, handle.goal.budget.max_turns)
         await self._emit(MaxTurnsRaised(goal_id, max_turns))
         return True
+
+
+def _file_safe(goal_id: str) -> str:
+    """A file name for a goal id (ids are free-form strings)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in goal_id)[:80]
+    digest = hashlib.sha256(goal_id.encode()).hexdigest()[:8]
+    return f"{safe}-{digest}"
 
 
 def _bare_outcome(goal: Goal, kind: GoalEndKind, reason: str | None) -> GoalOutcome:

@@ -15,10 +15,19 @@ import attrs
 
 @attrs.frozen
 class Binding:
-    """Which Claude Code session a goal continues.
+    """That a goal used (or uses) a Claude Code session: one row per ``(goal_id, session_id)``.
+
+    A goal keeps a row for every session it was ever bound to. Its *current* binding is its
+    latest row: the one with the latest ``updated_at`` (ties go to the later put), provided
+    that row is valid. When the latest row is invalid the goal has no current binding; an
+    older valid row never takes over (it is an older conversation, not a spare one).
 
     An invalid binding (the CLI said the session is unknown) is kept for forensics but never
-    returned by lookups.
+    returned by lookups; superseded rows (a later session was bound) are kept too.
+
+    ``created_at`` is when the session was first bound, ``updated_at`` when it was last put
+    (marking it invalid or touching it does not change that), ``last_active_at`` when it
+    was last put or touched.
     """
 
     goal_id: str
@@ -65,8 +74,9 @@ class Store(Protocol):
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> Binding | None:
-        """The goal's valid binding, unless idle longer than ``idle_ttl_s`` or older
-        (since creation) than ``max_age_s``."""
+        """The goal's current binding (see :class:`Binding`), or ``None`` if it has none or
+        it is idle longer than ``idle_ttl_s`` (since ``last_active_at``) or older than
+        ``max_age_s`` (since ``created_at``); exactly at a limit still counts."""
         ...
 
     async def put_binding(
@@ -77,16 +87,25 @@ class Store(Protocol):
         model: str | None = None,
         workspace: str | None = None,
     ) -> Binding:
-        """Bind (or re-bind) a goal to a session; a new session id resets ``created_at``
-        and clears ``invalid``. Returns the stored binding."""
+        """Bind the goal to ``session_id``, which becomes its current binding; other rows
+        of the goal are kept as they are.
+
+        An existing ``(goal_id, session_id)`` row gets ``updated_at`` and
+        ``last_active_at`` set to now, ``model`` / ``workspace`` when given (``None`` keeps
+        the stored value), and ``invalid`` cleared; ``created_at`` stays. Otherwise a new
+        row is inserted with ``created_at``, ``updated_at`` and ``last_active_at`` now and
+        the given ``model`` / ``workspace`` (nothing is inherited from other sessions).
+        Returns the stored row."""
         ...
 
     async def mark_invalid(self, goal_id: str, session_id: str) -> None:
-        """Mark the goal's binding to ``session_id`` invalid (no-op if bound elsewhere)."""
+        """Flag the goal's ``session_id`` row invalid, keeping it (and its times); a no-op
+        if there is no such row. If it was the current binding, the goal has none until
+        the next :meth:`put_binding`."""
         ...
 
     async def touch(self, goal_id: str) -> None:
-        """Set the binding's ``last_active_at`` to now."""
+        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
         ...
 
     async def list_bindings(
@@ -96,11 +115,14 @@ class Store(Protocol):
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> list[Binding]:
-        """Bindings (valid ones unless ``include_invalid``), most recently active first."""
+        """The current binding of each goal that has one; with ``include_invalid``, every
+        row instead (invalid and superseded ones too). Most recently active first (ties by
+        goal id, then the later put first), filtered like :meth:`get_binding`."""
         ...
 
     async def purge_older_than(self, age_s: float) -> int:
-        """Delete bindings not active for ``age_s`` seconds; return how many."""
+        """Delete every row (of any goal, valid or not) not active for more than ``age_s``
+        seconds; return how many."""
         ...
 
     async def append_events(

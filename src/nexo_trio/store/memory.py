@@ -1,15 +1,20 @@
 """An in-memory :class:`~nexo_trio.store.base.Store`, for tests and embedding.
 
 It is also the reference for the semantics: the pure helpers here (re-binding, the TTL and
-max-age filters, the outcome of a goal) are shared with the SQLite store, so the two cannot
-drift apart on the fine print (strict vs. non-strict comparisons, which fields survive a
-re-bind).
+max-age filters, the order of bindings, the outcome of a goal) are shared with the SQLite
+store, so the two cannot drift apart on the fine print (strict vs. non-strict comparisons,
+which fields survive a re-bind, how ties are broken).
+
+Bindings: one row per ``(goal_id, session_id)``, each with a *put sequence* number that
+grows with every ``put_binding`` (the SQLite store uses the rowid, which a put renews). A
+goal's latest row is the one with the latest ``updated_at``, ties to the higher sequence;
+it is the goal's current binding if it is valid.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -31,10 +36,11 @@ def rebind(
     workspace: str | None,
     now: float,
 ) -> Binding:
-    """The binding after ``put_binding``.
+    """The ``(goal_id, session_id)`` row after ``put_binding``, given the stored one.
 
-    A new session id starts a new life: ``created_at`` is reset and ``invalid`` cleared. The
-    same session id keeps both. ``model`` / ``workspace`` of ``None`` keep the stored value.
+    An existing row keeps ``created_at``, takes ``model`` / ``workspace`` when given
+    (``None`` keeps the stored value) and is valid again. A new row starts now, with what
+    was given: nothing is inherited from the goal's other sessions.
     """
     if existing is None:
         return Binding(
@@ -47,17 +53,20 @@ def rebind(
             last_active_at=now,
             invalid=False,
         )
-    same = existing.session_id == session_id
-    return Binding(
-        goal_id=goal_id,
-        session_id=session_id,
+    return attrs.evolve(
+        existing,
         model=model if model is not None else existing.model,
         workspace=workspace if workspace is not None else existing.workspace,
-        created_at=existing.created_at if same else now,
         updated_at=now,
         last_active_at=now,
-        invalid=existing.invalid if same else False,
+        invalid=False,
     )
+
+
+def latest_row(rows: Iterable[tuple[int, Binding]]) -> tuple[int, Binding] | None:
+    """Of one goal's ``(put sequence, row)`` pairs, the latest: the latest ``updated_at``,
+    ties to the later put. It is the goal's current binding unless it is invalid."""
+    return max(rows, key=lambda row: (row[1].updated_at, row[0]), default=None)
 
 
 def is_fresh(
@@ -73,9 +82,10 @@ def is_fresh(
     return not (max_age_s is not None and binding.created_at < now - max_age_s)
 
 
-def binding_order(binding: Binding) -> tuple[float, str]:
-    """Sort key: most recently active first, ties by goal id."""
-    return (-binding.last_active_at, binding.goal_id)
+def binding_order(seq: int, binding: Binding) -> tuple[float, str, float, int]:
+    """Sort key of a ``(put sequence, row)`` pair: most recently active first, ties by goal
+    id, then (rows of one goal) the later put first."""
+    return (-binding.last_active_at, binding.goal_id, -binding.updated_at, -seq)
 
 
 def encode_data(data: dict[str, Any]) -> bytes:
@@ -92,9 +102,17 @@ def decode_data(raw: bytes | str) -> dict[str, Any]:
 
 
 def outcome_kind(data: dict[str, Any]) -> str | None:
-    """``data["outcome"]["kind"]`` of a ``goal_completed`` event, if it is a string."""
+    """The outcome kind of a ``goal_completed`` event's data, if it is a string.
+
+    The orchestrator records ``GoalCompleted(goal_id, outcome)``, whose ``outcome`` is the
+    GoalOutcome JSON (``{"goal_id", "outcome": {"kind", ...}, ...}``): the kind is at
+    ``data["outcome"]["outcome"]["kind"]``. A bare ``data["outcome"]["kind"]`` is read too.
+    """
     outcome = data.get("outcome")
     if isinstance(outcome, dict):
+        nested = outcome.get("outcome")
+        if isinstance(nested, dict):
+            outcome = nested
         kind = outcome.get("kind")
         if isinstance(kind, str):
             return kind
@@ -118,9 +136,15 @@ class MemoryStore:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._bindings: dict[str, Binding] = {}
+        # goal id -> session id -> (put sequence, row)
+        self._bindings: dict[str, dict[str, tuple[int, Binding]]] = {}
+        self._puts = 0
         self._ledger: dict[str, list[_Row]] = {}
         self._seq = 0
+
+    def _current(self, goal_id: str) -> tuple[int, Binding] | None:
+        latest = latest_row(self._bindings.get(goal_id, {}).values())
+        return None if latest is None or latest[1].invalid else latest
 
     async def get_binding(
         self,
@@ -129,12 +153,15 @@ class MemoryStore:
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> Binding | None:
-        """The goal's valid binding, unless idle longer than ``idle_ttl_s`` or older
-        (since creation) than ``max_age_s``."""
+        """The goal's current binding (see :class:`~nexo_trio.store.base.Binding`), or
+        ``None`` if it has none or it is idle longer than ``idle_ttl_s`` (since
+        ``last_active_at``) or older than ``max_age_s`` (since ``created_at``); exactly at a
+        limit still counts."""
         await trio.lowlevel.checkpoint()
-        binding = self._bindings.get(goal_id)
-        if binding is None or binding.invalid:
+        current = self._current(goal_id)
+        if current is None:
             return None
+        binding = current[1]
         now = self._clock()
         if not is_fresh(binding, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s):
             return None
@@ -148,33 +175,42 @@ class MemoryStore:
         model: str | None = None,
         workspace: str | None = None,
     ) -> Binding:
-        """Bind (or re-bind) a goal to a session; a new session id resets ``created_at``
-        and clears ``invalid``. Returns the stored binding."""
+        """Bind the goal to ``session_id``, which becomes its current binding; other rows
+        of the goal are kept as they are. Returns the stored row (see
+        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
         await trio.lowlevel.checkpoint()
+        rows = self._bindings.setdefault(goal_id, {})
+        stored = rows.get(session_id)
         binding = rebind(
-            self._bindings.get(goal_id),
+            None if stored is None else stored[1],
             goal_id,
             session_id,
             model=model,
             workspace=workspace,
             now=self._clock(),
         )
-        self._bindings[goal_id] = binding
+        self._puts += 1
+        rows[session_id] = (self._puts, binding)
         return binding
 
     async def mark_invalid(self, goal_id: str, session_id: str) -> None:
-        """Mark the goal's binding to ``session_id`` invalid (no-op if bound elsewhere)."""
+        """Flag the goal's ``session_id`` row invalid, keeping it (and its times); a no-op
+        if there is no such row."""
         await trio.lowlevel.checkpoint()
-        binding = self._bindings.get(goal_id)
-        if binding is not None and binding.session_id == session_id:
-            self._bindings[goal_id] = attrs.evolve(binding, invalid=True, updated_at=self._clock())
+        rows = self._bindings.get(goal_id, {})
+        stored = rows.get(session_id)
+        if stored is not None:
+            seq, binding = stored
+            rows[session_id] = (seq, attrs.evolve(binding, invalid=True))
 
     async def touch(self, goal_id: str) -> None:
-        """Set the binding's ``last_active_at`` to now."""
+        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
         await trio.lowlevel.checkpoint()
-        binding = self._bindings.get(goal_id)
-        if binding is not None:
-            self._bindings[goal_id] = attrs.evolve(binding, last_active_at=self._clock())
+        current = self._current(goal_id)
+        if current is not None:
+            seq, binding = current
+            touched = attrs.evolve(binding, last_active_at=self._clock())
+            self._bindings[goal_id][binding.session_id] = (seq, touched)
 
     async def list_bindings(
         self,
@@ -183,26 +219,40 @@ class MemoryStore:
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> list[Binding]:
-        """Bindings (valid ones unless ``include_invalid``), most recently active first."""
+        """The current binding of each goal that has one; with ``include_invalid``, every
+        row instead (invalid and superseded ones too). Most recently active first,
+        filtered like :meth:`get_binding`."""
         await trio.lowlevel.checkpoint()
         now = self._clock()
+        rows: list[tuple[int, Binding]] = []
+        for goal_id, by_session in self._bindings.items():
+            if include_invalid:
+                rows.extend(by_session.values())
+            elif (current := self._current(goal_id)) is not None:
+                rows.append(current)
         found = [
-            b
-            for b in self._bindings.values()
-            if (include_invalid or not b.invalid)
-            and is_fresh(b, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
+            row
+            for row in rows
+            if is_fresh(row[1], now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
         ]
-        found.sort(key=binding_order)
-        return found
+        found.sort(key=lambda row: binding_order(*row))
+        return [binding for _, binding in found]
 
     async def purge_older_than(self, age_s: float) -> int:
-        """Delete bindings not active for ``age_s`` seconds; return how many."""
+        """Delete every row (of any goal, valid or not) not active for more than ``age_s``
+        seconds; return how many."""
         await trio.lowlevel.checkpoint()
         cutoff = self._clock() - age_s
-        stale = [g for g, b in self._bindings.items() if b.last_active_at < cutoff]
-        for goal_id in stale:
-            del self._bindings[goal_id]
-        return len(stale)
+        purged = 0
+        for goal_id in list(self._bindings):
+            rows = self._bindings[goal_id]
+            stale = [s for s, (_, b) in rows.items() if b.last_active_at < cutoff]
+            for session_id in stale:
+                del rows[session_id]
+            purged += len(stale)
+            if not rows:
+                del self._bindings[goal_id]
+        return purged
 
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]

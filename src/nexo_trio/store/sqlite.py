@@ -69,6 +69,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX ledger_goal_seq ON ledger (goal_id, seq)",
     ),
+    # v2: one binding row per (goal, session), so that a goal's earlier sessions (invalid
+    # or superseded) are kept. SQLite cannot change a primary key in place: build the new
+    # table, copy the rows (one per goal, all kept), swap. The rowid is the put sequence.
+    (
+        """
+        CREATE TABLE bindings_v2 (
+            goal_id        TEXT NOT NULL,
+            session_id     TEXT NOT NULL,
+            model          TEXT,
+            workspace      TEXT,
+            created_at     REAL NOT NULL,
+            updated_at     REAL NOT NULL,
+            last_active_at REAL NOT NULL,
+            invalid        INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (goal_id, session_id)
+        )
+        """,
+        """
+        INSERT INTO bindings_v2 (goal_id, session_id, model, workspace, created_at,
+                                 updated_at, last_active_at, invalid)
+        SELECT goal_id, session_id, model, workspace, created_at,
+               updated_at, last_active_at, invalid
+        FROM bindings ORDER BY updated_at, goal_id
+        """,
+        "DROP TABLE bindings",
+        "ALTER TABLE bindings_v2 RENAME TO bindings",
+        "CREATE INDEX bindings_goal_current ON bindings (goal_id, invalid, updated_at)",
+    ),
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
 Append only: never edit a released step."""
@@ -175,6 +203,17 @@ def _binding(row: Sequence[Any]) -> Binding:
 _BINDING_COLUMNS = (
     "goal_id, session_id, model, workspace, created_at, updated_at, last_active_at, invalid"
 )
+
+
+def _qualified(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in _BINDING_COLUMNS.split(","))
+
+
+_LATEST_ORDER = "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
+"""A goal's latest row first: the latest ``updated_at``, ties to the later put (rowid)."""
+
+_LATEST_BINDING = f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? {_LATEST_ORDER}"
+_LATEST_ROWID = f"SELECT rowid FROM bindings WHERE goal_id = ? {_LATEST_ORDER}"
 
 
 class SQLiteStore:
@@ -413,21 +452,20 @@ class SQLiteStore:
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> Binding | None:
-        """The goal's valid binding, unless idle longer than ``idle_ttl_s`` or older
-        (since creation) than ``max_age_s``."""
+        """The goal's current binding (see :class:`~nexo_trio.store.base.Binding`), or
+        ``None`` if it has none or it is idle longer than ``idle_ttl_s`` (since
+        ``last_active_at``) or older than ``max_age_s`` (since ``created_at``); exactly at a
+        limit still counts."""
 
         def read(conn: sqlite3.Connection) -> Binding | None:
-            row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND invalid = 0",
-                (goal_id,),
-            ).fetchone()
+            row = conn.execute(_LATEST_BINDING, (goal_id,)).fetchone()
             return None if row is None else _binding(row)
 
         binding = await self._read(read)
+        if binding is None or binding.invalid:
+            return None
         now = self._clock()
-        if binding is None or not is_fresh(
-            binding, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s
-        ):
+        if not is_fresh(binding, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s):
             return None
         return binding
 
@@ -439,13 +477,15 @@ class SQLiteStore:
         model: str | None = None,
         workspace: str | None = None,
     ) -> Binding:
-        """Bind (or re-bind) a goal to a session; a new session id resets ``created_at``
-        and clears ``invalid``. Returns the stored binding."""
+        """Bind the goal to ``session_id``, which becomes its current binding; other rows
+        of the goal are kept as they are. Returns the stored row (see
+        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> Binding:
             row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ?", (goal_id,)
+                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
+                (goal_id, session_id),
             ).fetchone()
             binding = rebind(
                 None if row is None else _binding(row),
@@ -455,6 +495,8 @@ class SQLiteStore:
                 workspace=workspace,
                 now=now,
             )
+            # REPLACE deletes the old row and inserts a new one, with a rowid above every
+            # other row's: the rowid is the put sequence that breaks updated_at ties.
             conn.execute(
                 f"INSERT OR REPLACE INTO bindings ({_BINDING_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -474,24 +516,27 @@ class SQLiteStore:
         return await self._write(op)
 
     async def mark_invalid(self, goal_id: str, session_id: str) -> None:
-        """Mark the goal's binding to ``session_id`` invalid (no-op if bound elsewhere)."""
-        now = self._clock()
+        """Flag the goal's ``session_id`` row invalid, keeping it (and its times); a no-op
+        if there is no such row."""
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE bindings SET invalid = 1, updated_at = ? "
-                "WHERE goal_id = ? AND session_id = ?",
-                (now, goal_id, session_id),
+                "UPDATE bindings SET invalid = 1 WHERE goal_id = ? AND session_id = ?",
+                (goal_id, session_id),
             )
 
         await self._write(op)
 
     async def touch(self, goal_id: str) -> None:
-        """Set the binding's ``last_active_at`` to now."""
+        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE bindings SET last_active_at = ? WHERE goal_id = ?", (now, goal_id))
+            conn.execute(
+                "UPDATE bindings SET last_active_at = ? "
+                f"WHERE rowid = ({_LATEST_ROWID}) AND invalid = 0",
+                (now, goal_id),
+            )
 
         await self._write(op)
 
@@ -502,26 +547,39 @@ class SQLiteStore:
         idle_ttl_s: float | None = None,
         max_age_s: float | None = None,
     ) -> list[Binding]:
-        """Bindings (valid ones unless ``include_invalid``), most recently active first."""
+        """The current binding of each goal that has one; with ``include_invalid``, every
+        row instead (invalid and superseded ones too). Most recently active first,
+        filtered like :meth:`get_binding`."""
 
-        def read(conn: sqlite3.Connection) -> list[Binding]:
-            where = "" if include_invalid else " WHERE invalid = 0"
-            rows = conn.execute(f"SELECT {_BINDING_COLUMNS} FROM bindings{where}").fetchall()
-            return [_binding(row) for row in rows]
+        def read(conn: sqlite3.Connection) -> list[tuple[int, Binding]]:
+            if include_invalid:
+                sql = f"SELECT rowid, {_BINDING_COLUMNS} FROM bindings"
+            else:
+                # The latest row of each goal, if valid: no row of the goal comes after it.
+                sql = f"""
+                    SELECT b.rowid, {_qualified("b")} FROM bindings AS b
+                    WHERE b.invalid = 0 AND NOT EXISTS (
+                        SELECT 1 FROM bindings AS n
+                        WHERE n.goal_id = b.goal_id
+                          AND (n.updated_at > b.updated_at
+                               OR (n.updated_at = b.updated_at AND n.rowid > b.rowid)))
+                """
+            return [(row[0], _binding(row[1:])) for row in conn.execute(sql).fetchall()]
 
-        # One row per goal: filtering and sorting in Python keeps the exact semantics of
-        # the memory store (shared helpers) at no real cost.
+        # Filtering and sorting in Python keeps the exact semantics of the memory store
+        # (shared helpers) at no real cost.
         now = self._clock()
         found = [
-            b
-            for b in await self._read(read)
-            if is_fresh(b, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
+            row
+            for row in await self._read(read)
+            if is_fresh(row[1], now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
         ]
-        found.sort(key=binding_order)
-        return found
+        found.sort(key=lambda row: binding_order(*row))
+        return [binding for _, binding in found]
 
     async def purge_older_than(self, age_s: float) -> int:
-        """Delete bindings not active for ``age_s`` seconds; return how many."""
+        """Delete every row (of any goal, valid or not) not active for more than ``age_s``
+        seconds; return how many."""
         cutoff = self._clock() - age_s
 
         def op(conn: sqlite3.Connection) -> int:
@@ -617,13 +675,22 @@ async def open_sqlite_store(
     themselves, not wrapped in an exception group: the nursery is an implementation detail.
     """
     store = SQLiteStore(path, clock=clock)
+    # The writer stops when the body is over, not when an enclosing scope is cancelled:
+    # code tearing down under that cancellation (in shielded scopes, say recording how a
+    # goal ended) still needs it until the body exits.
+    service = trio.CancelScope(shield=True)
+
+    async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+        with service:
+            await store.run(task_status=task_status)
+
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
+            await nursery.start(serve)
             try:
                 yield store
             finally:
-                nursery.cancel_scope.cancel()
+                service.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
             _reraise_alone(group.exceptions[0])

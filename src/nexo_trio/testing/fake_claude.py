@@ -17,6 +17,21 @@ Environment:
 ``NEXO_FAKE_CLAUDE_MAX_LIFETIME``
     seconds a ``hang`` step waits at most (default 600): nothing runs forever.
 
+Permission prompt tool: with ``--permission-prompt-tool mcp__<server>__<tool>`` and
+``--mcp-config FILE`` the fake behaves like the real CLI. At ``init`` it spawns that stdio
+server (``command``/``args``/``env`` of the config, stderr to ``mcp-<server>.stderr`` in the
+state directory) and does the handshake Claude Code 2.1.332 does (``server/discover``,
+``initialize``, ``notifications/initialized``, ``tools/list``); the init frame reports the
+server ``connected`` or ``failed`` (spawn error, no answer within the config's ``timeout``
+ms or 10 s, an unknown protocol version). Then every ``bash`` / ``tool_use`` step whose tool
+would prompt (not in ``--allowedTools``, not a read-only tool, no bypass mode) asks the
+server with ``tools/call``: an allow runs the tool with ``updatedInput``; a deny becomes an
+``is_error`` tool_result with the message and a ``permission_denials`` entry of the result
+frame; an ``isError`` answer, a JSON-RPC error or a timeout becomes an ``is_error``
+tool_result *without* a denial (like the real CLI). Every exchange is appended to
+``permissions.jsonl`` in the state directory. The server's stdin is closed at exit (and
+on SIGTERM), then it is killed if it lingers.
+
 Build scenarios in Python with :mod:`nexo_trio.testing.scenario`. Step reference: see
 ``_STEP_DOC`` below or ``nexo-fake-claude --help``.
 """
@@ -28,6 +43,7 @@ import contextlib
 import fcntl
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -40,14 +56,27 @@ from typing import Any, NoReturn
 VERSION = "2.1.332"
 DEFAULT_MODEL = "claude-sonnet-4-5"
 TOOLS = ["Task", "Bash", "Edit", "Glob", "Grep", "LS", "Read", "Write", "WebFetch"]
+NO_PROMPT_TOOLS = frozenset(
+    {"Read", "Glob", "Grep", "LS", "NotebookRead", "TodoWrite", "Task", "ToolSearch"}
+)
+"""Tools the CLI runs without asking (read-only or harmless): never sent to the gate."""
+MCP_PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+MCP_DEFAULT_TIMEOUT_S = 10.0
+MCP_STOP_GRACE_S = 1.0
 
 _STEP_DOC = """\
 Steps (JSON objects with an "op"):
-  init           system/init frame   [mcp_status: {server: status}]
-  text           assistant text      text
-  tool_use       assistant tool_use  name, input
+  init           system/init frame   [mcp_status: {server: status}] (a status given for
+                                      the permission server replaces the real one:
+                                      the server is then not spawned)
+  text           assistant text      text, [usage: {input_tokens, ...}]
+  compact        status + compact_boundary + result   [pre_tokens, post_tokens]
+  tool_use       assistant tool_use  name, input   (asks the permission prompt tool
+                                      if it would prompt; a deny or error answers it
+                                      and skips the next tool_result step)
   tool_result    user tool_result    content, [is_error]
-  bash           tool_use Bash + run it with /bin/sh in cwd + tool_result   command
+  bash           tool_use Bash + (permission) + run it with /bin/sh in cwd + tool_result
+                                      command
   result         result frame        [subtype, text, is_error, errors, api_error_status,
                                       terminal_reason, usage, cost_usd, num_turns]
   frame          any JSON object     frame ("$SESSION_ID" in strings is replaced)
@@ -115,6 +144,11 @@ class Invocation:
         self.last_is_error = False
         self.cumulative_cost = 0.0
         self.turn_cost = 0.0
+        self.gate: _McpClient | None = None
+        self.gate_status: str | None = None
+        self.gate_failure = ""
+        self.permission_denials: list[dict[str, Any]] = []
+        self.skip_tool_result = False
 
     # ------------------------------------------------------------------ argv
 
@@ -162,6 +196,8 @@ class Invocation:
             self._run()
         except _Exit as exc:
             return exc.code
+        finally:
+            self._stop_gate()
         return 1 if self.last_is_error else 0
 
     def _run(self) -> None:
@@ -294,10 +330,11 @@ class Invocation:
                 path.write_text(json.dumps(session))
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
-        # Like Claude Code: stop the children, then exit 143.
+        # Like Claude Code: stop the children and the MCP server, then exit 143.
         for child in self.children:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+        self._stop_gate()
         os._exit(143)
 
     # ------------------------------------------------------------------ steps
@@ -310,7 +347,18 @@ class Invocation:
         handler(step)
 
     def _op_init(self, step: dict[str, Any]) -> None:
-        statuses = step.get("mcp_status", {})
+        statuses = dict(step.get("mcp_status", {}))
+        prompt_tool = self._prompt_tool()
+        if prompt_tool is not None and prompt_tool[0] not in statuses:
+            self._start_gate()
+            if self.gate_status is not None:
+                statuses[prompt_tool[0]] = self.gate_status
+        elif prompt_tool is not None:
+            self.gate_status = statuses[prompt_tool[0]]
+            self.gate_failure = (
+                f"MCP server {prompt_tool[0]!r} was not started (the scenario says it is "
+                f"{self.gate_status})"
+            )
         servers = [
             {"name": name, "status": statuses.get(name, "connected")}
             for name in self._mcp_server_names()
@@ -342,7 +390,9 @@ class Invocation:
             names += list(config.get("mcpServers", {}))
         return names
 
-    def _assistant(self, content: list[dict[str, Any]], **extra: Any) -> None:
+    def _assistant(
+        self, content: list[dict[str, Any]], usage: dict[str, int] | None = None, **extra: Any
+    ) -> None:
         self.emit(
             {
                 "type": "assistant",
@@ -358,6 +408,7 @@ class Invocation:
                         "output_tokens": 10,
                         "cache_creation_input_tokens": 0,
                         "cache_read_input_tokens": 0,
+                        **(usage or {}),
                     },
                 },
                 "parent_tool_use_id": None,
@@ -368,9 +419,29 @@ class Invocation:
         )
 
     def _op_text(self, step: dict[str, Any]) -> None:
-        self._assistant([{"type": "text", "text": _subst(step.get("text", ""), self)}])
+        self._assistant(
+            [{"type": "text", "text": _subst(step.get("text", ""), self)}], step.get("usage")
+        )
+
+    def _op_compact(self, step: dict[str, Any]) -> None:
+        # What Claude Code prints for `-p "/compact ..." --resume ID`.
+        base = {"type": "system", "session_id": self.session_id}
+        self.emit({**base, "subtype": "status", "status": "compacting"})
+        self.emit(
+            {
+                **base,
+                "subtype": "compact_boundary",
+                "compact_metadata": {
+                    "trigger": "manual",
+                    "pre_tokens": int(step.get("pre_tokens", 150000)),
+                    "post_tokens": int(step.get("post_tokens", 5000)),
+                },
+            }
+        )
+        self._result(subtype="success", is_error=False, text="", cost_usd=0.0005, num_turns=0)
 
     def _op_tool_use(self, step: dict[str, Any]) -> None:
+        self.skip_tool_result = False
         self.tool_counter += 1
         self.last_tool_use_id = f"toolu_fake{self.tool_counter:04d}"
         block = {
@@ -380,8 +451,18 @@ class Invocation:
             "input": step.get("input", {}),
         }
         self._assistant([block])
+        if step.get("op") == "tool_use":
+            verdict, value = self._permission(block["name"], block["input"])
+            if verdict != "allow":
+                # The CLI never runs the tool: its answer is the tool_result, so the
+                # scenario's own tool_result for this tool use is skipped.
+                self._refused(verdict, block["name"], block["input"], value)
+                self.skip_tool_result = True
 
     def _op_tool_result(self, step: dict[str, Any]) -> None:
+        if self.skip_tool_result:
+            self.skip_tool_result = False
+            return
         self.emit(
             {
                 "type": "user",
@@ -404,7 +485,14 @@ class Invocation:
 
     def _op_bash(self, step: dict[str, Any]) -> None:
         command = step["command"]
-        self._op_tool_use({"name": "Bash", "input": {"command": command}})
+        tool_input: dict[str, Any] = {"command": command}
+        self._op_tool_use({"name": "Bash", "input": tool_input})
+        verdict, value = self._permission("Bash", tool_input)
+        if verdict != "allow":
+            self._refused(verdict, "Bash", tool_input, value)
+            return
+        if isinstance(value, dict) and isinstance(value.get("command"), str):
+            command = value["command"]  # an updatedInput runs the changed command
         done = subprocess.run(
             ["/bin/sh", "-c", command],
             capture_output=True,
@@ -418,6 +506,120 @@ class Invocation:
                 "is_error": done.returncode != 0,
             }
         )
+
+    # ------------------------------------------------------------------ permissions
+
+    def _prompt_tool(self) -> tuple[str, str] | None:
+        """``(server, tool)`` of ``--permission-prompt-tool mcp__<server>__<tool>``."""
+        value = self._opt("--permission-prompt-tool")
+        if not value or not value.startswith("mcp__"):
+            return None
+        server, sep, tool = value[len("mcp__") :].partition("__")
+        if not sep or not server or not tool:
+            return None
+        return server, tool
+
+    def _mcp_server_config(self, name: str) -> dict[str, Any] | None:
+        for path in self.options.get("--mcp-config", []):
+            try:
+                config = json.loads(Path(path).read_text())
+            except (OSError, ValueError):
+                continue
+            server = config.get("mcpServers", {}).get(name)
+            if isinstance(server, dict):
+                return server
+        return None
+
+    def _start_gate(self) -> None:
+        """Spawn the permission prompt server and do the CLI's handshake (once)."""
+        prompt_tool = self._prompt_tool()
+        if self.gate_status is not None or prompt_tool is None:
+            return
+        name = prompt_tool[0]
+        config = self._mcp_server_config(name)
+        if config is None:
+            self.gate_failure = f"no MCP server named {name!r} in --mcp-config"
+            return
+        try:
+            self.gate = _McpClient.start(name, config, self.state_dir / f"mcp-{name}.stderr")
+            self.gate.handshake()
+        except _McpFailure as exc:
+            self.gate_failure = f"MCP server {name!r} failed: {exc}"
+            self.gate_status = "failed"
+            sys.stderr.write(f"fake claude: {self.gate_failure}\n")
+            self._stop_gate()
+            return
+        self.gate_status = "connected"
+        if prompt_tool[1] not in self.gate.tools:
+            self.gate_failure = (
+                f"MCP tool mcp__{name}__{prompt_tool[1]} (passed via --permission-prompt-tool) "
+                f"not found. Available MCP tools: {', '.join(self.gate.tools) or 'none'}"
+            )
+
+    def _stop_gate(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.close(MCP_STOP_GRACE_S)
+
+    def _allow_rules(self) -> list[str]:
+        rules: list[str] = []
+        for flag in ("--allowedTools", "--allowed-tools"):
+            for value in self.options.get(flag, []):
+                rules += _split_rules(value)
+        return rules
+
+    def _needs_permission(self, tool: str, tool_input: dict[str, Any]) -> bool:
+        if self._prompt_tool() is None or tool in NO_PROMPT_TOOLS:
+            return False
+        if "--dangerously-skip-permissions" in self.options:
+            return False
+        if self._opt("--permission-mode") == "bypassPermissions":
+            return False
+        return not any(_rule_allows(rule, tool, tool_input) for rule in self._allow_rules())
+
+    def _permission(self, tool: str, tool_input: dict[str, Any]) -> tuple[str, Any]:
+        """``("allow", input)``, ``("deny", message)`` or ``("error", text)``."""
+        if not self._needs_permission(tool, tool_input):
+            return "allow", tool_input
+        self._start_gate()  # no-op after init; a scenario without init starts it here
+        prompt_tool = self._prompt_tool()
+        assert prompt_tool is not None
+        gate = self.gate
+        if gate is None or self.gate_failure:
+            reason = self.gate_failure or "the permission prompt server is not running"
+            self._log_permission(tool, tool_input, "error", reason)
+            return "error", reason
+        verdict, value = gate.ask(prompt_tool[1], tool, tool_input, self.last_tool_use_id)
+        self._log_permission(tool, tool_input, verdict, value)
+        return verdict, value
+
+    def _refused(self, verdict: str, tool: str, tool_input: dict[str, Any], text: Any) -> None:
+        if verdict == "deny":
+            # What the CLI does with a deny: the message as an error result, and a denial.
+            self.permission_denials.append(
+                {"tool_name": tool, "tool_use_id": self.last_tool_use_id, "tool_input": tool_input}
+            )
+            content = str(text)
+        else:
+            # A failed permission call is a failed tool call, not a denial.
+            content = f"<tool_use_error>Error calling tool ({tool}): {text}</tool_use_error>"
+        self.skip_tool_result = False
+        self._op_tool_result({"content": content, "is_error": True})
+
+    def _log_permission(
+        self, tool: str, tool_input: dict[str, Any], verdict: str, value: Any
+    ) -> None:
+        record = {
+            "tool": tool,
+            "tool_use_id": self.last_tool_use_id,
+            "input": tool_input,
+            "outcome": verdict,
+            "answer": value,
+            "session_id": self.session_id,
+            "pid": os.getpid(),
+        }
+        with (self.state_dir / "permissions.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def _op_result(self, step: dict[str, Any]) -> None:
         self._result(
@@ -476,7 +678,7 @@ class Invocation:
             "usage": usage,
             "modelUsage": model_usage,
             "model_usage_since_last_result": model_usage,
-            "permission_denials": [],
+            "permission_denials": list(self.permission_denials),
             "terminal_reason": terminal_reason or ("completed" if not is_error else None),
             "uuid": str(uuid.uuid4()),
         }
@@ -550,6 +752,213 @@ class Invocation:
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         time.sleep(self.max_lifetime)
+
+
+class _McpFailure(Exception):
+    """The MCP server could not be started or did not answer as it should."""
+
+
+class _McpClient:
+    """The little MCP stdio client the fake needs: Claude Code's side of the gate."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        self.name = name
+        self.process = process
+        self.timeout_s = timeout_s
+        self.tools: list[str] = []
+        self._buffer = b""
+        self._next_id = 2
+
+    @classmethod
+    def start(cls, name: str, config: dict[str, Any], stderr_path: Path) -> _McpClient:
+        """Spawn the server of ``config`` (a stdio entry of ``mcpServers``)."""
+        if config.get("type", "stdio") != "stdio":
+            raise _McpFailure(f"unsupported server type {config.get('type')!r}")
+        command = config.get("command")
+        args = config.get("args", [])
+        if not isinstance(command, str) or not isinstance(args, list):
+            raise _McpFailure("a stdio server needs a string 'command' and a list 'args'")
+        env = {**os.environ, **{str(k): str(v) for k, v in config.get("env", {}).items()}}
+        timeout_ms = config.get("timeout")
+        timeout_s = (
+            timeout_ms / 1000 if isinstance(timeout_ms, int | float) and timeout_ms > 0 else None
+        )
+        try:
+            with stderr_path.open("ab") as err:
+                process = subprocess.Popen(
+                    [command, *map(str, args)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=env,
+                )
+        except OSError as exc:
+            raise _McpFailure(f"cannot start {command}: {exc}") from None
+        return cls(name, process, timeout_s or MCP_DEFAULT_TIMEOUT_S)
+
+    def handshake(self) -> None:
+        """What Claude Code 2.1.332 sends first (within the server's timeout)."""
+        deadline = time.monotonic() + self.timeout_s
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "claude-code", "version": VERSION},
+        }
+        discover = self.request(
+            "server/discover", {"_meta": meta}, "server-discover-probe-1", deadline
+        )
+        if "error" not in discover:
+            sys.stderr.write(f"fake claude: {self.name}: server/discover answered, ignored\n")
+        init = self.request(
+            "initialize",
+            {
+                "protocolVersion": MCP_PROTOCOL_VERSIONS[-1],
+                "capabilities": {"roots": {"listChanged": True}},
+                "clientInfo": {"name": "claude-code", "version": VERSION},
+            },
+            0,
+            deadline,
+        )
+        version = init.get("result", {}).get("protocolVersion")
+        if "error" in init or version not in MCP_PROTOCOL_VERSIONS:
+            raise _McpFailure(f"initialize failed: {init.get('error') or version!r}")
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        listed = self.request("tools/list", None, 1, deadline)
+        tools = listed.get("result", {}).get("tools", [])
+        self.tools = [
+            t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
+        ]
+
+    def ask(
+        self, tool: str, tool_name: str, tool_input: dict[str, Any], tool_use_id: str
+    ) -> tuple[str, Any]:
+        """One ``tools/call`` of the permission tool: allow/deny/error and its value."""
+        rpc_id = self._next_id
+        self._next_id += 1
+        params = {
+            "name": tool,
+            "arguments": {"tool_name": tool_name, "input": tool_input, "tool_use_id": tool_use_id},
+            "_meta": {"claudecode/toolUseId": tool_use_id, "progressToken": rpc_id},
+        }
+        try:
+            answer = self.request("tools/call", params, rpc_id, time.monotonic() + self.timeout_s)
+        except _McpFailure as exc:
+            return "error", str(exc)
+        if "error" in answer:
+            return "error", f"MCP error {answer['error']}"
+        result = answer.get("result")
+        content = result.get("content") if isinstance(result, dict) else None
+        text = ""
+        if isinstance(content, list) and content and isinstance(content[0], dict):
+            text = str(content[0].get("text", ""))
+        if not isinstance(result, dict) or result.get("isError"):
+            return "error", text or "the permission tool failed"
+        try:
+            decision = json.loads(text)
+        except ValueError:
+            return "error", f"the permission tool answered no JSON: {text[:200]!r}"
+        if not isinstance(decision, dict):
+            return "error", f"the permission tool answered {text[:200]!r}"
+        if decision.get("behavior") == "allow":
+            updated = decision.get("updatedInput")
+            return "allow", updated if isinstance(updated, dict) else tool_input
+        if decision.get("behavior") == "deny":
+            return "deny", str(decision.get("message") or "Permission denied")
+        return "error", f"the permission tool answered {text[:200]!r}"
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One JSON-RPC line to the server."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError) as exc:
+            raise _McpFailure(f"the server's stdin is closed ({exc})") from None
+
+    def request(
+        self, method: str, params: dict[str, Any] | None, rpc_id: int | str, deadline: float
+    ) -> dict[str, Any]:
+        """Send a request; its response (other messages are skipped)."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rpc_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        self.send(message)
+        while True:
+            line = self._read_line(deadline, method)
+            try:
+                response = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                isinstance(response, dict)
+                and response.get("id") == rpc_id
+                and "method" not in response
+            ):
+                return response
+
+    def _read_line(self, deadline: float, method: str) -> bytes:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise _McpFailure(f"no answer to {method} within {self.timeout_s:g}s")
+                data = os.read(fd, 65536)
+                if not data:
+                    raise _McpFailure(f"the server closed its stdout (during {method})")
+                self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def close(self, grace: float) -> None:
+        """Close the server's stdin, give it ``grace`` seconds to exit, then kill it."""
+        for pipe in (self.process.stdin,):
+            with contextlib.suppress(OSError, ValueError):
+                if pipe is not None:
+                    pipe.close()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _split_rules(value: str) -> list[str]:
+    """``--allowedTools`` entries: separated by commas or spaces outside parentheses."""
+    rules: list[str] = []
+    current = ""
+    depth = 0
+    for char in value:
+        if char in ", " and depth == 0:
+            if current:
+                rules.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        current += char
+    if current:
+        rules.append(current)
+    return rules
+
+
+def _rule_allows(rule: str, tool: str, tool_input: dict[str, Any]) -> bool:
+    """``Bash``, ``Bash(git log)``, ``Bash(git:*)`` or ``Bash(git *)`` style rules."""
+    name, paren, spec = rule.partition("(")
+    if name != tool:
+        return False
+    if not paren:
+        return True
+    spec = spec.removesuffix(")")
+    subject = str(tool_input.get("command", "")) if tool == "Bash" else json.dumps(tool_input)
+    if spec.endswith(":*"):
+        prefix = spec[:-2]
+        return subject == prefix or subject.startswith(prefix + " ")
+    if spec.endswith("*"):
+        return subject.startswith(spec[:-1])
+    return subject == spec
 
 
 def _is_uuid(value: str) -> bool:

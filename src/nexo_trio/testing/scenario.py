@@ -10,6 +10,15 @@ Example::
 
 Each ``turn`` is consumed by one invocation of the fake, in order (a turn built with
 ``prompt_contains`` is only taken by an invocation whose prompt contains that text).
+
+With a permission prompt tool the fake asks a real MCP server, like Claude Code::
+
+    config = write_mcp_config(tmp_path / "mcp.json", {"nexo": stdio_server(argv)})
+    command = fake.command(
+        "Do it", mcp_config=config, permission_prompt_tool="mcp__nexo__permission_prompt"
+    )
+    ...
+    assert fake.permission_log()[0]["outcome"] == "deny"
 """
 
 from __future__ import annotations
@@ -54,9 +63,23 @@ def init(mcp_status: Mapping[str, str] | None = None) -> Step:
     return {"op": "init", "mcp_status": dict(mcp_status or {})}
 
 
-def text(value: str) -> Step:
-    """An assistant text message."""
-    return {"op": "text", "text": value}
+def text(value: str, *, usage: Mapping[str, int] | None = None) -> Step:
+    """An assistant text message (``usage`` overrides its per-request token counts, e.g.
+    ``{"input_tokens": 190_000}`` to make the context look nearly full)."""
+    step: Step = {"op": "text", "text": value}
+    if usage is not None:
+        step["usage"] = dict(usage)
+    return step
+
+
+def compact(pre_tokens: int = 150_000, post_tokens: int = 5_000) -> Step:
+    """What the CLI prints for a ``/compact`` turn: status, compact_boundary, result."""
+    return {"op": "compact", "pre_tokens": pre_tokens, "post_tokens": post_tokens}
+
+
+def compact_turn(pre_tokens: int = 150_000, post_tokens: int = 5_000) -> Turn:
+    """A turn that answers a ``/compact`` prompt (only taken by one)."""
+    return turn(init(), compact(pre_tokens, post_tokens), prompt_contains="/compact")
 
 
 def tool_use(name: str, input: Mapping[str, Any]) -> Step:
@@ -187,6 +210,30 @@ def kill_self(signal_name: str = "SIGKILL") -> Step:
     return {"op": "kill_self", "signal": signal_name}
 
 
+def stdio_server(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """One stdio entry of an MCP config: ``argv[0]`` is the command, the rest its args.
+    ``timeout_ms`` bounds the handshake and each tool call (the fake's default: 10 s for
+    the handshake)."""
+    server: dict[str, Any] = {"type": "stdio", "command": argv[0], "args": list(argv[1:])}
+    if env is not None:
+        server["env"] = dict(env)
+    if timeout_ms is not None:
+        server["timeout"] = timeout_ms
+    return server
+
+
+def write_mcp_config(path: Path, servers: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write ``{"mcpServers": servers}`` to ``path`` (for ``--mcp-config``); the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"mcpServers": {k: dict(v) for k, v in servers.items()}}))
+    return path
+
+
 def done_turn(final: str = "Done.", *steps: Step) -> Turn:
     """A complete, successful turn: init, ``steps``, a text and a success result."""
     return turn(init(), *steps, text(final), result(final))
@@ -239,6 +286,15 @@ class FakeClaude:
     def invocations(self) -> list[dict[str, Any]]:
         """Every invocation so far: argv, prompt, stdin, cwd, pid, session, turn, env."""
         path = self.state_dir / "invocations.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def permission_log(self) -> list[dict[str, Any]]:
+        """Every exchange with the permission prompt tool so far: ``tool``, ``tool_use_id``,
+        ``input``, ``outcome`` (``allow`` | ``deny`` | ``error``) and ``answer`` (the
+        allowed input, the deny message or the error), with ``session_id`` and ``pid``."""
+        path = self.state_dir / "permissions.jsonl"
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -394,7 +394,7 @@ _FIELDS: Final[dict[type, dict[str, _Field]]] = {
         "min_turns_between": _Field(hook=_int_at_least(0)),
     },
     ReplaySettings: {"max_retries": _Field(hook=_int_at_least(0))},
-    PermissionSettings: {},
+    PermissionSettings: {"tool_timeout_s": _Field("tool_timeout", _duration(zero_ok=False))},
 }
 
 _CRITERION_KINDS: Final[dict[str, type[ShellCheck | FileMatchCheck | CustomCheck]]] = {

@@ -1,0 +1,119 @@
+"""Permission requests and decisions (pure data), and what a decision answers the CLI.
+
+Every tool call Claude Code would prompt for reaches a decider as a
+:class:`PermissionRequest`; the decider returns a :class:`Decision`. Only the two allow
+outcomes allow: ``deny``, ``unavailable`` and ``cancelled`` all go out as a deny with a
+reason (the gate fails closed). ``abstain`` lets a chain ask its next decider; a chain that
+ends abstaining denies.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any
+
+import attrs
+
+
+class DecisionOutcome(enum.Enum):
+    """What a decider decided."""
+
+    ALLOW_ONCE = "allow_once"
+    ALLOW_SESSION = "allow_session"
+    DENY = "deny"
+    UNAVAILABLE = "unavailable"
+    CANCELLED = "cancelled"
+    ABSTAIN = "abstain"
+
+
+ALLOWING = frozenset({DecisionOutcome.ALLOW_ONCE, DecisionOutcome.ALLOW_SESSION})
+
+
+@attrs.frozen
+class PermissionRequest:
+    """One tool call waiting for permission."""
+
+    goal_id: str
+    tool_name: str
+    input: dict[str, Any] = attrs.field(factory=dict)
+    tool_use_id: str | None = None
+    workspace: str | None = None
+    goal_description: str = ""
+
+    def digest(self) -> str:
+        """A stable short digest of tool + canonical input (for caches and the ledger)."""
+        return input_digest(self.tool_name, self.input)
+
+
+@attrs.frozen
+class Decision:
+    """A decider's answer. ``updated_input`` replaces the tool's input when allowing."""
+
+    outcome: DecisionOutcome
+    message: str | None = None
+    updated_input: dict[str, Any] | None = None
+    scope: str | None = None
+    """For ``allow_session``: what the permission covers (e.g. ``tool`` or ``tool+input``)."""
+    decider: str = ""
+    rationale: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the tool call may run."""
+        return self.outcome in ALLOWING
+
+    def with_decider(self, name: str) -> Decision:
+        """The same decision, naming who made it (kept if already named)."""
+        return self if self.decider else attrs.evolve(self, decider=name)
+
+
+def allow(decider: str = "", *, updated_input: dict[str, Any] | None = None) -> Decision:
+    """Allow this call once."""
+    return Decision(DecisionOutcome.ALLOW_ONCE, decider=decider, updated_input=updated_input)
+
+
+def deny(message: str, decider: str = "", *, rationale: str | None = None) -> Decision:
+    """Deny with a message Claude will read."""
+    return Decision(DecisionOutcome.DENY, message=message, decider=decider, rationale=rationale)
+
+
+def unavailable(reason: str, decider: str = "") -> Decision:
+    """The decider could not decide (timeout, transport error...): goes out as a deny."""
+    return Decision(DecisionOutcome.UNAVAILABLE, message=reason, decider=decider)
+
+
+def abstain(decider: str = "", reason: str | None = None) -> Decision:
+    """No opinion: a chain asks its next decider."""
+    return Decision(DecisionOutcome.ABSTAIN, message=reason, decider=decider)
+
+
+def behavior(decision: Decision, request_input: dict[str, Any]) -> dict[str, Any]:
+    """The JSON the permission prompt tool answers: ``allow`` + ``updatedInput`` or ``deny``
+    + ``message``. Everything but an allow is a deny with a reason."""
+    if decision.allowed:
+        updated = decision.updated_input if decision.updated_input is not None else request_input
+        return {"behavior": "allow", "updatedInput": updated}
+    return {"behavior": "deny", "message": deny_message(decision)}
+
+
+def deny_message(decision: Decision) -> str:
+    """The reason Claude reads for a call that is not allowed."""
+    match decision.outcome:
+        case DecisionOutcome.UNAVAILABLE:
+            return f"Permission denied: the permission decider is unavailable ({decision.message})"
+        case DecisionOutcome.CANCELLED:
+            return "Permission denied: the goal was cancelled"
+        case DecisionOutcome.ABSTAIN:
+            return "Permission denied: no rule or decider allows this tool call"
+        case _:
+            return decision.message or "Permission denied"
+
+
+def input_digest(tool_name: str, tool_input: dict[str, Any]) -> str:
+    """sha256 of the tool name and its canonical (sorted-keys) JSON input, 16 hex chars."""
+    canonical = json.dumps(
+        [tool_name, tool_input], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,88 @@
+"""The permission gate of one goal, and the router that finds it by goal id."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from nexo_trio.core.goal import Goal
+from nexo_trio.core.goal_events import DecisionMade, GoalEvent
+from nexo_trio.core.permission import Decision, DecisionOutcome, PermissionRequest, deny
+from nexo_trio.gate.deciders import Decider, GuardedDecider
+
+Emit = Callable[[GoalEvent], Awaitable[None]]
+
+
+class GoalGate:
+    """Decides a goal's permission requests, records each decision and counts them."""
+
+    def __init__(
+        self,
+        goal: Goal,
+        *,
+        workspace: str,
+        decider: Decider,
+        emit: Emit,
+        timeout_s: float,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.goal = goal
+        self.workspace = workspace
+        self.decider = GuardedDecider(decider, timeout_s=timeout_s)
+        self.emit = emit
+        self.is_cancelled = is_cancelled
+        self.allowed = 0
+        self.denied = 0
+        self.consecutive_denied = 0
+
+    async def decide(self, request: PermissionRequest) -> Decision:
+        """Decide, record (event + ledger) and count one request."""
+        started = trio.current_time()
+        request = attrs.evolve(
+            request, workspace=self.workspace, goal_description=self.goal.description
+        )
+        if self.is_cancelled():
+            decision = Decision(DecisionOutcome.CANCELLED, decider="gate")
+        else:
+            decision = await self.decider.decide(request)
+        if decision.allowed:
+            self.allowed += 1
+            self.consecutive_denied = 0
+        else:
+            self.denied += 1
+            self.consecutive_denied += 1
+        await self.emit(
+            DecisionMade(
+                goal_id=self.goal.id,
+                tool_name=request.tool_name,
+                outcome=decision.outcome.value,
+                reason=decision.message or decision.rationale,
+                decider=decision.decider,
+                latency_ms=(trio.current_time() - started) * 1000,
+                input_digest=request.digest(),
+            )
+        )
+        return decision
+
+
+class GateRouter:
+    """Routes each request to the gate of the goal it names."""
+
+    def __init__(self) -> None:
+        self._gates: dict[str, GoalGate] = {}
+
+    def register(self, gate: GoalGate) -> None:
+        """Route the goal's requests to ``gate``."""
+        self._gates[gate.goal.id] = gate
+
+    def unregister(self, goal_id: str) -> None:
+        """Stop routing to a goal (its later requests are denied)."""
+        self._gates.pop(goal_id, None)
+
+    async def __call__(self, request: PermissionRequest) -> Decision:
+        gate = self._gates.get(request.goal_id)
+        if gate is None:
+            return deny(f"Permission denied: no running goal named {request.goal_id!r}", "gate")
+        return await gate.decide(request)
