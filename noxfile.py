@@ -1,13 +1,25 @@
-"""Sessions: ``nox`` runs lint, typecheck and tests; ``nox -s bench`` runs the benchmarks."""
+"""Sessions: ``nox`` runs lint, typecheck, tests and e2e; ``nox -s bench`` runs the benchmarks."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "e2e"]
 nox.options.default_venv_backend = "venv"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
+CLAUDE_CODE_VERSION = "2.1.332"
+"""The Claude Code CLI the end-to-end tests run (DESIGN.md §4 was verified on it)."""
+CLAUDE_CODE_DIR = Path(__file__).resolve().parent / ".cache" / "claude-code"
+"""Where ``nox -s e2e`` installs it with npm (git-ignored)."""
+CLAUDE_BIN = CLAUDE_CODE_DIR / "node_modules" / ".bin" / "claude"
 
 
 def _group(name: str) -> list[str]:
@@ -18,8 +30,58 @@ def _group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """The test suite (warnings are errors, every test has a timeout)."""
     session.install("-e", ".", *_group("test"))
-    # Exit code 5 means "no tests collected": not a failure of the suite.
-    session.run("pytest", *session.posargs, success_codes=[0, 5])
+    # The real-CLI tests are the e2e session's. Exit code 5 means "no tests collected": not
+    # a failure of the suite.
+    session.run("pytest", "-m", "not real_claude", *session.posargs, success_codes=[0, 5])
+
+
+def _installed_claude_code() -> str | None:
+    """The version of the Claude Code CLI in CLAUDE_CODE_DIR, if its binary is there."""
+    manifest = CLAUDE_CODE_DIR / "node_modules" / "@anthropic-ai" / "claude-code" / "package.json"
+    try:
+        version = json.loads(manifest.read_text())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(version) if CLAUDE_BIN.exists() else None
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """End-to-end tests against the real Claude Code CLI, offline (a scripted Messages API).
+
+    Installs the pinned CLI with npm into .cache/claude-code (once), points the tests at it
+    with NEXO_CLAUDE_BIN and runs the tests marked real_claude. A NEXO_CLAUDE_BIN already
+    set is used as it is (nothing installed). Without npm the tests skip, saying why.
+    """
+    session.install("-e", ".", *_group("test"))
+    env: dict[str, str] = {}
+    wanted = f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"
+    if os.environ.get("NEXO_CLAUDE_BIN"):
+        session.log(f"using NEXO_CLAUDE_BIN={os.environ['NEXO_CLAUDE_BIN']}")
+    elif _installed_claude_code() == CLAUDE_CODE_VERSION:
+        session.log(f"{wanted} is already installed in {CLAUDE_CODE_DIR}")
+        env["NEXO_CLAUDE_BIN"] = str(CLAUDE_BIN)
+    elif shutil.which("npm") is None:
+        session.warn(
+            f"npm is not installed, so the real Claude Code CLI can't be: the real_claude "
+            f"tests will skip. Install Node.js 18+ with npm (https://nodejs.org, or your "
+            f"package manager: apt install npm), then run `nox -s e2e` again, or install "
+            f"{wanted} yourself and set NEXO_CLAUDE_BIN to its claude binary."
+        )
+    else:
+        CLAUDE_CODE_DIR.mkdir(parents=True, exist_ok=True)
+        session.run(
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(CLAUDE_CODE_DIR),
+            wanted,
+            external=True,
+        )
+        env["NEXO_CLAUDE_BIN"] = str(CLAUDE_BIN)
+    session.run("pytest", "-m", "real_claude", *session.posargs, env=env, success_codes=[0, 5])
 
 
 @nox.session

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_mcp_startup, bench_store, bench_stream
+from benchmarks import bench_gate, bench_mcp_startup, bench_store, bench_stream
 
 Rows = list[tuple[str, float, str]]
 BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
@@ -26,6 +26,11 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         "permission MCP server start-up: spawn -> initialize answered",
         "ms",
         bench_mcp_startup.run,
+    ),
+    "gate": (
+        "permission decisions through the gate's Unix socket (AllowAll) vs a line echo floor",
+        "",
+        bench_gate.run,
     ),
 }
 

@@ -23,6 +23,7 @@ from nexo_trio.cli.common import (
     EXIT_DONE,
     EXIT_NOT_DONE,
     STATE_DIR_ERRORS,
+    UserError,
     read_config,
     read_goal,
     state_dir_error,
@@ -146,7 +147,13 @@ def run(
         config = attrs.evolve(config, claude=attrs.evolve(config.claude, binary=claude_bin))
     goal = read_goal(goal_file)
     progress = Progress(sys.stderr)
-    outcome = trio.run(lambda: run_with_progress(goal, config, progress=progress))
+    try:
+        orchestrator = Orchestrator(config)
+    except (ValueError, ImportError) as exc:  # e.g. the LLM decider's API key is not set
+        raise UserError(f"permission: {exc}") from None
+    outcome = trio.run(
+        lambda: run_with_progress(goal, config, progress=progress, orchestrator=orchestrator)
+    )
     if as_json:
         sys.stdout.buffer.write(dumps(goal_outcome_to_json(outcome)) + b"\n")
         sys.stdout.flush()

@@ -99,16 +99,18 @@ def behavior(decision: Decision, request_input: dict[str, Any]) -> dict[str, Any
 
 
 def deny_message(decision: Decision) -> str:
-    """The reason Claude reads for a call that is not allowed."""
+    """The reason Claude reads for a call that is not allowed (never blank)."""
+    given = decision.message if decision.message and decision.message.strip() else None
     match decision.outcome:
         case DecisionOutcome.UNAVAILABLE:
-            return f"Permission denied: the permission decider is unavailable ({decision.message})"
+            why = f" ({given})" if given else ""
+            return f"Permission denied: the permission decider is unavailable{why}"
         case DecisionOutcome.CANCELLED:
             return "Permission denied: the goal was cancelled"
         case DecisionOutcome.ABSTAIN:
             return "Permission denied: no rule or decider allows this tool call"
         case _:
-            return decision.message or "Permission denied"
+            return given or "Permission denied"
 
 
 def input_digest(tool_name: str, tool_input: dict[str, Any]) -> str:

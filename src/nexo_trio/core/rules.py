@@ -420,35 +420,15 @@ def _match_backtick(s: str, i: int) -> int:
 def _match_paren(s: str, i: int) -> int:
     """Index of the ``)`` closing ``s[i] == '('`` (``len(s)`` if unbalanced); quotes,
     escapes and backticks are skipped."""
-    n = len(s)
-    depth = 0
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "'":
-            j = s.find("'", i + 1)
-            i = n if j < 0 else j + 1
-            continue
-        if c == '"':
-            i = _skip_dq(s, i)
-            continue
-        if c == "`":
-            i = _match_backtick(s, i) + 1
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return n
+    return _match_closer(s, i, "(", ")", skip_backticks=True)
 
 
 def _match_brace(s: str, i: int) -> int:
     """Index of the ``}`` closing ``s[i] == '{'`` of a ``${…}`` (``len(s)`` if unbalanced)."""
+    return _match_closer(s, i, "{", "}", skip_backticks=False)
+
+
+def _match_closer(s: str, i: int, opener: str, closer: str, *, skip_backticks: bool) -> int:
     n = len(s)
     depth = 0
     while i < n:
@@ -463,9 +443,12 @@ def _match_brace(s: str, i: int) -> int:
         if c == '"':
             i = _skip_dq(s, i)
             continue
-        if c == "{":
+        if c == "`" and skip_backticks:
+            i = _match_backtick(s, i) + 1
+            continue
+        if c == opener:
             depth += 1
-        elif c == "}":
+        elif c == closer:
             depth -= 1
             if depth == 0:
                 return i

@@ -8,7 +8,8 @@
 * :class:`GuardedDecider` — any exception or overrun of its deadline becomes
   ``unavailable`` (a deny): the gate fails closed.
 
-:func:`build_decider` makes the one a config asks for.
+:func:`build_decider` makes the one a config asks for; :func:`close_decider` releases what
+it holds (a decider that has ``aclose()``; the composites close what they wrap).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class Decider(Protocol):
     async def decide(self, request: PermissionRequest) -> Decision:
         """Decide one request."""
         ...
+
+
+async def close_decider(decider: object) -> None:
+    """Release what a decider holds (the LLM decider's HTTP connections): calls its
+    ``aclose()`` if it has one. The composites below close the deciders they wrap."""
+    close = getattr(decider, "aclose", None)
+    if close is not None:
+        await close()
 
 
 class AllowAll:
@@ -99,6 +108,10 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    async def aclose(self) -> None:
+        """Close the inner decider."""
+        await close_decider(self.inner)
+
     async def decide(self, request: PermissionRequest) -> Decision:
         """A remembered session allowance, or the inner decider's answer."""
         for key in (f"tool:{request.tool_name}", f"input:{request.digest()}"):
@@ -131,6 +144,11 @@ class Chain:
             raise ValueError("a chain needs at least one decider")
         self.deciders = list(deciders)
 
+    async def aclose(self) -> None:
+        """Close every decider of the chain."""
+        for decider in self.deciders:
+            await close_decider(decider)
+
     async def decide(self, request: PermissionRequest) -> Decision:
         """The first non-abstaining answer; a deny when every decider abstains."""
         reasons: list[str] = []
@@ -151,6 +169,10 @@ class GuardedDecider:
         self.inner = inner
         self.timeout_s = timeout_s
         self.name = name or getattr(inner, "name", type(inner).__name__)
+
+    async def aclose(self) -> None:
+        """Close the inner decider."""
+        await close_decider(self.inner)
 
     async def decide(self, request: PermissionRequest) -> Decision:
         """The inner decision, or ``unavailable`` with the reason it could not be had."""

@@ -9,7 +9,13 @@ import trio
 
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import DecisionMade, GoalEvent
-from nexo_trio.core.permission import Decision, DecisionOutcome, PermissionRequest, deny
+from nexo_trio.core.permission import (
+    Decision,
+    DecisionOutcome,
+    PermissionRequest,
+    deny,
+    deny_message,
+)
 from nexo_trio.gate.deciders import Decider, GuardedDecider
 
 Emit = Callable[[GoalEvent], Awaitable[None]]
@@ -58,7 +64,10 @@ class GoalGate:
                 goal_id=self.goal.id,
                 tool_name=request.tool_name,
                 outcome=decision.outcome.value,
-                reason=decision.message or decision.rationale,
+                # A deny is recorded with its reason even when the decider gave none.
+                reason=decision.message
+                or decision.rationale
+                or (None if decision.allowed else deny_message(decision)),
                 decider=decision.decider,
                 latency_ms=(trio.current_time() - started) * 1000,
                 input_digest=request.digest(),

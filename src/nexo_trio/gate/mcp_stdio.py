@@ -308,7 +308,7 @@ class PermissionServer:
     def _on_message(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except ValueError as exc:  # also UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep
             log(f"parse error: {exc}: {_short(line)}")
             self._error(None, PARSE_ERROR, f"Parse error: {exc}")
             return
@@ -566,7 +566,7 @@ def _arguments_problem(arguments: object) -> str | None:
 def _salvage_id(line: bytes) -> str | None:
     try:
         frame = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     request_id = frame.get("id") if isinstance(frame, dict) else None
     return request_id if isinstance(request_id, str) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket as stdlib_socket
@@ -101,16 +102,15 @@ class GateServer:
             nursery.cancel_scope.cancel()
 
     async def _answer(self, stream: trio.SocketStream, lock: trio.Lock, line: bytes) -> None:
-        request_id: str | None = None
         try:
             frame = gate_frames.decode(line)
-            raw_id = frame.get("id")
-            request_id = raw_id if isinstance(raw_id, str) else None
             gate_frames.check_request(frame)
         except gate_frames.FrameError as exc:
-            await _send(stream, lock, gate_frames.error_reply(request_id, str(exc)))
+            # The id of any JSON object with a string id: the MCP server then denies that
+            # one call instead of everything it has in flight (an error frame without id).
+            await _send(stream, lock, gate_frames.error_reply(_salvage_id(line), str(exc)))
             return
-        assert request_id is not None
+        request_id: str = frame["id"]
         self.requests += 1
         request = PermissionRequest(
             goal_id=frame["goal_id"],
@@ -127,7 +127,12 @@ class GateServer:
                 decision = unavailable(f"gate error: {exc!r}", "gate")
         if decision is None:
             decision = unavailable(f"no decision within {self.request_timeout_s:g}s", "gate")
-        reply = gate_frames.decision_reply(request_id, behavior(decision, request.input))
+        try:
+            reply = gate_frames.decision_reply(request_id, behavior(decision, request.input))
+        except Exception as exc:  # e.g. an updated_input that is not JSON
+            log.exception("cannot encode the decision")
+            failed = unavailable(f"gate error: the decision cannot be sent ({exc!r})", "gate")
+            reply = gate_frames.decision_reply(request_id, behavior(failed, request.input))
         await _send(stream, lock, reply)
 
 
@@ -138,16 +143,31 @@ async def _send(stream: trio.SocketStream, lock: trio.Lock, data: bytes) -> None
             await stream.send_all(data)
 
 
+def _salvage_id(line: bytes) -> str | None:
+    try:
+        frame = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    request_id = frame.get("id") if isinstance(frame, dict) else None
+    return request_id if isinstance(request_id, str) else None
+
+
 def prepare_socket_path(path: Path) -> None:
     """Make the socket's directory (mode 0700) and clear a stale socket file.
 
-    Refuses (GateSocketError) when another process listens there, or the path is not a
-    socket: neither is ever unlinked.
+    Refuses (GateSocketError) when the directory belongs to another user (who could swap
+    the socket for one of theirs), when another process listens there, or when the path
+    is not a socket: neither of the last two is ever unlinked.
     """
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = directory.stat()
-    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != 0o700:
+    if info.st_uid != os.getuid():
+        raise GateSocketError(
+            f"the socket directory {directory} is owned by uid {info.st_uid}, not by this "
+            f"user (uid {os.getuid()}); refusing to serve from it"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
         directory.chmod(0o700)
     try:
         mode = path.lstat().st_mode

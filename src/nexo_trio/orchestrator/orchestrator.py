@@ -45,7 +45,7 @@ from nexo_trio.core.goal_events import (
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
 from nexo_trio.engine.supervisor import run_turn
-from nexo_trio.gate.deciders import Decider, build_decider
+from nexo_trio.gate.deciders import Decider, build_decider, close_decider
 from nexo_trio.gate.goal_gate import GateRouter, GoalGate
 from nexo_trio.gate.mcp_config import (
     PERMISSION_PROMPT_TOOL,
@@ -124,10 +124,15 @@ class Orchestrator:
         self.environ = dict(os.environ if environ is None else environ)
         self.base_dir = base_dir or Path.cwd()
         self.deadlines = GateDeadlines.from_tool_timeout(self.config.permission.tool_timeout_s)
+        if decider is None:
+            # Build one now so a bad permission config (an LLM decider without its API key
+            # or SDK) fails here, before any goal starts; each goal gets its own later.
+            build_decider(self.config.permission, environ=self.environ)
         self.router = GateRouter()
         self.gate: GateServer | None = None
         self._goals: dict[str, GoalHandle] = {}
         self._subscribers: list[trio.MemorySendChannel[GoalEvent]] = []
+        self._emit_locks: dict[str, trio.Lock] = {}
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_goals))
@@ -201,6 +206,14 @@ class Orchestrator:
             return self._decider(goal)
         return self._decider  # type: ignore[return-value]
 
+    async def _close_decider(self, goal: Goal, decider: Decider) -> None:
+        """Release a goal's decider (the LLM decider's connections), even when cancelled."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + COMPLETION_DEADLINE):
+            try:
+                await close_decider(decider)
+            except Exception:
+                log.exception("could not close the decider of goal %s", goal.id)
+
     def _resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.base_dir / p
@@ -236,6 +249,7 @@ class Orchestrator:
         started = trio.current_time()
         outcome: GoalOutcome | None = None
         loop: GoalLoop | None = None
+        owned: Decider | None = None
         try:
             token = object()
             acquired = await control.interruptible(
@@ -253,10 +267,13 @@ class Orchestrator:
                     reason = f"cannot use the workspace: {exc.strerror or exc}: {exc.filename}"
                     outcome = _bare_outcome(goal, GoalEndKind.ESCALATED, reason)
                     return
+                decider = self._make_decider(goal)
+                if self._decider is None:
+                    owned = decider  # built from the config: ours to close
                 gate = GoalGate(
                     goal,
                     workspace=str(workspace),
-                    decider=self._make_decider(goal),
+                    decider=decider,
                     emit=self._emit,
                     timeout_s=self.deadlines.decider_timeout_s,
                     is_cancelled=lambda: control.cancelled,
@@ -291,6 +308,8 @@ class Orchestrator:
                 self.router.unregister(goal.id)
                 mcp_config.unlink(missing_ok=True)
                 self._limiter.release_on_behalf_of(token)
+                if owned is not None:
+                    await self._close_decider(goal, owned)
         except Exception as exc:
             # A bug (ours or a custom verifier's) ends this goal only.
             log.exception("goal %s failed with an internal error", goal.id)
@@ -317,6 +336,7 @@ class Orchestrator:
                 except Exception:
                     log.exception("could not record the end of goal %s", goal.id)
             del self._goals[goal.id]
+            self._emit_locks.pop(goal.id, None)
             handle._finish(outcome)
 
     def _workspace(self, goal: Goal) -> Path:
@@ -371,13 +391,18 @@ class Orchestrator:
         return receive
 
     async def _emit(self, event: GoalEvent) -> None:
-        if is_ledger_event(event):
-            await self.store.append_events(event.goal_id, [event_to_ledger(event)])
-        for channel in list(self._subscribers):
-            try:
-                channel.send_nowait(event)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.remove(channel)
+        # One goal's events reach the ledger and the subscribers in the same order, even
+        # when emitted concurrently (a gate decision while the turn reports activity): the
+        # store's batched commit wakes its writers in no particular order. trio.Lock is FIFO.
+        lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
+        async with lock:
+            if is_ledger_event(event):
+                await self.store.append_events(event.goal_id, [event_to_ledger(event)])
+            for channel in list(self._subscribers):
+                try:
+                    channel.send_nowait(event)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._subscribers.remove(channel)
 
     # ------------------------------------------------------------------ control
 

@@ -81,6 +81,8 @@ def decode(line: bytes) -> dict[str, Any]:
         frame = json.loads(line)
     except ValueError as exc:  # also UnicodeDecodeError
         raise FrameError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise FrameError("JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise FrameError(f"a frame must be a JSON object, got {type(frame).__name__}")
     if frame.get("v") != PROTOCOL_VERSION:

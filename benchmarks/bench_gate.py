@@ -1,0 +1,150 @@
+"""Decisions through the permission gate's Unix socket, beside a bare echo floor.
+
+The real :class:`~nexo_trio.gate.socket_server.GateServer` (an ``AllowAll`` decider, no MCP
+server) answers permission request frames; clients send one frame and wait for its reply,
+either one client alone (sequential) or 64 clients at once, each on its own connection.
+The floor is a bare trio Unix-socket server that echoes each line back, driven by the same
+clients with the same frames: what the gate costs beyond moving a line through a socket.
+
+Clients and servers share one trio loop (one process, one thread), so the figures include
+the client side for both; compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from nexo_trio.core.permission import Decision, PermissionRequest
+from nexo_trio.gate.deciders import AllowAll
+from nexo_trio.gate.socket_server import GateServer
+from nexo_trio.wire import gate_frames
+
+SEQUENTIAL_REQUESTS = 5000
+CONCURRENT_CLIENTS = 64
+REQUESTS_PER_CLIENT = 150
+REPEATS = 3
+"""Each figure is from the fastest of this many runs (the machines are shared and noisy)."""
+WARMUP_REQUESTS = 500
+INPUT = {"command": "ls -la src/", "description": "List the sources"}
+
+
+async def _echo_handler(stream: trio.SocketStream) -> None:
+    async with stream:
+        buffer = b""
+        while True:
+            try:
+                data = await stream.receive_some(64 * 1024)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            buffer += data
+            end = buffer.rfind(b"\n")
+            if end >= 0:
+                lines, buffer = buffer[: end + 1], buffer[end + 1 :]
+                try:
+                    await stream.send_all(lines)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+
+async def _serve_echo(
+    path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(128)
+    listener = trio.SocketListener(sock)
+    async with listener, trio.open_nursery() as nursery:
+        task_status.started()
+        await trio.serve_listeners(_echo_handler, [listener], handler_nursery=nursery)
+
+
+async def _client(path: Path, client: int, count: int, latencies: list[float]) -> None:
+    """``count`` request/reply round trips on one connection, each timed (µs)."""
+    frames = [
+        gate_frames.permission_request(
+            f"c{client}-{n}", goal_id="bench", tool_name="Bash", tool_input=INPUT, tool_use_id=None
+        )
+        for n in range(count)
+    ]
+    stream = await trio.open_unix_socket(str(path))
+    async with stream:
+        buffer = b""
+        for frame in frames:
+            started = time.perf_counter_ns()
+            await stream.send_all(frame)
+            while b"\n" not in buffer:
+                data = await stream.receive_some(64 * 1024)
+                if not data:
+                    raise RuntimeError("the server hung up")
+                buffer += data
+            _, buffer = buffer.split(b"\n", 1)
+            latencies.append((time.perf_counter_ns() - started) / 1000)
+
+
+async def _measure(path: Path, clients: int, per_client: int) -> tuple[float, float, float]:
+    """(round trips per second, p50 µs, p99 µs) of ``clients`` clients at once: the run
+    with the best throughput of :data:`REPEATS`."""
+    await _client(path, -1, WARMUP_REQUESTS, [])
+    runs: list[tuple[float, float, float]] = []
+    for _ in range(REPEATS):
+        latencies: list[float] = []
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for client in range(clients):
+                nursery.start_soon(_client, path, client, per_client, latencies)
+        elapsed = time.perf_counter() - started
+        quantiles = statistics.quantiles(latencies, n=100)
+        runs.append((len(latencies) / elapsed, quantiles[49], quantiles[98]))
+    return max(runs)
+
+
+async def _bench(directory: Path) -> dict[str, tuple[float, float, float]]:
+    allow_all = AllowAll()
+
+    async def router(request: PermissionRequest) -> Decision:
+        return await allow_all.decide(request)
+
+    results: dict[str, tuple[float, float, float]] = {}
+    gate_path = directory / "gate.sock"
+    echo_path = directory / "echo.sock"
+    gate = GateServer(gate_path, router)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.serve)
+        await nursery.start(_serve_echo, echo_path)
+        for name, path in (("gate", gate_path), ("echo", echo_path)):
+            results[f"{name} 1"] = await _measure(path, 1, SEQUENTIAL_REQUESTS)
+            results[f"{name} 64"] = await _measure(path, CONCURRENT_CLIENTS, REQUESTS_PER_CLIENT)
+        nursery.cancel_scope.cancel()
+    return results
+
+
+def run() -> list[tuple[str, float, str]]:
+    """Rows of (name, value, note): throughput and latency percentiles, gate and floor."""
+    with tempfile.TemporaryDirectory(prefix="nxb", dir="/tmp") as tmp:
+        results = trio.run(_bench, Path(tmp) / "run")
+    rows: list[tuple[str, float, str]] = []
+    for clients, label in (("1", "1 client"), ("64", f"{CONCURRENT_CLIENTS} clients")):
+        gate_rate, gate_p50, gate_p99 = results[f"gate {clients}"]
+        echo_rate, echo_p50, echo_p99 = results[f"echo {clients}"]
+        count = SEQUENTIAL_REQUESTS if clients == "1" else CONCURRENT_CLIENTS * REQUESTS_PER_CLIENT
+        rows += [
+            (f"gate, {label}: decisions/s", gate_rate, f"{count} requests, best of {REPEATS}"),
+            (f"gate, {label}: p50 µs", gate_p50, f"x{gate_p50 / echo_p50:.1f} the floor's"),
+            (f"gate, {label}: p99 µs", gate_p99, f"x{gate_p99 / echo_p99:.1f} the floor's"),
+            (f"floor echo, {label}: lines/s", echo_rate, f"gate at {gate_rate / echo_rate:.0%}"),
+            (f"floor echo, {label}: p50 µs", echo_p50, ""),
+            (f"floor echo, {label}: p99 µs", echo_p99, ""),
+        ]
+    return rows
+
+
+if __name__ == "__main__":
+    for name, value, note in run():
+        print(f"  {name:<36} {value:>12,.1f}   {note}")
