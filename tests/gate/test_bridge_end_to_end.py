@@ -381,8 +381,10 @@ async def test_the_gate_server_stopping_mid_request_denies(sock_dir: Path) -> No
         assert not b.socket_path.exists()
         # Later calls too: nobody is there any more.
         assert_deny(await b.call("Bash", {"command": "ls"}), "unavailable")
-        assert b.decisions == []
-        assert (b.gate.allowed, b.gate.denied) == (0, 0)
+        # The abandoned decision is still recorded, as cancelled, and counted as a denial.
+        (event,) = b.decisions
+        assert (event.outcome, event.reason) == ("cancelled", "decision abandoned")
+        assert (b.gate.allowed, b.gate.denied) == (0, 1)
 
 
 # ---------------------------------------------------------------------------- the goal's view

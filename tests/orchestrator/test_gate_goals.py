@@ -229,6 +229,7 @@ async def test_a_denied_destructive_call_never_runs_and_is_recorded_everywhere(
         "decider": "rules",
         "latency_ms": pytest.approx(denied.latency_ms),
         "input_digest": input_digest("Bash", {"command": DESTRUCTIVE}),
+        "rationale": None,
     }
     assert (rows[1]["outcome"], rows[1]["decider"]) == ("allow_once", "rules")
     assert rows[1]["input_digest"] == input_digest("Bash", {"command": f"touch {DONE_FILE}"})
@@ -374,6 +375,8 @@ async def test_the_llm_decider_allows_then_denies(h: Harness, nursery: trio.Nurs
     assert (allowed.outcome, allowed.decider, allowed.reason) == ("allow_once", "llm", "Go ahead.")
     assert (denied.outcome, denied.decider, denied.reason) == ("deny", "llm", deny_message)
     assert denied.input_digest == input_digest("Bash", {"command": second})
+    assert allowed.rationale == "Creating hello.txt is the goal."
+    assert denied.rationale == "It deletes the goal's file."
 
     # The LLM's message reached Claude: the fake's exchange and the tool result it printed.
     assert [(e["outcome"], e["answer"]) for e in fake.permission_log()] == [

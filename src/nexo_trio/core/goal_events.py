@@ -178,6 +178,8 @@ class DecisionMade:
     decider: str
     latency_ms: float
     input_digest: str = ""
+    rationale: str | None = None
+    """Why the decider decided so (the LLM decider's own words), when it said."""
 
 
 @attrs.frozen

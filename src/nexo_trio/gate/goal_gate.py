@@ -52,7 +52,21 @@ class GoalGate:
         if self.is_cancelled():
             decision = Decision(DecisionOutcome.CANCELLED, decider="gate")
         else:
-            decision = await self.decider.decide(request)
+            try:
+                decision = await self.decider.decide(request)
+            except trio.Cancelled:
+                # Abandoned (the goal or the connection went away): the MCP server answers
+                # the CLI with a deny; the ledger still gets the decision. Shielded, bounded.
+                abandoned = Decision(
+                    DecisionOutcome.CANCELLED, message="decision abandoned", decider="gate"
+                )
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 5):
+                    await self._record(request, abandoned, started)
+                raise
+        await self._record(request, decision, started)
+        return decision
+
+    async def _record(self, request: PermissionRequest, decision: Decision, started: float) -> None:
         if decision.allowed:
             self.allowed += 1
             self.consecutive_denied = 0
@@ -71,9 +85,9 @@ class GoalGate:
                 decider=decision.decider,
                 latency_ms=(trio.current_time() - started) * 1000,
                 input_digest=request.digest(),
+                rationale=decision.rationale,
             )
         )
-        return decision
 
 
 class GateRouter:
