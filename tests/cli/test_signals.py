@@ -43,6 +43,22 @@ def wait_for_session(state_dir: Path, goal_id: str, proc: subprocess.Popen[str])
     raise AssertionError("the turn never bound its session")
 
 
+def ignores_sigterm(pid: int) -> bool:
+    """Whether the process has set SIGTERM to be ignored (its ``SigIgn`` mask says so)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    raise AssertionError(f"no SigIgn line in /proc/{pid}/status")
+
+
+def wait_until_ignoring_sigterm(pid: int) -> None:
+    """Wait until the fake has run its ``ignore_sigterm`` step."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ignores_sigterm(pid):
+        assert time.monotonic() < deadline, "the fake never ignored SIGTERM"
+        time.sleep(0.02)
+
+
 def gone(pid: int, timeout: float = 5.0) -> bool:
     """Whether ``pid`` is gone (or a zombie nobody waits for any more)."""
     deadline = time.monotonic() + timeout
@@ -135,7 +151,7 @@ def test_a_second_ctrl_c_stops_at_once(
     processes.append(proc)
     fake_pid = wait_for_invocation(s.fake, proc)
     wait_for_session(s.state_dir, "stubborn", proc)
-    time.sleep(0.2)  # the fake's ignore_sigterm step runs right after its init frame
+    wait_until_ignoring_sigterm(fake_pid)  # its step right after the init frame
     tree = [fake_pid, *(p.pid for p in psutil.Process(fake_pid).children(recursive=True))]
     proc.send_signal(signal.SIGINT)
     with pytest.raises(subprocess.TimeoutExpired):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -29,9 +28,10 @@ from nexo_trio.core.events import (
 from nexo_trio.core.outcome import COMPACT_HINT, Cause, TurnKind, TurnOutcome
 from nexo_trio.core.turn import parse_sleep_request
 from nexo_trio.wire.stream_json import StreamDecoder, parse_frame
+from tests.conftest import FIXTURES
 from tests.core.strategies import outcome_of
 
-STREAMS = Path(__file__).parents[1] / "fixtures" / "claude-cli-2.1.332" / "stream-json"
+STREAMS = FIXTURES / "stream-json"
 
 SLEEP = '{"__nexo_sleep__": true, "duration_ms": 90000, "reason": "waiting for CI"}'
 

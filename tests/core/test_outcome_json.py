@@ -13,9 +13,10 @@ from nexo_trio.cli.replay import replay_stream
 from nexo_trio.core.events import PermissionDenial, Usage
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
 from nexo_trio.wire.outcome_json import dumps, turn_outcome_from_json, turn_outcome_to_json
+from tests.conftest import FIXTURES
 from tests.core.strategies import json_objects, usages
 
-STREAMS = Path(__file__).parents[1] / "fixtures" / "claude-cli-2.1.332" / "stream-json"
+STREAMS = FIXTURES / "stream-json"
 
 opt_text: st.SearchStrategy[str | None] = st.none() | st.text(max_size=20)
 opt_int: st.SearchStrategy[int | None] = st.none() | st.integers(

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from nexo_trio.cli import main
+from tests.conftest import FIXTURES
 
-STREAMS = Path(__file__).parents[1] / "fixtures" / "claude-cli-2.1.332" / "stream-json"
+STREAMS = FIXTURES / "stream-json"
 USAGE_KEYS = {
     "input_tokens",
     "output_tokens",

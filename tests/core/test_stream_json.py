@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,9 +38,9 @@ from nexo_trio.core.events import (
     UserMessage,
 )
 from nexo_trio.wire.stream_json import EXCERPT_BYTES, StreamDecoder, parse_frame, parse_line
+from tests.conftest import FIXTURES
 from tests.core.strategies import frame_lines, frame_objects, split_at
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "claude-cli-2.1.332"
 STREAMS = FIXTURES / "stream-json"
 
 _TURN = [SystemInit, AssistantMessage, UserMessage, AssistantMessage, Result]

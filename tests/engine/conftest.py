@@ -92,10 +92,9 @@ class ProcessGuard:
         return killed
 
 
-@pytest.fixture(autouse=True)
-def procs() -> Iterator[ProcessGuard]:
-    """A process-leak guard for every engine test: a test that leaves a process behind
-    fails, and whatever it left is killed (also when the test failed for another reason)."""
+def guard_processes() -> Iterator[ProcessGuard]:
+    """The body of a ``procs`` fixture: a test that leaves a process behind fails, and
+    whatever it left is killed (also when the test failed for another reason)."""
     guard = ProcessGuard(started_at=time.time(), before=frozenset(live_descendants()))
     yield guard
     # A process that is still being reaped by the kernel gets a moment.
@@ -104,6 +103,12 @@ def procs() -> Iterator[ProcessGuard]:
         time.sleep(0.02)
     killed = guard.kill_leftovers()
     assert not killed, f"processes left behind: {killed}"
+
+
+@pytest.fixture(autouse=True)
+def procs() -> Iterator[ProcessGuard]:
+    """A process-leak guard for every engine test."""
+    yield from guard_processes()
 
 
 @pytest.fixture

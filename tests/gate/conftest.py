@@ -3,27 +3,20 @@ engine tests' process-leak guard (no MCP server may outlive its test)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.engine.conftest import ProcessGuard, live_descendants
+from tests.engine.conftest import ProcessGuard, guard_processes
 from tests.gate.helpers import StubOrchestrator, short_tempdir
 
 
 @pytest.fixture(autouse=True)
 def procs() -> Iterator[ProcessGuard]:
     """Fail a test that leaves a process behind (and kill what it left)."""
-    guard = ProcessGuard(started_at=time.time(), before=frozenset(live_descendants()))
-    yield guard
-    deadline = time.monotonic() + 2.0
-    while guard.leftovers() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    killed = guard.kill_leftovers()
-    assert not killed, f"processes left behind: {killed}"
+    yield from guard_processes()
 
 
 @pytest.fixture

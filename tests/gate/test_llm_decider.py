@@ -146,6 +146,7 @@ async def test_prose_around_json(api: ScriptedMessagesAPI, decider: LlmDecider) 
         ("Sure, go ahead!", "unparseable LLM answer"),
         ("", "unparseable LLM answer"),
         ("[1, 2, 3]", "unparseable LLM answer"),
+        ('{"outcome": ' + "[" * 5000, "unparseable LLM answer"),  # nested too deeply
         (answer(outcome="maybe", message="hmm"), "unknown outcome 'maybe'"),
         (answer(message="no outcome"), "unknown outcome None"),
         (answer(outcome="allow", updated_input="rm -rf /"), "not an object"),
@@ -315,6 +316,8 @@ def test_parse_answer() -> None:
     assert parse_answer('a {b} c {"outcome": "allow"} d {"x": 1}') == {"outcome": "allow"}
     assert parse_answer("no json here") is None
     assert parse_answer('{"unterminated": ') is None
+    assert parse_answer("[" * 5000) is None  # too deep for json: no answer, no RecursionError
+    assert parse_answer('so {"a": ' + "[" * 5000) is None
 
 
 def test_decision_from_answer_is_lenient_about_case_and_aliases() -> None:

@@ -300,11 +300,11 @@ async def test_connection_drop_denies_every_call_in_flight_then_reconnects(
 async def test_concurrent_calls_answered_out_of_order(
     stub: StubOrchestrator, sock_dir: Path
 ) -> None:
-    delays = {"a": 0.6, "b": 0.3, "c": 0.0, "d": 0.45}
+    decided = {marker: trio.Event() for marker in "abcd"}
 
     async def script(frame: dict[str, Any]) -> helpers.Action:
         marker = frame["input"]["marker"]
-        await trio.sleep(delays[marker])
+        await decided[marker].wait()
         if marker == "d":
             return await helpers.deny(f"no {marker}")(frame)
         return await helpers.allow({"marker": marker, "seen": frame["tool_use_id"]})(frame)
@@ -316,7 +316,11 @@ async def test_concurrent_calls_answered_out_of_order(
             await server.send(server.call_message(rpc_id, {"marker": marker}))
         # A ping is answered at once, while the calls wait.
         await server.send({"jsonrpc": "2.0", "id": "ping", "method": "ping"})
-        responses = [await server.recv() for _ in range(5)]
+        responses = [await server.recv()]
+        # Each call is answered once decided, whatever is still pending before it.
+        for marker in "cbda":
+            decided[marker].set()
+            responses.append(await server.recv())
     order = [r["id"] for r in responses]
     assert order == ["ping", 12, "eleven", 13, 10]
     by_id = {r["id"]: r for r in responses}

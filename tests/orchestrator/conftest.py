@@ -4,7 +4,6 @@ orphaned fake is no descendant of the test process any more)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.store import MemoryStore, Store
 from nexo_trio.testing.scenario import FakeClaude, Turn
-from tests.engine.conftest import ProcessGuard, is_gone, live_descendants
+from tests.engine.conftest import ProcessGuard, guard_processes, is_gone
 
 FAKE_MAX_LIFETIME = 20.0
 """A ``hang`` step of a leaked fake ends by itself after this long."""
@@ -97,13 +96,7 @@ class Harness:
 @pytest.fixture
 def procs() -> Iterator[ProcessGuard]:
     """A test that leaves a process behind fails, and whatever it left is killed."""
-    guard = ProcessGuard(started_at=time.time(), before=frozenset(live_descendants()))
-    yield guard
-    deadline = time.monotonic() + 2.0
-    while guard.leftovers() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    killed = guard.kill_leftovers()
-    assert not killed, f"processes left behind: {killed}"
+    yield from guard_processes()
 
 
 @pytest.fixture

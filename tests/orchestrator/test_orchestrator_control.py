@@ -9,6 +9,7 @@ import attrs
 import psutil
 import pytest
 import trio
+import trio.testing
 
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
@@ -74,7 +75,7 @@ async def test_pause_before_start_holds_the_first_turn_until_resume(h: Harness) 
         handle = await orch.start_goal(h.goal())
         assert await orch.pause_goal("g1")
         assert not await orch.pause_goal("g1")  # already paused
-        await trio.sleep(0.4)
+        await trio.testing.wait_all_tasks_blocked()  # whatever could start has started
         assert fake.invocations() == []
         assert rec.of(AttemptStarted) == []
         assert orch.running() == ["g1"]
@@ -98,7 +99,7 @@ async def test_pause_during_a_turn_lets_it_finish_and_holds_the_next(h: Harness)
         first = await rec.wait_for(AttemptCompleted, lambda e: e.turn == 1)
         # The running turn was not killed: it ended on its own, and acceptance ran.
         assert (first.kind, first.exit_code, first.stop_actions) == ("needs_retry", 0, ())
-        await trio.sleep(0.4)
+        await trio.testing.wait_all_tasks_blocked()  # whatever could start has started
         assert len(fake.invocations()) == 1
         assert len(rec.of(AttemptStarted)) == 1
         assert await orch.resume_goal("g1")
@@ -165,7 +166,7 @@ async def test_cancel_a_goal_waiting_for_a_slot(h: Harness) -> None:
         busy = await orch.start_goal(h.goal("busy"))
         await rec.wait_for(SessionBound, lambda e: e.goal_id == "busy")
         queued = await orch.start_goal(h.goal("queued"))
-        await trio.sleep(0.1)
+        await trio.testing.wait_all_tasks_blocked()  # whatever could start has started
         assert orch.running() == ["busy", "queued"]
         assert not any(e.goal_id == "queued" for e in rec.of(GoalStarted))
         assert await orch.cancel_goal("queued")

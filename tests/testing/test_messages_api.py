@@ -30,6 +30,7 @@ from nexo_trio.testing.messages_api import (
     text,
     tool_use,
 )
+from tests.e2e.conftest import claude_binary
 
 USER_HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -663,20 +664,11 @@ async def test_claude_env(nursery: trio.Nursery, tmp_path: Path) -> None:
 
 # --- the real Claude Code CLI --------------------------------------------------------------
 
-DEFAULT_CLAUDE = Path(__file__).parents[2] / ".cache/claude-code/node_modules/.bin/claude"
-
 
 @pytest.fixture
 def claude_bin() -> Path:
     """The real CLI's binary; the test skips, saying how to get it, when it is missing."""
-    path = Path(os.environ.get("NEXO_CLAUDE_BIN") or DEFAULT_CLAUDE)
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(
-            f"the real Claude Code CLI is not at {path}: install it with "
-            "`npm install --prefix .cache/claude-code @anthropic-ai/claude-code@2.1.332` "
-            "(or `nox -s e2e`), or set NEXO_CLAUDE_BIN"
-        )
-    return path
+    return claude_binary()
 
 
 async def run_claude(

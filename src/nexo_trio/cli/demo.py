@@ -15,13 +15,11 @@ import click
 import trio
 
 from nexo_trio.cli.progress import Progress
-from nexo_trio.cli.run import exit_code, run_with_progress, summary
+from nexo_trio.cli.run import exit_code, print_outcome, run_with_progress
 from nexo_trio.core.goal import Budget, FileMatchCheck, Goal, ShellCheck
 from nexo_trio.core.prompt import FAILURES_HEADER
 from nexo_trio.core.settings import ClaudeSettings, Config
 from nexo_trio.testing.scenario import FakeClaude, bash, init, result, text, turn
-from nexo_trio.wire.goal_json import goal_outcome_to_json
-from nexo_trio.wire.outcome_json import dumps
 
 DEMO_GOAL_ID = "demo-hello"
 
@@ -91,16 +89,13 @@ def _demo(directory: Path, as_json: bool) -> int:
     click.echo(f"goal: {goal.description}", err=True)
     progress = Progress(sys.stderr)
     outcome = trio.run(lambda: run_with_progress(goal, config, progress=progress))
-    prompts = [i["prompt"] for i in fake.invocations()]
-    sessions = {i["session_id"] for i in fake.invocations()}
+    invocations = fake.invocations()
+    prompts = [i["prompt"] for i in invocations]
+    sessions = {i["session_id"] for i in invocations}
     if len(prompts) >= 2:
         err.write("\nThe second prompt Claude received (the acceptance failure, fed back):\n")
         for line in prompts[1].splitlines():
             err.write(f"  | {line}\n")
         err.write(f"Both turns ran in the same session: {len(sessions) == 1}\n")
-    if as_json:
-        sys.stdout.buffer.write(dumps(goal_outcome_to_json(outcome)) + b"\n")
-        sys.stdout.flush()
-    else:
-        click.echo(summary(outcome))
+    print_outcome(outcome, as_json=as_json)
     return exit_code(outcome)

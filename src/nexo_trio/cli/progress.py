@@ -54,7 +54,6 @@ class Progress:
         self.console = Console(file=stream, highlight=False, soft_wrap=True)
         self.live = self.console.is_terminal if live is None else live
         self.rows: dict[str, _Row] = {}
-        self._plain = not self.live
 
     async def run(self, events: trio.MemoryReceiveChannel[GoalEvent]) -> None:
         """Show events until the channel closes (or the task is cancelled)."""
@@ -75,7 +74,7 @@ class Progress:
         if row is None:
             row = self.rows[event.goal_id] = _Row(event.goal_id, time.monotonic())
         line = self._apply(row, event)
-        if self._plain and line:
+        if not self.live and line:
             self.console.print(f"[{event.goal_id[:12]}] {line}", markup=False)
 
     def _apply(self, row: _Row, event: GoalEvent) -> str | None:

@@ -46,6 +46,15 @@ def exit_code(outcome: GoalOutcome) -> int:
     return EXIT_NOT_DONE
 
 
+def print_outcome(outcome: GoalOutcome, *, as_json: bool) -> None:
+    """Print the outcome on stdout: one JSON object, or the :func:`summary` line."""
+    if as_json:
+        sys.stdout.buffer.write(dumps(goal_outcome_to_json(outcome)) + b"\n")
+        sys.stdout.flush()
+    else:
+        click.echo(summary(outcome))
+
+
 def summary(outcome: GoalOutcome) -> str:
     """One line saying how the goal ended."""
     why = f": {outcome.reason}" if outcome.reason else ""
@@ -154,9 +163,5 @@ def run(
     outcome = trio.run(
         lambda: run_with_progress(goal, config, progress=progress, orchestrator=orchestrator)
     )
-    if as_json:
-        sys.stdout.buffer.write(dumps(goal_outcome_to_json(outcome)) + b"\n")
-        sys.stdout.flush()
-    else:
-        click.echo(summary(outcome))
+    print_outcome(outcome, as_json=as_json)
     sys.exit(exit_code(outcome))

@@ -401,13 +401,6 @@ class ProcessExited:
             return _SIGNAL_EXIT_CODES.get(self.exit_code)
         return None
 
-    def describe(self) -> str:
-        """``exit code 1`` or ``signal SIGKILL``."""
-        sig = self.signal
-        if sig is not None:
-            return f"signal {signal_name(sig)}"
-        return f"exit code {self.exit_code}"
-
 
 @attrs.frozen
 class DeadlineHit:

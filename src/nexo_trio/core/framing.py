@@ -68,13 +68,11 @@ class LineFramer:
         buf = self._buf
         buf += data
         start = 0
-        while True:
-            nl = buf.find(b"\n", max(start, self._scanned))
-            if nl < 0:
-                break
+        nl = buf.find(b"\n", self._scanned)
+        while nl >= 0:
             self._emit(bytes(buf[start:nl]), out)
             start = nl + 1
-            self._scanned = start
+            nl = buf.find(b"\n", start)
         if start:
             del buf[:start]
         self._scanned = len(buf)

@@ -10,6 +10,7 @@ ends abstaining denies.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from typing import Any
@@ -42,8 +43,11 @@ class PermissionRequest:
     workspace: str | None = None
     goal_description: str = ""
 
+    @functools.cached_property
     def digest(self) -> str:
-        """A stable short digest of tool + canonical input (for caches and the ledger)."""
+        """A stable short digest of tool + canonical input (for caches and the ledger).
+
+        Cached: it serialises the whole input, which can be megabytes (a Write)."""
         return input_digest(self.tool_name, self.input)
 
 

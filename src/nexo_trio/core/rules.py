@@ -333,13 +333,6 @@ class _Word:
     parts: tuple[Part, ...]
 
     @property
-    def plain(self) -> str | None:
-        """The text if the word has no expansions at all."""
-        if any(kind not in ("lit", "q") for kind, _ in self.parts):
-            return None
-        return "".join(text for _, text in self.parts)
-
-    @property
     def bare(self) -> str | None:
         """The text if the word is one unquoted literal (reserved words, ``{``, ``}``)."""
         if len(self.parts) == 1 and self.parts[0][0] == "lit":
@@ -918,11 +911,7 @@ def _analyse_text(text: str, ctx: _Ctx) -> str | None:
     if bomb:
         return bomb
     try:
-        pipelines = _parse(text)
-    except _TooDeep:
-        return _TOO_DEEP
-    try:
-        return _analyse_list(pipelines, ctx)
+        return _analyse_list(_parse(text), ctx)
     except _TooDeep:
         return _TOO_DEEP
 

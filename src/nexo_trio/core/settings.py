@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, get_args
 
 import attrs
 
@@ -10,7 +10,7 @@ from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 
 DeciderName: TypeAlias = Literal["allow_all", "deny_all", "rules", "llm", "chain"]
-DECIDER_NAMES: tuple[DeciderName, ...] = ("allow_all", "deny_all", "rules", "llm", "chain")
+DECIDER_NAMES: tuple[DeciderName, ...] = get_args(DeciderName)
 
 
 @attrs.frozen

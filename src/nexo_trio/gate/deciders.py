@@ -114,21 +114,24 @@ class SessionCache:
 
     async def decide(self, request: PermissionRequest) -> Decision:
         """A remembered session allowance, or the inner decider's answer."""
-        for key in (f"tool:{request.tool_name}", f"input:{request.digest()}"):
-            cached = self._entries.get(key)
-            if cached is not None:
-                self._entries.move_to_end(key)
-                return Decision(
-                    DecisionOutcome.ALLOW_SESSION,
-                    decider=f"{cached.decider} (session cache)",
-                    scope=cached.scope,
-                    rationale=cached.rationale,
-                )
+        tool_key = f"tool:{request.tool_name}"
+        # request.digest hashes the whole input once (cached): skipped while nothing is cached.
+        if self._entries:
+            for key in (tool_key, f"input:{request.digest}"):
+                cached = self._entries.get(key)
+                if cached is not None:
+                    self._entries.move_to_end(key)
+                    return Decision(
+                        DecisionOutcome.ALLOW_SESSION,
+                        decider=f"{cached.decider} (session cache)",
+                        scope=cached.scope,
+                        rationale=cached.rationale,
+                    )
         decision = await self.inner.decide(request)
         if decision.outcome is DecisionOutcome.ALLOW_SESSION and decision.updated_input is None:
             # A rewritten input is tied to this one call: never replayed from the cache.
-            scope = decision.scope or "tool+input"
-            key = f"tool:{request.tool_name}" if scope == "tool" else f"input:{request.digest()}"
+            # Scope "tool+input" (the default) unless it is "tool".
+            key = tool_key if decision.scope == "tool" else f"input:{request.digest}"
             self._entries[key] = decision
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:

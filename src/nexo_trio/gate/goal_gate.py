@@ -84,7 +84,7 @@ class GoalGate:
                 or (None if decision.allowed else deny_message(decision)),
                 decider=decision.decider,
                 latency_ms=(trio.current_time() - started) * 1000,
-                input_digest=request.digest(),
+                input_digest=request.digest,
                 rationale=decision.rationale,
             )
         )

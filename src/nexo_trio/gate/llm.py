@@ -33,6 +33,7 @@ from nexo_trio.core.permission import (
     unavailable,
 )
 from nexo_trio.core.settings import LlmSettings
+from nexo_trio.gate.deciders import close_decider
 
 INSTALL_HINT = "pip install 'nexo-trio[llm]'"
 
@@ -159,7 +160,7 @@ def parse_answer(answer: str) -> dict[str, Any] | None:
     for candidate in candidates:
         try:
             value = json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             continue
         if isinstance(value, dict):
             return value
@@ -168,7 +169,7 @@ def parse_answer(answer: str) -> dict[str, Any] | None:
     while start >= 0:
         try:
             value, _end = decoder.raw_decode(answer, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if isinstance(value, dict):
             return value
@@ -285,9 +286,7 @@ class LlmDecider:
 
     async def aclose(self) -> None:
         """Close the client, if it can be closed."""
-        close = getattr(self.client, "aclose", None)
-        if close is not None:
-            await close()
+        await close_decider(self.client)
 
     async def __aenter__(self) -> LlmDecider:
         return self

@@ -484,13 +484,17 @@ class PermissionServer:
         if not data:
             self._drop_connection("the orchestrator closed the connection before deciding")
             return
+        # What is buffered holds no newline: search only the new bytes (a long reply arrives
+        # in many chunks).
+        scan_from = len(self.sock_in)
         self.sock_in += data
         while self.sock is not None:
-            end = self.sock_in.find(b"\n")
+            end = self.sock_in.find(b"\n", scan_from)
             if end < 0:
                 break
             line = bytes(self.sock_in[:end])
             del self.sock_in[: end + 1]
+            scan_from = 0
             if line.strip():
                 self._on_reply(line)
         if self.sock is not None and len(self.sock_in) > gate_frames.MAX_FRAME_BYTES:
@@ -504,7 +508,7 @@ class PermissionServer:
             frame = gate_frames.decode(line)
             gate_frames.check_reply(frame)
         except gate_frames.FrameError as exc:
-            request_id = _salvage_id(line)
+            request_id = gate_frames.salvage_id(line)
             call = self.pending.pop(request_id, None) if request_id is not None else None
             log(f"malformed reply ({exc}): {_short(line)}")
             if call is not None:
@@ -561,15 +565,6 @@ def _arguments_problem(arguments: object) -> str | None:
     if tool_use_id is not None and not isinstance(tool_use_id, str):
         return "'tool_use_id' must be a string"
     return None
-
-
-def _salvage_id(line: bytes) -> str | None:
-    try:
-        frame = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    request_id = frame.get("id") if isinstance(frame, dict) else None
-    return request_id if isinstance(request_id, str) else None
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket as stdlib_socket
@@ -108,7 +107,9 @@ class GateServer:
         except gate_frames.FrameError as exc:
             # The id of any JSON object with a string id: the MCP server then denies that
             # one call instead of everything it has in flight (an error frame without id).
-            await _send(stream, lock, gate_frames.error_reply(_salvage_id(line), str(exc)))
+            await _send(
+                stream, lock, gate_frames.error_reply(gate_frames.salvage_id(line), str(exc))
+            )
             return
         request_id: str = frame["id"]
         self.requests += 1
@@ -141,15 +142,6 @@ async def _send(stream: trio.SocketStream, lock: trio.Lock, data: bytes) -> None
     async with lock:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
-
-
-def _salvage_id(line: bytes) -> str | None:
-    try:
-        frame = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    request_id = frame.get("id") if isinstance(frame, dict) else None
-    return request_id if isinstance(request_id, str) else None
 
 
 def prepare_socket_path(path: Path) -> None:

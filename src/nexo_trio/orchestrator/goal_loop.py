@@ -99,8 +99,8 @@ class GoalLoop:
         workspace: Path,
         registry: VerifierRegistry,
         resumed: Resumed,
-        plan: TurnPlan | None = None,
-        gate: GoalGate | None = None,
+        plan: TurnPlan,
+        gate: GoalGate,
         turn_runner: TurnRunner = run_turn,
     ) -> None:
         self.goal = goal
@@ -110,7 +110,7 @@ class GoalLoop:
         self.emit = emit
         self.workspace = workspace
         self.registry = registry
-        self.plan = plan or TurnPlan()
+        self.plan = plan
         self.gate = gate
         self.turn_runner = turn_runner
         self.session_id = resumed.session_id
@@ -196,13 +196,10 @@ class GoalLoop:
                 prompt=prompt,
             )
         )
-        gate_before = (self.gate.allowed, self.gate.denied) if self.gate else (0, 0)
+        gate_before = (self.gate.allowed, self.gate.denied)
         result = await self._run_turn(prompt, number)
         turn = result.outcome
-        gate_after = (self.gate.allowed, self.gate.denied) if self.gate else (0, 0)
-        allowed, denied = self._account(
-            turn, gate_after[0] - gate_before[0], gate_after[1] - gate_before[1]
-        )
+        allowed, denied = self._account(turn, gate_before)
         decision, self.replay_state = decide_replay(
             turn, self.replay_state, max_retries=self.config.replay.max_retries
         )
@@ -221,7 +218,6 @@ class GoalLoop:
             self.final_text = turn.final_text
 
         attempt_kind = _attempt_kind(turn)
-        verdict: Verdict | None = None
         end: GoalOutcome | None = None
         if decision.action is not ReplayAction.PROCEED:
             await self.emit(
@@ -242,29 +238,14 @@ class GoalLoop:
                 reason = decision.reason or "escalated"
                 await self.emit(Escalated(self.goal.id, reason))
                 end = self._end(GoalEndKind.ESCALATED, reason)
+            case ReplayAction.PROCEED if turn.kind is TurnKind.CANCELLED:
+                end = self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
             case ReplayAction.PROCEED if compact:
-                if turn.kind is TurnKind.CANCELLED:
-                    end = self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
-                else:
-                    attempt_kind = AttemptKind.CONTINUE
-            case ReplayAction.PROCEED:
-                if turn.kind is TurnKind.CANCELLED:
-                    end = self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
-                elif turn.kind is TurnKind.SLEEP:
-                    end = await self._sleep(turn)
-                elif turn.kind is TurnKind.CLAIMED_DONE:
-                    verdict = await self._check(number)
-                    if verdict is None:
-                        attempt_kind = AttemptKind.CANCELLED
-                        end = self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
-                    else:
-                        attempt = attempt_outcome(turn, verdict)
-                        attempt_kind = attempt.kind
-                        if attempt.kind is AttemptKind.DONE:
-                            end = self._end(GoalEndKind.DONE, None)
-                        else:
-                            self.failures = attempt.failures
-                            self.wake_up = None
+                attempt_kind = AttemptKind.CONTINUE
+            case ReplayAction.PROCEED if turn.kind is TurnKind.SLEEP:
+                end = await self._sleep(turn)
+            case ReplayAction.PROCEED if turn.kind is TurnKind.CLAIMED_DONE:
+                attempt_kind, end = await self._accept(turn, number)
         await self.emit(
             AttemptCompleted(
                 goal_id=self.goal.id,
@@ -296,8 +277,7 @@ class GoalLoop:
                     self._elapsed(),
                 )
             )
-        if self.control.cancelled and end is None:
-            end = self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
+        # A cancel that came during this turn ends the goal at the top of the loop.
         return end
 
     # ------------------------------------------------------------------ steps
@@ -332,15 +312,17 @@ class GoalLoop:
             require_mcp_servers=self.plan.require_mcp_servers,
         )
 
-    def _account(self, turn: TurnOutcome, gate_allowed: int, gate_denied: int) -> tuple[int, int]:
+    def _account(self, turn: TurnOutcome, gate_before: tuple[int, int]) -> tuple[int, int]:
         """Add the turn's spend; return the (allowed, denied) tool calls of this turn.
 
         Denials are the larger of what the gate denied and what the CLI reports denied
         (its own rules deny without asking the gate). The run of consecutive denials is
         the gate's exact count once anything was allowed, else it grows by this turn's.
         """
+        gate_allowed = self.gate.allowed - gate_before[0]
+        gate_denied = self.gate.denied - gate_before[1]
         denied = max(len(turn.permission_denials), gate_denied)
-        if gate_allowed and self.gate is not None:
+        if gate_allowed:
             consecutive = self.gate.consecutive_denied
         elif denied:
             consecutive = self.spent.consecutive_denies + denied
@@ -356,7 +338,6 @@ class GoalLoop:
             cost_usd=self.spent.cost_usd + turn.cost_usd,
             consecutive_denies=consecutive,
         )
-        self._tick_wall_time()
         return gate_allowed, denied
 
     async def _bind_session(self, session_id: str) -> None:
@@ -371,6 +352,22 @@ class GoalLoop:
             workspace=str(self.workspace),
         )
         await self.emit(SessionBound(self.goal.id, session_id))
+
+    async def _accept(
+        self, turn: TurnOutcome, number: int
+    ) -> tuple[AttemptKind, GoalOutcome | None]:
+        """Run acceptance on a claimed completion: the attempt's kind, and the end if any."""
+        verdict = await self._check(number)
+        if verdict is None:
+            return AttemptKind.CANCELLED, self._end(
+                GoalEndKind.CANCELLED, self.control.cancel_reason
+            )
+        attempt = attempt_outcome(turn, verdict)
+        if attempt.kind is AttemptKind.DONE:
+            return attempt.kind, self._end(GoalEndKind.DONE, None)
+        self.failures = attempt.failures
+        self.wake_up = None
+        return attempt.kind, None
 
     async def _check(self, number: int) -> Verdict | None:
         verdicts: list[Verdict] = []
@@ -389,7 +386,6 @@ class GoalLoop:
             return None
         verdict = verdicts[0]
         self.verdict = verdict
-        self._tick_wall_time()
         await self.emit(AcceptanceChecked(self.goal.id, number, verdict.met, verdict.results))
         return verdict
 
@@ -403,7 +399,6 @@ class GoalLoop:
             seconds = min(seconds, max(0.0, limit - self._wall_time()))
         if not await self.control.interruptible(partial(trio.sleep, seconds)):
             return self._end(GoalEndKind.CANCELLED, self.control.cancel_reason)
-        self._tick_wall_time()
         self.wake_up = WakeUp(slept_ms=duration_ms, reason=turn.reason)
         self.failures = ()
         await self.emit(WokeUp(self.goal.id, duration_ms))
@@ -418,6 +413,7 @@ class GoalLoop:
         return self.resumed.wall_time_s + self._elapsed()
 
     def _tick_wall_time(self) -> None:
+        # Only the budget check and _end read spent.wall_time_s: each ticks it first.
         self.spent = attrs.evolve(self.spent, wall_time_s=self._wall_time())
 
     def _end(

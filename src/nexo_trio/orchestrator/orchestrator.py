@@ -41,6 +41,7 @@ from nexo_trio.core.goal_events import (
     InterruptQueued,
     MaxTurnsRaised,
     WokeUp,
+    event_kind,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
@@ -68,6 +69,8 @@ COMPLETION_DEADLINE = 10.0
 """How long recording a goal's end may take when the goal is being torn down."""
 
 DeciderFactory = Callable[[Goal], Decider]
+
+_GOAL_COMPLETED = event_kind(GoalCompleted)
 
 
 class GoalHandle:
@@ -250,13 +253,20 @@ class Orchestrator:
         outcome: GoalOutcome | None = None
         loop: GoalLoop | None = None
         owned: Decider | None = None
+
+        def end(kind: GoalEndKind, reason: str | None) -> GoalOutcome:
+            # With what the loop spent, once it exists.
+            if loop is not None:
+                return loop._end(kind, reason)
+            return GoalOutcome(goal_id=goal.id, kind=kind, reason=reason)
+
         try:
             token = object()
             acquired = await control.interruptible(
                 lambda: self._limiter.acquire_on_behalf_of(token)
             )
             if not acquired:
-                outcome = _bare_outcome(goal, GoalEndKind.CANCELLED, control.cancel_reason)
+                outcome = end(GoalEndKind.CANCELLED, control.cancel_reason)
                 return
             mcp_config = self.state_dir / "gate" / f"{_file_safe(goal.id)}.mcp.json"
             try:
@@ -265,7 +275,7 @@ class Orchestrator:
                 except OSError as exc:
                     # A user's mistake (a file in the way, no permission): not a bug.
                     reason = f"cannot use the workspace: {exc.strerror or exc}: {exc.filename}"
-                    outcome = _bare_outcome(goal, GoalEndKind.ESCALATED, reason)
+                    outcome = end(GoalEndKind.ESCALATED, reason)
                     return
                 decider = self._make_decider(goal)
                 if self._decider is None:
@@ -313,20 +323,12 @@ class Orchestrator:
         except Exception as exc:
             # A bug (ours or a custom verifier's) ends this goal only.
             log.exception("goal %s failed with an internal error", goal.id)
-            reason = f"internal error: {exc!r}"
-            outcome = (
-                loop._end(GoalEndKind.ESCALATED, reason)
-                if loop is not None
-                else _bare_outcome(goal, GoalEndKind.ESCALATED, reason)
-            )
+            outcome = end(GoalEndKind.ESCALATED, f"internal error: {exc!r}")
         finally:
             if outcome is None:
                 # Cancelled from outside (the orchestrator is shutting down).
-                reason = control.cancel_reason or "orchestrator shut down"
-                outcome = (
-                    loop._end(GoalEndKind.CANCELLED, reason)
-                    if loop is not None
-                    else _bare_outcome(goal, GoalEndKind.CANCELLED, reason)
+                outcome = end(
+                    GoalEndKind.CANCELLED, control.cancel_reason or "orchestrator shut down"
                 )
             outcome = attrs.evolve(outcome, elapsed_s=trio.current_time() - started)
             # Shielded: a goal torn down by cancellation still records how it ended.
@@ -352,7 +354,7 @@ class Orchestrator:
         spent, and the acceptance failures the next prompt still has to show."""
         binding = await self.store.get_binding(goal_id)
         entries = await self.store.events(goal_id)
-        last_end = max((i for i, e in enumerate(entries) if e.kind == "goal_completed"), default=-1)
+        last_end = max((i for i, e in enumerate(entries) if e.kind == _GOAL_COMPLETED), default=-1)
         turns, usage, cost, wall = 0, Usage(), 0.0, 0.0
         failures: tuple[Failure, ...] = ()
         for entry in entries[last_end + 1 :]:
@@ -454,7 +456,3 @@ def _file_safe(goal_id: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in goal_id)[:80]
     digest = hashlib.sha256(goal_id.encode()).hexdigest()[:8]
     return f"{safe}-{digest}"
-
-
-def _bare_outcome(goal: Goal, kind: GoalEndKind, reason: str | None) -> GoalOutcome:
-    return GoalOutcome(goal_id=goal.id, kind=kind, reason=reason)

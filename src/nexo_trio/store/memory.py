@@ -88,6 +88,22 @@ def binding_order(seq: int, binding: Binding) -> tuple[float, str, float, int]:
     return (-binding.last_active_at, binding.goal_id, -binding.updated_at, -seq)
 
 
+def fresh_in_order(
+    rows: Iterable[tuple[int, Binding]],
+    *,
+    now: float,
+    idle_ttl_s: float | None,
+    max_age_s: float | None,
+) -> list[Binding]:
+    """What ``list_bindings`` answers for these ``(put sequence, row)`` pairs: the fresh
+    rows (:func:`is_fresh`) in :func:`binding_order`."""
+    found = [
+        row for row in rows if is_fresh(row[1], now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
+    ]
+    found.sort(key=lambda row: binding_order(*row))
+    return [binding for _, binding in found]
+
+
 def encode_data(data: dict[str, Any]) -> bytes:
     """The ledger's JSON encoding of an event's data (raises ``TypeError`` if not JSON)."""
     return orjson.dumps(data)
@@ -223,20 +239,13 @@ class MemoryStore:
         row instead (invalid and superseded ones too). Most recently active first,
         filtered like :meth:`get_binding`."""
         await trio.lowlevel.checkpoint()
-        now = self._clock()
         rows: list[tuple[int, Binding]] = []
         for goal_id, by_session in self._bindings.items():
             if include_invalid:
                 rows.extend(by_session.values())
             elif (current := self._current(goal_id)) is not None:
                 rows.append(current)
-        found = [
-            row
-            for row in rows
-            if is_fresh(row[1], now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
-        ]
-        found.sort(key=lambda row: binding_order(*row))
-        return [binding for _, binding in found]
+        return fresh_in_order(rows, now=self._clock(), idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
 
     async def purge_older_than(self, age_s: float) -> int:
         """Delete every row (of any goal, valid or not) not active for more than ``age_s``

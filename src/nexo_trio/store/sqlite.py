@@ -33,9 +33,9 @@ from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
 from nexo_trio.store.memory import (
     GOAL_COMPLETED,
     GOAL_STARTED,
-    binding_order,
     decode_data,
     encode_data,
+    fresh_in_order,
     is_fresh,
     outcome_kind,
     rebind,
@@ -569,13 +569,8 @@ class SQLiteStore:
         # Filtering and sorting in Python keeps the exact semantics of the memory store
         # (shared helpers) at no real cost.
         now = self._clock()
-        found = [
-            row
-            for row in await self._read(read)
-            if is_fresh(row[1], now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
-        ]
-        found.sort(key=lambda row: binding_order(*row))
-        return [binding for _, binding in found]
+        rows = await self._read(read)
+        return fresh_in_order(rows, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
 
     async def purge_older_than(self, age_s: float) -> int:
         """Delete every row (of any goal, valid or not) not active for more than ``age_s``

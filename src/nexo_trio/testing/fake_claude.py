@@ -381,14 +381,16 @@ class Invocation:
         )
 
     def _mcp_server_names(self) -> list[str]:
-        names: list[str] = []
+        return [name for servers in self._mcp_configs() for name in servers]
+
+    def _mcp_configs(self) -> Iterator[dict[str, Any]]:
+        """The ``mcpServers`` of each readable ``--mcp-config`` file, in order."""
         for path in self.options.get("--mcp-config", []):
             try:
                 config = json.loads(Path(path).read_text())
             except (OSError, ValueError):
                 continue
-            names += list(config.get("mcpServers", {}))
-        return names
+            yield config.get("mcpServers", {})
 
     def _assistant(
         self, content: list[dict[str, Any]], usage: dict[str, int] | None = None, **extra: Any
@@ -441,28 +443,33 @@ class Invocation:
         self._result(subtype="success", is_error=False, text="", cost_usd=0.0005, num_turns=0)
 
     def _op_tool_use(self, step: dict[str, Any]) -> None:
+        if self._use_tool(step.get("name", "Bash"), step.get("input", {})) is None:
+            # The CLI never runs the tool: its answer is the tool_result, so the
+            # scenario's own tool_result for this tool use is skipped.
+            self.skip_tool_result = True
+
+    def _use_tool(self, name: str, tool_input: dict[str, Any]) -> dict[str, Any] | None:
+        """Print a ``tool_use`` block and ask for permission to run it. The input to run it
+        with; ``None`` when refused (its error ``tool_result`` is then printed)."""
         self.skip_tool_result = False
         self.tool_counter += 1
         self.last_tool_use_id = f"toolu_fake{self.tool_counter:04d}"
-        block = {
-            "type": "tool_use",
-            "id": self.last_tool_use_id,
-            "name": step.get("name", "Bash"),
-            "input": step.get("input", {}),
-        }
+        block = {"type": "tool_use", "id": self.last_tool_use_id, "name": name, "input": tool_input}
         self._assistant([block])
-        if step.get("op") == "tool_use":
-            verdict, value = self._permission(block["name"], block["input"])
-            if verdict != "allow":
-                # The CLI never runs the tool: its answer is the tool_result, so the
-                # scenario's own tool_result for this tool use is skipped.
-                self._refused(verdict, block["name"], block["input"], value)
-                self.skip_tool_result = True
+        verdict, value = self._permission(name, tool_input)
+        if verdict == "allow":
+            allowed: dict[str, Any] = value  # the input, or the gate's updatedInput
+            return allowed
+        self._refused(verdict, name, tool_input, value)
+        return None
 
     def _op_tool_result(self, step: dict[str, Any]) -> None:
         if self.skip_tool_result:
             self.skip_tool_result = False
             return
+        self._tool_result(step.get("content", ""), is_error=bool(step.get("is_error", False)))
+
+    def _tool_result(self, content: Any, *, is_error: bool) -> None:
         self.emit(
             {
                 "type": "user",
@@ -472,8 +479,8 @@ class Invocation:
                         {
                             "tool_use_id": self.last_tool_use_id,
                             "type": "tool_result",
-                            "content": step.get("content", ""),
-                            "is_error": bool(step.get("is_error", False)),
+                            "content": content,
+                            "is_error": is_error,
                         }
                     ],
                 },
@@ -485,14 +492,11 @@ class Invocation:
 
     def _op_bash(self, step: dict[str, Any]) -> None:
         command = step["command"]
-        tool_input: dict[str, Any] = {"command": command}
-        self._op_tool_use({"name": "Bash", "input": tool_input})
-        verdict, value = self._permission("Bash", tool_input)
-        if verdict != "allow":
-            self._refused(verdict, "Bash", tool_input, value)
+        allowed = self._use_tool("Bash", {"command": command})
+        if allowed is None:
             return
-        if isinstance(value, dict) and isinstance(value.get("command"), str):
-            command = value["command"]  # an updatedInput runs the changed command
+        if isinstance(allowed.get("command"), str):
+            command = allowed["command"]  # an updatedInput runs the changed command
         done = subprocess.run(
             ["/bin/sh", "-c", command],
             capture_output=True,
@@ -500,11 +504,8 @@ class Invocation:
             timeout=self.max_lifetime,
         )
         output = (done.stdout + done.stderr).decode("utf-8", errors="replace")
-        self._op_tool_result(
-            {
-                "content": output or "(Bash completed with no output)",
-                "is_error": done.returncode != 0,
-            }
+        self._tool_result(
+            output or "(Bash completed with no output)", is_error=done.returncode != 0
         )
 
     # ------------------------------------------------------------------ permissions
@@ -520,12 +521,8 @@ class Invocation:
         return server, tool
 
     def _mcp_server_config(self, name: str) -> dict[str, Any] | None:
-        for path in self.options.get("--mcp-config", []):
-            try:
-                config = json.loads(Path(path).read_text())
-            except (OSError, ValueError):
-                continue
-            server = config.get("mcpServers", {}).get(name)
+        for servers in self._mcp_configs():
+            server = servers.get(name)
             if isinstance(server, dict):
                 return server
         return None
@@ -603,8 +600,7 @@ class Invocation:
         else:
             # A failed permission call is a failed tool call, not a denial.
             content = f"<tool_use_error>Error calling tool ({tool}): {text}</tool_use_error>"
-        self.skip_tool_result = False
-        self._op_tool_result({"content": content, "is_error": True})
+        self._tool_result(content, is_error=True)
 
     def _log_permission(
         self, tool: str, tool_input: dict[str, Any], verdict: str, value: Any
@@ -913,10 +909,9 @@ class _McpClient:
 
     def close(self, grace: float) -> None:
         """Close the server's stdin, give it ``grace`` seconds to exit, then kill it."""
-        for pipe in (self.process.stdin,):
+        if self.process.stdin is not None:
             with contextlib.suppress(OSError, ValueError):
-                if pipe is not None:
-                    pipe.close()
+                self.process.stdin.close()
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:

@@ -547,6 +547,12 @@ def _pieces(value: str, size: int) -> list[str]:
     return [value[i : i + size] for i in range(0, len(value), size)]
 
 
+def _refuse(recorded: RecordedRequest, answer: ErrorResponse) -> ErrorResponse:
+    """``answer``, its message kept as the request's :attr:`~RecordedRequest.problem`."""
+    recorded.problem = answer.message
+    return answer
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}_01{secrets.token_hex(11)}"
 
@@ -727,25 +733,17 @@ class ScriptedMessagesAPI:
             tokens = max(1, len(recorded.body) // 4)
             await self._send_json(stream, 200, {"input_tokens": tokens}, keep_alive=keep_alive)
             return
-        if route != ("POST", MESSAGES_PATH):
-            answer = ErrorResponse(
-                404, "not_found_error", f"{recorded.method} {recorded.path}: not found"
+        if route == ("POST", MESSAGES_PATH):
+            response, delay = self._choose(recorded)
+            if delay > 0:
+                await trio.sleep(delay)
+        else:
+            response = _refuse(
+                recorded,
+                ErrorResponse(
+                    404, "not_found_error", f"{recorded.method} {recorded.path}: not found"
+                ),
             )
-            recorded.status = 404
-            recorded.problem = answer.message
-            await self._send_json(stream, 404, answer.body(), keep_alive=keep_alive)
-            return
-        recorded.message_index = self._message_count
-        self._message_count += 1
-        if not isinstance(recorded.json, dict):
-            answer = ErrorResponse(400, "invalid_request_error", "the body is not a JSON object")
-            recorded.status = 400
-            recorded.problem = answer.message
-            await self._send_json(stream, 400, answer.body(), keep_alive=keep_alive)
-            return
-        response, delay = self._choose(recorded)
-        if delay > 0:
-            await trio.sleep(delay)
         if isinstance(response, ErrorResponse):
             recorded.status = response.status
             await self._send_json(
@@ -764,26 +762,28 @@ class ScriptedMessagesAPI:
             await self._send_json(stream, 200, message, keep_alive=keep_alive)
 
     def _choose(self, recorded: RecordedRequest) -> tuple[Response, float]:
+        """Number a Messages request, and find its answer and the delay before it."""
+        recorded.message_index = self._message_count
+        self._message_count += 1
+        if not isinstance(recorded.json, dict):
+            answer = ErrorResponse(400, "invalid_request_error", "the body is not a JSON object")
+            return _refuse(recorded, answer), 0.0
         for reply in self.script:
             if reply.exhausted or not reply.match(recorded):
                 continue
             reply.used += 1
             recorded.reply = reply
             source = reply.response
-            response = source if isinstance(source, MessageResponse | ErrorResponse) else None
-            if response is None:
-                assert callable(source)
-                response = source(recorded)
-            return response, reply.delay
+            return (source(recorded) if callable(source) else source), reply.delay
         rules = ", ".join(reply.describe() for reply in self.script) or "an empty script"
         problem = (
             f"ScriptedMessagesAPI: no unused reply matches Messages request "
             f"#{recorded.message_index} (last user text ends {recorded.last_user_text()[-200:]!r}, "
             f"tool results: {len(recorded.tool_results())}); rules: {rules}"
         )
-        recorded.problem = problem
         self.unmatched.append(recorded)
-        return ErrorResponse(500, "api_error", problem, headers=(("x-should-retry", "false"),)), 0.0
+        answer = ErrorResponse(500, "api_error", problem, headers=(("x-should-retry", "false"),))
+        return _refuse(recorded, answer), 0.0
 
     def _message_json(self, recorded: RecordedRequest, response: MessageResponse) -> dict[str, Any]:
         content: list[dict[str, Any]] = []

@@ -285,19 +285,13 @@ class FakeClaude:
 
     def invocations(self) -> list[dict[str, Any]]:
         """Every invocation so far: argv, prompt, stdin, cwd, pid, session, turn, env."""
-        path = self.state_dir / "invocations.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        return _read_jsonl(self.state_dir / "invocations.jsonl")
 
     def permission_log(self) -> list[dict[str, Any]]:
         """Every exchange with the permission prompt tool so far: ``tool``, ``tool_use_id``,
         ``input``, ``outcome`` (``allow`` | ``deny`` | ``error``) and ``answer`` (the
         allowed input, the deny message or the error), with ``session_id`` and ``pid``."""
-        path = self.state_dir / "permissions.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        return _read_jsonl(self.state_dir / "permissions.jsonl")
 
     def sessions(self) -> dict[str, dict[str, Any]]:
         """The sessions the fake knows, by id (prompts and cumulative cost)."""
@@ -305,6 +299,12 @@ class FakeClaude:
         if not folder.exists():
             return {}
         return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def write_shim(path: Path) -> None:

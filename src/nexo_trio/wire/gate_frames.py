@@ -92,6 +92,17 @@ def decode(line: bytes) -> dict[str, Any]:
     return frame
 
 
+def salvage_id(line: bytes) -> str | None:
+    """The string ``id`` of a line that failed validation, if one can be read from it, so
+    the error reply names the request it answers."""
+    try:
+        frame = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    request_id = frame.get("id") if isinstance(frame, dict) else None
+    return request_id if isinstance(request_id, str) else None
+
+
 def check_request(frame: dict[str, Any]) -> None:
     """Validate a permission request frame (raises :class:`FrameError`)."""
     if frame.get("type") != "permission":

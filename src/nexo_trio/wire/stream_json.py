@@ -46,7 +46,7 @@ from nexo_trio.core.events import (
     Usage,
     UserMessage,
 )
-from nexo_trio.core.framing import DEFAULT_LINE_CAP, Line, LineFramer
+from nexo_trio.core.framing import DEFAULT_LINE_CAP, Framed, Line, LineFramer
 
 EXCERPT_BYTES: Final = 200
 """How much of a malformed line its event quotes."""
@@ -265,6 +265,7 @@ _TYPE_READERS: Final[dict[str, Callable[[JsonObject], Frame]]] = {
 def parse_frame(obj: JsonObject) -> Frame:
     """Read one decoded JSON object into its frame record (never raises)."""
     kind = obj.get("type")
+    note = None
     try:
         if kind == "system":
             subtype = obj.get("subtype")
@@ -274,15 +275,11 @@ def parse_frame(obj: JsonObject) -> Frame:
         if reader is not None:
             return reader(obj)
     except Exception as exc:  # a frame we can't read is kept, never fatal
-        return UnknownFrame(
-            session_id=_str_or_none(obj.get("session_id"), None),
-            type=kind if isinstance(kind, str) else None,
-            note=f"could not read {kind!r} frame: {exc!r}",
-            raw=obj,
-        )
+        note = f"could not read {kind!r} frame: {exc!r}"
     return UnknownFrame(
         session_id=_str_or_none(obj.get("session_id"), None),
         type=kind if isinstance(kind, str) else None,
+        note=note,
         raw=obj,
     )
 
@@ -327,8 +324,7 @@ class StreamDecoder:
         return [self._decode(item) for item in self._framer.close()]
 
     @staticmethod
-    def _decode(item: Line | Any) -> LineEvent:
+    def _decode(item: Framed) -> LineEvent:
         if isinstance(item, Line):
             return parse_line(item.line_no, item.data)
-        event: LineEvent = item
-        return event
+        return item
