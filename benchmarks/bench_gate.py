@@ -23,6 +23,7 @@ from nexo_trio.core.permission import Decision, PermissionRequest
 from nexo_trio.gate.deciders import AllowAll
 from nexo_trio.gate.socket_server import GateServer
 from nexo_trio.wire import gate_frames
+from nexo_trio.wire.gate_frames import PermissionFrame
 
 SEQUENTIAL_REQUESTS = 5000
 CONCURRENT_CLIENTS = 64
@@ -68,9 +69,7 @@ async def _serve_echo(
 async def _client(path: Path, client: int, count: int, latencies: list[float]) -> None:
     """``count`` request/reply round trips on one connection, each timed (µs)."""
     frames = [
-        gate_frames.permission_request(
-            f"c{client}-{n}", goal_id="bench", tool_name="Bash", tool_input=INPUT, tool_use_id=None
-        )
+        gate_frames.encode_request(PermissionFrame(f"c{client}-{n}", "bench", "Bash", INPUT))
         for n in range(count)
     ]
     stream = await trio.open_unix_socket(str(path))

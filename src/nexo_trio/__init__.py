@@ -18,15 +18,15 @@ _EXPORTS = {
     "TurnOutcome": "nexo_trio.core.outcome",
     "TurnKind": "nexo_trio.core.outcome",
     "Cause": "nexo_trio.core.outcome",
-    "ClaudeCommand": "nexo_trio.engine.command",
+    "ClaudeCommand": "nexo_trio.core.command",
     "run_turn": "nexo_trio.engine.supervisor",
     "TurnResult": "nexo_trio.engine.supervisor",
 }
 
 if TYPE_CHECKING:
+    from nexo_trio.core.command import ClaudeCommand
     from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
     from nexo_trio.core.turn import TurnState, classify, reduce
-    from nexo_trio.engine.command import ClaudeCommand
     from nexo_trio.engine.supervisor import TurnResult, run_turn
 
 __all__ = [

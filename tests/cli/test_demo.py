@@ -24,11 +24,11 @@ def test_demo_shows_the_failure_fed_back_and_ends_done(tmp_path: Path) -> None:
     progress = [
         "goal: Create hello.txt containing the word hi.",
         "[demo-hello] turn 1 started",
+        "[demo-hello] turn 1 -> claimed_done",
         "[demo-hello] acceptance: 0/2 not met",
-        "[demo-hello] turn 1 -> needs_retry",
         "[demo-hello] turn 2 started",
+        "[demo-hello] turn 2 -> claimed_done",
         "[demo-hello] acceptance: 2/2 met",
-        "[demo-hello] turn 2 -> done",
         "[demo-hello] goal done after 2 turns",
     ]
     positions = [err.index(line) for line in progress]
@@ -50,7 +50,7 @@ def test_demo_json(tmp_path: Path) -> None:
     assert data["outcome"] == {"kind": "done"}
     assert data["total_turns"] == 2
     assert data["acceptance"]["met"] is True
-    assert "turn 2 -> done" in r.stderr
+    assert "acceptance: 2/2 met" in r.stderr
 
 
 def test_demo_as_a_process_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nexo_trio.testing.scenario import api_error, bash, init, result, text, turn
+from nexo_trio.wire.files import goal_id_for_path
 from tests.cli.helpers import (
     Setup,
     assert_goal_outcome_shape,
@@ -44,7 +45,7 @@ def test_json_prints_one_goal_outcome_and_progress_goes_to_stderr(tmp_path: Path
     sessions = {i["session_id"] for i in s.fake.invocations()}
     assert sessions == {data["session_id"]}
     # Progress: on stderr only, one plain line per notable event.
-    for line in ("turn 1 started", "turn 1 -> needs_retry", "turn 2 -> done", "goal done"):
+    for line in ("turn 1 started", "acceptance: 0/1 not met", "acceptance: 1/1 met", "goal done"):
         assert line in r.stderr
     assert "turn" not in r.stdout.replace('"total_turns"', "")
 
@@ -123,4 +124,10 @@ def test_a_goal_without_id_gets_one(tmp_path: Path) -> None:
     r = invoke("run", s.goal(goal_id=None), "--config", s.config, "--json")
     assert r.exit_code == 0, r.output
     goal_id = single_json(r.stdout)["goal_id"]
-    assert len(goal_id) == 36  # a UUID
+    # Derived from the goal file's path: the same file is the same goal.
+    assert goal_id == goal_id_for_path(Path(s.goal(goal_id=None)))
+    assert goal_id.startswith("goal-")
+    again = invoke("run", s.goal(goal_id=None), "--config", s.config, "--json")
+    assert again.exit_code == 0, again.output
+    assert single_json(again.stdout) == single_json(r.stdout)  # done: reported, not re-run
+    assert len(s.fake.invocations()) == 1

@@ -64,7 +64,8 @@ def test_events_text(after_a_run: tuple[Setup, dict[str, object]]) -> None:
     assert "turn_activity" not in kinds  # live-only events are not stored
     seqs = [int(line.split()[0]) for line in lines]
     assert seqs == sorted(seqs)
-    assert "kind=needs_retry" in r.stdout
+    assert "kind=claimed_done" in r.stdout
+    assert "met=False" in r.stdout
     assert "outcome=done after" in lines[-1]
 
 
@@ -113,7 +114,9 @@ def test_bindings_all_shows_invalid_ones(tmp_path: Path) -> None:
     other = make_setup(tmp_path / "second", [HI], config={"state_dir": str(s.state_dir)})
     second = invoke("run", s.goal(budget={"max_turns": 3}), "--config", other.config, "--json")
     assert second.exit_code == 0, second.output
-    assert single_json(second.stdout)["total_turns"] == 1  # the refused resume is not counted
+    # The goal goes on (its file now allows more turns) with the first run's turn counted;
+    # the refused resume is not counted.
+    assert single_json(second.stdout)["total_turns"] == 2
     assert [i["resumed"] for i in other.fake.invocations()] == [True, False]
     new_session = single_json(second.stdout)["session_id"]
     assert new_session != old_session

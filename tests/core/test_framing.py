@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexo_trio.core.events import OversizedLine
-from nexo_trio.core.framing import DEFAULT_LINE_CAP, Framed, Line, LineFramer
+from nexo_trio.core.framing import DEFAULT_LINE_CAP, Framed, Line, LineFramer, Oversized
 from tests.core.strategies import split_at
 
 
@@ -28,7 +30,7 @@ def reference(data: bytes, cap: int) -> list[Framed]:
     out: list[Framed] = []
     for line_no, seg in enumerate(segments, start=1):
         if len(seg) > cap:
-            out.append(OversizedLine(line_no=line_no, size=len(seg)))
+            out.append(Oversized(line_no=line_no, size=len(seg)))
         elif seg.strip(b" \t\r\n\x0b\x0c"):
             out.append(Line(line_no=line_no, data=seg))
     return out
@@ -66,7 +68,7 @@ def test_line_longer_than_cap_is_one_oversized_event_and_the_stream_goes_on() ->
     out = framer.feed(b"short\n" + b"x" * 25 + b"\nafter\n")
     assert out == [
         Line(line_no=1, data=b"short"),
-        OversizedLine(line_no=2, size=25),
+        Oversized(line_no=2, size=25),
         Line(line_no=3, data=b"after"),
     ]
     assert framer.close() == []
@@ -79,7 +81,7 @@ def test_oversized_line_arriving_in_pieces() -> None:
         out += framer.feed(piece)
     assert out == [
         Line(line_no=1, data=b"ok"),
-        OversizedLine(line_no=2, size=22),
+        Oversized(line_no=2, size=22),
         Line(line_no=3, data=b"next"),
     ]
 
@@ -88,14 +90,23 @@ def test_line_of_exactly_cap_bytes_is_a_line() -> None:
     framer = LineFramer(cap=8)
     assert framer.feed(b"12345678\n123456789\n") == [
         Line(line_no=1, data=b"12345678"),
-        OversizedLine(line_no=2, size=9),
+        Oversized(line_no=2, size=9),
     ]
+
+
+def test_skipping_says_a_line_passed_the_cap_before_it_ends() -> None:
+    framer = LineFramer(cap=10)
+    # Exactly the cap: the line may still end here.
+    assert (framer.feed(b"x" * 10), framer.skipping) == ([], False)
+    assert (framer.feed(b"x"), framer.skipping) == ([], True)
+    assert (framer.feed(b"xx\nok"), framer.skipping) == ([Oversized(line_no=1, size=13)], False)
+    assert framer.close() == [Line(line_no=2, data=b"ok")]
 
 
 def test_oversized_last_line_without_newline_is_reported_at_close() -> None:
     framer = LineFramer(cap=10)
     assert framer.feed(b"ok\n" + b"y" * 50) == [Line(line_no=1, data=b"ok")]
-    assert framer.close() == [OversizedLine(line_no=2, size=50)]
+    assert framer.close() == [Oversized(line_no=2, size=50)]
     assert framer.lines_seen == 2
 
 
@@ -144,7 +155,7 @@ def test_framer_never_buffers_more_than_cap(chunk_size: int) -> None:
         assert framer.feed(data[i : i + chunk_size]) == []
         assert len(framer._buf) <= cap
     assert framer.feed(b"\nok\n") == [
-        OversizedLine(line_no=1, size=10 * cap),
+        Oversized(line_no=1, size=10 * cap),
         Line(line_no=2, data=b"ok"),
     ]
     assert len(framer._buf) <= cap
@@ -169,3 +180,15 @@ def test_buffer_bounded_and_every_line_numbered_once(chunks: list[bytes], cap: i
     assert out == reference(data, cap)
     expected_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     assert framer.lines_seen == expected_lines
+
+
+def test_framing_is_stdlib_only() -> None:
+    # The permission MCP server frames its stdin and socket with it, and is spawned on
+    # every turn: importing the framer must not load attrs (nor the rest of the core).
+    code = (
+        "import sys, nexo_trio.core.framing\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'attrs'"
+        " or m.startswith('nexo_trio.core.') and m != 'nexo_trio.core.framing'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
+    assert done.stdout.strip() == "[]"

@@ -33,8 +33,10 @@ AXES = tuple(BudgetAxis)
 
 counts = st.integers(min_value=0, max_value=1_000)
 amounts = st.floats(min_value=0, max_value=1_000, allow_nan=False, allow_infinity=False)
-int_limits = st.none() | st.integers(min_value=0, max_value=1_000)
-float_limits = st.none() | amounts
+int_limits = st.none() | st.integers(min_value=1, max_value=1_000)
+float_limits = st.none() | st.floats(
+    min_value=1e-9, max_value=1_000, allow_nan=False, allow_infinity=False
+)
 
 usages = st.builds(
     Usage,
@@ -232,9 +234,12 @@ def test_float_axes_exhaust_at_the_limit_and_not_just_below(axis: BudgetAxis, li
     assert exhausted_axis(budget, spent_only(axis, math.nextafter(limit, 0.0))) is None
 
 
-def test_a_zero_limit_is_exhausted_before_anything_is_spent() -> None:
-    for axis in AXES:
-        assert exhausted_axis(only_limit(axis, 0), Spent()) is axis
+@pytest.mark.parametrize("axis", AXES)
+def test_a_limit_of_zero_or_less_is_refused_when_the_budget_is_built(axis: BudgetAxis) -> None:
+    with pytest.raises(ValueError, match=rf"^{LIMIT_FIELD[axis]}: must be "):
+        only_limit(axis, 0)
+    with pytest.raises(ValueError, match=rf"^{LIMIT_FIELD[axis]}: must be "):
+        only_limit(axis, -1)
 
 
 def test_tokens_count_all_four_usage_counts() -> None:
@@ -663,13 +668,13 @@ def test_the_gap_counts_work_turns_after_a_compaction() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"context_window": 0}, "context_window must be positive"),
-        ({"context_window": -5}, "context_window must be positive"),
-        ({"threshold": 0.0}, "threshold must be in (0, 1]"),
-        ({"threshold": -0.1}, "threshold must be in (0, 1]"),
-        ({"threshold": 1.01}, "threshold must be in (0, 1]"),
-        ({"threshold": float("nan")}, "threshold must be in (0, 1]"),
-        ({"min_turns_between": -1}, "min_turns_between must be >= 0"),
+        ({"context_window": 0}, "context_window: must be at least 1, got 0"),
+        ({"context_window": -5}, "context_window: must be at least 1, got -5"),
+        ({"threshold": 0.0}, "threshold: must be greater than 0 and at most 1, got 0"),
+        ({"threshold": -0.1}, "threshold: must be greater than 0 and at most 1, got -0.1"),
+        ({"threshold": 1.01}, "threshold: must be greater than 0 and at most 1, got 1.01"),
+        ({"threshold": float("nan")}, "threshold: must be a finite number, got nan"),
+        ({"min_turns_between": -1}, "min_turns_between: must be at least 0, got -1"),
     ],
 )
 def test_compact_policy_validation(kwargs: dict[str, float], message: str) -> None:

@@ -26,15 +26,16 @@ import psutil
 import pytest
 import trio
 
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.goal import Budget, Criterion, Goal
-from nexo_trio.core.goal_events import GoalEvent
+from nexo_trio.core.goal_events import GoalEvent, SessionBound
 from nexo_trio.core.goal_outcome import GoalOutcome
 from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings
-from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.supervisor import TurnResult, run_turn
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.store.base import Binding, LedgerEntry
 from nexo_trio.testing.messages_api import ScriptedMessagesAPI
+from nexo_trio.wire.goal_json import event_to_ledger
 from tests.engine.conftest import ProcessGuard, is_gone, live_descendants
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -308,7 +309,10 @@ class E2E:
         first_turn = len(self.turns)
         async with orch:
             for session_id in bindings:
+                # As an earlier run left it: the binding, and the ledger's record of it.
                 await orch.store.put_binding(goal.id, session_id, workspace=str(self.workspace))
+                bound = event_to_ledger(SessionBound(goal.id, session_id))
+                await orch.store.append_events(goal.id, [bound])
             events = orch.subscribe()
             async with trio.open_nursery() as nursery:
                 if during is not None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from nexo_trio.engine.command import PROMPT_ARGV_LIMIT, ClaudeCommand
+from nexo_trio.core.command import PROMPT_ARGV_LIMIT, ClaudeCommand
 
 BASE_ARGV_TAIL = ["--output-format", "stream-json", "--verbose"]
 SESSION = "0d6c2a43-5a3e-4a8e-9f3c-2b1d7e4f9a10"
@@ -131,12 +132,16 @@ def test_child_env_drops_claudecode_even_when_passed_as_an_override() -> None:
     assert "CLAUDECODE" not in cmd.child_env({"PATH": "/bin"})
 
 
-def test_child_env_defaults_to_our_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_env_reads_only_its_base_not_our_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("NEXO_TEST_MARKER", "present")
-    env = ClaudeCommand(prompt="x").child_env()
+    assert ClaudeCommand(prompt="x", env={"A": "2"}).child_env({"B": "1"}) == {"A": "2", "B": "1"}
+    env = ClaudeCommand(prompt="x").child_env(os.environ)
     assert env["NEXO_TEST_MARKER"] == "present"
     assert "CLAUDECODE" not in env
+    assert os.environ["CLAUDECODE"] == "1", "the base mapping must not be modified"
 
 
 def test_removing_an_absent_variable_is_not_an_error() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import trio
 
 from nexo_trio.cli.replay import replay_stream
+from nexo_trio.core.command import PROMPT_ARGV_LIMIT
 from nexo_trio.core.events import (
     AssistantMessage,
     ProcessExited,
@@ -24,7 +26,6 @@ from nexo_trio.core.events import (
 )
 from nexo_trio.core.outcome import Cause, TurnKind
 from nexo_trio.engine import ClaudeCommand, TurnResult, run_turn
-from nexo_trio.engine.command import PROMPT_ARGV_LIMIT
 from nexo_trio.testing.scenario import (
     Step,
     bash,
@@ -225,7 +226,7 @@ async def test_run_turn_and_replay_agree_on_the_same_stdout(
 
     command = recorded.command("go")
     plain = await trio.run_process(
-        command.argv(), env=command.child_env(), capture_stdout=True, check=False
+        command.argv(), env=command.child_env(os.environ), capture_stdout=True, check=False
     )
     assert plain.stdout
     replayed = replay_stream(io.BytesIO(plain.stdout), exit_code=plain.returncode)
@@ -334,6 +335,36 @@ async def test_claudecode_never_reaches_the_cli(
         assert "CLAUDECODE" not in invocation["env"]
         assert invocation["env"]["CLAUDE_CODE_ENTRYPOINT"] == "cli"  # the rest is inherited
     assert second["env"]["ANTHROPIC_API_KEY"] == "k"
+
+
+async def test_environ_replaces_our_environment_as_the_cli_base(
+    make_fake: FakeClaudeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXO_TEST_AMBIENT", "ambient")
+    fake = make_fake(turn(init(), result("ok")), turn(init(), result("ok")))
+    base = {
+        "PATH": os.environ["PATH"],
+        "NEXO_TEST_BASE": "base",
+        "NEXO_TEST_OVERRIDDEN": "base",
+        "CLAUDECODE": "1",
+    }
+    command = fake.command("one", env={"NEXO_TEST_OVERRIDDEN": "override"})
+    res = await run(command, environ=base)
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    # Without ``environ``: our environment as it is when the turn starts.
+    monkeypatch.setenv("NEXO_TEST_AMBIENT", "changed")
+    res = await run(fake.command("two"))
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    first, second = (invocation["env"] for invocation in fake.invocations())
+    assert first["NEXO_TEST_BASE"] == "base"
+    assert first["NEXO_TEST_OVERRIDDEN"] == "override"  # the command's overrides still apply
+    assert "NEXO_TEST_AMBIENT" not in first  # nothing of ours leaks in
+    assert "CLAUDECODE" not in first  # dropped from any base
+    assert first["NEXO_FAKE_CLAUDE_STATE"] == str(fake.state_dir)
+    assert first["NEXO_TRIO_TURN"]  # the turn marker is the engine's, whatever the base
+    assert second["NEXO_TEST_AMBIENT"] == "changed"
+    assert "NEXO_TEST_BASE" not in second
+    assert base["CLAUDECODE"] == "1", "the caller's mapping is not modified"
 
 
 # --------------------------------------------------------------------------- sessions

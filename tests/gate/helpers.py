@@ -1,5 +1,6 @@
 """Test doubles of the permission bridge: a scripted orchestrator on a Unix socket, and the
-MCP server run as a real subprocess with a line-oriented JSON-RPC driver."""
+MCP server run as a real subprocess with a line-oriented JSON-RPC driver; and
+:func:`behavior`, what Claude Code reads for a decision."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from typing import Any, Final
 import attrs
 import trio
 
+from nexo_trio.core.framing import Line, LineFramer
+from nexo_trio.core.permission import Decision
 from nexo_trio.wire import gate_frames
+from nexo_trio.wire.gate_frames import DecisionFrame, ErrorFrame, PermissionFrame
 
 MCP_MODULE: Final = "nexo_trio.gate.mcp_stdio"
 TOOL: Final = "permission_prompt"
@@ -32,15 +36,14 @@ _server_numbers = itertools.count()
 CLOSE: Final = Close()
 Action = bytes | Close | None
 """What the stub does with one request: send these bytes, hang up, or nothing (None)."""
-Script = Callable[[dict[str, Any]], Awaitable[Action]]
+Script = Callable[[PermissionFrame], Awaitable[Action]]
 
 
 def allow(updated_input: dict[str, Any] | None = None) -> Script:
     """Allow (with ``updated_input`` if given, else the server keeps the request's input)."""
 
-    async def script(frame: dict[str, Any]) -> Action:
-        behavior: dict[str, Any] = {"behavior": "allow", "updatedInput": updated_input}
-        return gate_frames.decision_reply(frame["id"], behavior)
+    async def script(frame: PermissionFrame) -> Action:
+        return gate_frames.encode_reply(DecisionFrame(frame.id, True, updated_input))
 
     return script
 
@@ -48,40 +51,57 @@ def allow(updated_input: dict[str, Any] | None = None) -> Script:
 def deny(message: str = "Denied by the stub") -> Script:
     """Deny with ``message``."""
 
-    async def script(frame: dict[str, Any]) -> Action:
-        return gate_frames.decision_reply(frame["id"], {"behavior": "deny", "message": message})
+    async def script(frame: PermissionFrame) -> Action:
+        return gate_frames.encode_reply(DecisionFrame(frame.id, False, message=message))
 
     return script
 
 
-async def never(frame: dict[str, Any]) -> Action:
+async def never(frame: PermissionFrame) -> Action:
     """Never answer."""
     return None
 
 
-async def wrong_id(frame: dict[str, Any]) -> Action:
+async def wrong_id(frame: PermissionFrame) -> Action:
     """An allow for an id that is not the request's (a stale reply)."""
-    return gate_frames.decision_reply(f"not-{frame['id']}", {"behavior": "allow"})
+    return gate_frames.encode_reply(DecisionFrame(f"not-{frame.id}", True))
 
 
-async def garbage(frame: dict[str, Any]) -> Action:
+async def garbage(frame: PermissionFrame) -> Action:
     """A line that is not JSON."""
     return b"this is not a frame\n"
 
 
-async def bad_behavior(frame: dict[str, Any]) -> Action:
+async def bad_behavior(frame: PermissionFrame) -> Action:
     """A frame for the right id with a behavior nobody knows."""
-    return gate_frames.encode({"type": "decision", "id": frame["id"], "behavior": "maybe"})
+    bad = {"v": 1, "type": "decision", "id": frame.id, "behavior": "maybe"}
+    return json.dumps(bad).encode() + b"\n"
 
 
-async def hang_up(frame: dict[str, Any]) -> Action:
+async def hang_up(frame: PermissionFrame) -> Action:
     """Close the connection."""
     return CLOSE
 
 
-async def error_frame(frame: dict[str, Any]) -> Action:
+async def error_frame(frame: PermissionFrame) -> Action:
     """An error frame for the request's id."""
-    return gate_frames.error_reply(frame["id"], "decider exploded")
+    return gate_frames.encode_reply(ErrorFrame(frame.id, "decider exploded"))
+
+
+def behavior(decision: Decision, request_input: dict[str, Any]) -> dict[str, Any]:
+    """What Claude Code reads for ``decision`` on a call with ``request_input``: the JSON in
+    the text block, after the decision went through the socket frame (encoded, decoded) and
+    the MCP answer, as it does between the gate and the CLI."""
+    request = PermissionFrame("r1", "g1", "Tool", request_input)
+    line = gate_frames.encode_reply(gate_frames.decision_frame(request, decision))
+    reply = gate_frames.decode_reply(line.removesuffix(b"\n"))
+    assert isinstance(reply, DecisionFrame)
+    assert reply.id == "r1"
+    (block,) = gate_frames.tool_answer(reply, request_input)["content"]
+    assert block["type"] == "text"
+    answer = json.loads(block["text"])
+    assert isinstance(answer, dict)
+    return answer
 
 
 @attrs.define
@@ -89,7 +109,8 @@ class StubOrchestrator:
     """A trio Unix-socket server that answers permission frames as ``script`` says.
 
     Each request is handled in its own task (so a slow answer never holds up another);
-    ``requests`` keeps every frame received and ``connections`` counts the connections.
+    ``requests`` keeps every frame received (its JSON object, validated) and
+    ``connections`` counts the connections.
     """
 
     path: Path
@@ -116,7 +137,7 @@ class StubOrchestrator:
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         lock = trio.Lock()
-        buffer = b""
+        framer = LineFramer()
         async with stream, trio.open_nursery() as nursery:
             while True:
                 try:
@@ -125,19 +146,17 @@ class StubOrchestrator:
                     break
                 if not data:
                     break
-                buffer += data
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    frame = gate_frames.decode(line)
-                    gate_frames.check_request(frame)
-                    self.requests.append(frame)
+                for item in framer.feed(data):
+                    assert isinstance(item, Line), item
+                    frame = gate_frames.decode_request(item.data)
+                    self.requests.append(json.loads(item.data))
                     self._arrived.set()
                     self._arrived = trio.Event()
                     nursery.start_soon(self._answer, stream, lock, frame)
             nursery.cancel_scope.cancel()
 
     async def _answer(
-        self, stream: trio.SocketStream, lock: trio.Lock, frame: dict[str, Any]
+        self, stream: trio.SocketStream, lock: trio.Lock, frame: PermissionFrame
     ) -> None:
         action = await self.script(frame)
         async with lock:

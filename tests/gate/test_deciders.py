@@ -20,7 +20,6 @@ from nexo_trio.core.permission import (
     PermissionRequest,
     abstain,
     allow,
-    behavior,
     deny,
     deny_message,
     input_digest,
@@ -37,6 +36,7 @@ from nexo_trio.gate.deciders import (
     SessionCache,
     build_decider,
 )
+from tests.gate.helpers import behavior
 
 WORKSPACE = "/work/ws"
 

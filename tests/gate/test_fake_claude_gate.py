@@ -5,6 +5,7 @@ orchestrator: it asks like Claude Code asks, and does what Claude Code does with
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ async def _play(
         done = await trio.run_process(
             command.argv(),
             cwd=workspace,
-            env=command.child_env(),
+            env=command.child_env(os.environ),
             stdin=b"",
             capture_stdout=True,
             capture_stderr=True,
@@ -263,7 +264,7 @@ async def test_sigterm_stops_the_server(stub: StubOrchestrator, tmp_path: Path) 
     process = await trio.lowlevel.open_process(
         command.argv(),
         cwd=workspace,
-        env=command.child_env(),
+        env=command.child_env(os.environ),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from nexo_trio.core.permission import DecisionOutcome, PermissionRequest, behavior
+from nexo_trio.core.permission import DecisionOutcome, PermissionRequest
 from nexo_trio.core.settings import LlmSettings
 from nexo_trio.gate.llm import (
     INSTALL_HINT,
@@ -27,6 +27,7 @@ from nexo_trio.testing.messages_api import (
     nth,
     text,
 )
+from tests.gate.helpers import behavior
 
 GOAL = "Create hello.txt containing the word hi."
 WORKSPACE = "/tmp/nexo-work/goal-1"

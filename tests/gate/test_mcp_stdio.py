@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from nexo_trio.wire.gate_frames import PermissionFrame
 from tests.gate import helpers
 from tests.gate.helpers import (
     Script,
@@ -275,8 +276,8 @@ async def test_connection_drop_denies_every_call_in_flight_then_reconnects(
 ) -> None:
     hang_up_now = trio.Event()
 
-    async def script(frame: dict[str, Any]) -> helpers.Action:
-        if frame["input"].get("n") == 3:
+    async def script(frame: PermissionFrame) -> helpers.Action:
+        if frame.input.get("n") == 3:
             hang_up_now.set()
             return helpers.CLOSE
         await hang_up_now.wait()
@@ -302,12 +303,12 @@ async def test_concurrent_calls_answered_out_of_order(
 ) -> None:
     decided = {marker: trio.Event() for marker in "abcd"}
 
-    async def script(frame: dict[str, Any]) -> helpers.Action:
-        marker = frame["input"]["marker"]
+    async def script(frame: PermissionFrame) -> helpers.Action:
+        marker = frame.input["marker"]
         await decided[marker].wait()
         if marker == "d":
             return await helpers.deny(f"no {marker}")(frame)
-        return await helpers.allow({"marker": marker, "seen": frame["tool_use_id"]})(frame)
+        return await helpers.allow({"marker": marker, "seen": frame.tool_use_id})(frame)
 
     stub.script = script
     async with run_server(stub.path, sock_dir) as server:

@@ -34,6 +34,7 @@ from nexo_trio.gate.socket_server import (
     prepare_socket_path,
 )
 from nexo_trio.wire import gate_frames
+from nexo_trio.wire.gate_frames import DecisionFrame, PermissionFrame
 
 Router = Callable[[PermissionRequest], Awaitable[Decision]]
 
@@ -98,7 +99,7 @@ class Client:
             self._numbers += 1
             request_id = f"r{self._numbers}"
         await self.send(
-            gate_frames.permission_request(
+            request_line(
                 request_id,
                 goal_id=goal_id,
                 tool_name=tool_name,
@@ -109,7 +110,7 @@ class Client:
         return request_id
 
     async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The next reply frame (validated)."""
+        """The next reply frame: its JSON object (what is on the wire), once validated."""
         with trio.fail_after(timeout):
             while b"\n" not in self._buffer:
                 data = await self.stream.receive_some(65536)
@@ -117,8 +118,9 @@ class Client:
                     raise EOFError("the gate closed the connection")
                 self._buffer += data
         line, self._buffer = self._buffer.split(b"\n", 1)
-        frame = gate_frames.decode(line)
-        gate_frames.check_reply(frame)
+        gate_frames.decode_reply(line)
+        frame = json.loads(line)
+        assert isinstance(frame, dict)
         return frame
 
     async def decide(
@@ -129,6 +131,20 @@ class Client:
         reply = await self.recv()
         assert reply["id"] == request_id, reply
         return reply
+
+
+def request_line(
+    request_id: str,
+    *,
+    goal_id: str,
+    tool_name: str,
+    tool_input: dict[str, Any],
+    tool_use_id: str | None,
+) -> bytes:
+    """A permission request frame, encoded."""
+    return gate_frames.encode_request(
+        PermissionFrame(request_id, goal_id, tool_name, tool_input, tool_use_id)
+    )
 
 
 def mode(path: Path) -> int:
@@ -361,7 +377,7 @@ async def test_concurrent_requests_on_one_connection_are_answered_out_of_order(
         # All requests in one write: the server must split and answer them all.
         await client.send(
             b"".join(
-                gate_frames.permission_request(
+                request_line(
                     f"id-{n}", goal_id="g", tool_name="Bash", tool_input={"n": n}, tool_use_id=None
                 )
                 for n in range(count)
@@ -518,7 +534,7 @@ async def test_an_oversized_frame_gets_an_error_frame_and_the_connection_goes_on
 
     path = sock_dir / "gate.sock"
     async with serving(GateServer(path, router)), Client.connect(path) as client:
-        huge = gate_frames.permission_request(
+        huge = request_line(
             "big", goal_id="g", tool_name="Write", tool_input={"c": "x" * cap}, tool_use_id=None
         )
         assert len(huge) > cap
@@ -539,11 +555,11 @@ async def test_a_frame_just_under_the_cap_is_served(
     monkeypatch.setattr(gate_frames, "MAX_FRAME_BYTES", 4096)
     path = sock_dir / "gate.sock"
     async with serving(GateServer(path, allow_reads)), Client.connect(path) as client:
-        frame = gate_frames.permission_request(
+        frame = request_line(
             "fits", goal_id="g", tool_name="Read", tool_input={"c": ""}, tool_use_id=None
         )
         filler = 4096 - len(frame)  # the line without its newline is exactly the cap
-        frame = gate_frames.permission_request(
+        frame = request_line(
             "fits", goal_id="g", tool_name="Read", tool_input={"c": "y" * filler}, tool_use_id=None
         )
         assert len(frame) == 4096
@@ -717,6 +733,6 @@ async def test_connections_open_at_stop_are_closed(sock_dir: Path) -> None:
 
 
 def test_reply_frames_are_single_json_lines() -> None:
-    reply = gate_frames.decision_reply("i", {"behavior": "deny", "message": "a\nb"})
+    reply = gate_frames.encode_reply(DecisionFrame("i", False, message="a\nb"))
     assert reply.count(b"\n") == 1
     assert json.loads(reply)["message"] == "a\nb"

@@ -160,13 +160,19 @@ async def test_max_consecutive_denies(h: Harness) -> None:
     # The gate denies every call (DenyAll): the fake asks it over MCP, reports the denial
     # in its result frame, and each turn adds one to the run of denials.
     steps = (init(), tool_use("Bash", {"command": "touch ok.txt"}), text("Denied."), result("No."))
-    fake = h.fake(*[turn(*steps) for _ in range(4)])
+    # The second turn would go on for long after its denial: it is stopped at the limit.
+    slow = (init(), tool_use("Bash", {"command": "touch ok.txt"}), sleep(10), result("No."))
+    fake = h.fake(turn(*steps), turn(*slow), turn(*steps))
     async with orchestrator(h.config(fake), decider=DenyAll()) as (orch, rec):
         outcome = await orch.run_goal(h.goal(**{**NO_LIMITS, "max_consecutive_denies": 2}))
     assert_exhausted(outcome, rec, BudgetAxis.CONSECUTIVE_DENIES)
     assert outcome.total_turns == 2
     assert (outcome.allowed, outcome.denied) == (0, 2)
-    assert [a.permission_denials for a in rec.of(AttemptCompleted)] == [1, 1]
+    first, second = rec.of(AttemptCompleted)
+    assert (first.kind, first.permission_denials) == ("claimed_done", 1)
+    # The second denial reached the limit mid-turn: the turn was stopped right there.
+    assert second.kind == "cancelled"
+    assert "SIGTERM" in second.stop_actions
     assert [(d.tool_name, d.outcome) for d in rec.of(DecisionMade)] == [("Bash", "deny")] * 2
     assert outcome.reason == "max consecutive denials reached: 2 of 2"
     assert not (h.workspace() / "ok.txt").exists()

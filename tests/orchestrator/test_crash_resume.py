@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import trio
 
-from nexo_trio.orchestrator.orchestrator import DB_NAME
+from nexo_trio.orchestrator.state_dir import DB_NAME
 from nexo_trio.store import open_sqlite_store
 from nexo_trio.testing.scenario import bash, hang, init, result, text, turn
 
@@ -117,7 +117,7 @@ async def test_a_killed_run_is_resumed_by_the_next(h: Harness) -> None:
     async with open_sqlite_store(h.root / "state" / DB_NAME) as store:
         entries = await store.events(GOAL_ID)
     started = [e for e in entries if e.kind == "goal_started"]
-    assert len(started) == 2
+    assert len(started) == 2, [(e.seq, e.kind, e.data.get("turn")) for e in entries][5:]
     assert started[1].data["resumed_turns"] == 1
     assert started[1].data["resumed_session"] == session
     assert [e.kind for e in entries].count("goal_completed") == 1

@@ -41,6 +41,8 @@ from nexo_trio.testing.scenario import (
     text,
     turn,
 )
+from nexo_trio.wire.goal_json import event_to_ledger
+from tests.goal_log import attempt_kinds, counted, judged
 
 from .conftest import DONE_FILE, Harness, kinds, orchestrator, wait_gone
 
@@ -118,16 +120,19 @@ async def test_done_on_the_first_turn(h: Harness) -> None:
         "attempt_started",
         "session_bound",
         "decision_made",  # the Bash call went through the permission gate (rules: allow)
-        "acceptance_checked",
         "attempt_completed",
+        "replay_decided",
+        "acceptance_checked",
         "goal_completed",
     ]
     assert any(isinstance(e, TurnActivity) and e.last_tool == "Bash" for e in events)
     (bound,) = [e for e in events if isinstance(e, SessionBound)]
     assert bound.session_id == outcome.session_id
     (completed,) = [e for e in events if isinstance(e, AttemptCompleted)]
-    assert (completed.turn, completed.kind, completed.counted) == (1, "done", True)
+    assert (completed.turn, completed.kind) == (1, "claimed_done")
     assert completed.usage == Usage(**usage)
+    (decided,) = rec.of(ReplayDecided)
+    assert (decided.turn, decided.action, decided.counted) == (1, "proceed", True)
     assert orch.running() == []
 
 
@@ -173,8 +178,7 @@ async def test_needs_retry_then_done_feeds_the_failures_back_in_the_same_session
     assert second["resumed"]
     assert second["session_id"] == session == outcome.session_id
     assert fake.sessions()[session]["prompts"] == [first["prompt"], second["prompt"]]
-    attempts = rec.of(AttemptCompleted)
-    assert [(a.turn, a.kind) for a in attempts] == [(1, "needs_retry"), (2, "done")]
+    assert attempt_kinds(rec.events()) == [(1, "needs_retry"), (2, "done")]
     assert len(rec.of(SessionBound)) == 1
     started = rec.of(AttemptStarted)
     assert [s.resume_session for s in started] == [None, session]
@@ -201,7 +205,9 @@ async def test_invalid_session_starts_fresh_without_counting_and_redelivers_inte
 ) -> None:
     stale = str(uuid.uuid4())
     store = SpyStore()
+    # The goal was bound to a session in an earlier run (the ledger says so).
     await store.put_binding("g1", stale)
+    await store.append_events("g1", [event_to_ledger(SessionBound("g1", stale))])
     fake = h.fake(turn(*does_it()))
     async with orchestrator(h.config(fake), store=store) as (orch, rec):
         handle = await orch.start_goal(h.goal())
@@ -234,16 +240,14 @@ async def test_invalid_session_starts_fresh_without_counting_and_redelivers_inte
     assert current is not None
     assert current.session_id == fresh["session_id"]
 
-    (decided,) = rec.of(ReplayDecided)
+    (decided,) = judged(rec.events())
     assert decided.action == "fresh_session"
+    assert decided.invalid_session == stale
     assert decided.reason is not None
     assert "No conversation found" in decided.reason
     assert [e.session_id for e in rec.of(SessionBound)] == [fresh["session_id"]]
-    attempts = rec.of(AttemptCompleted)
-    assert [(a.counted, a.cause) for a in attempts] == [
-        (False, "session_invalid"),
-        (True, "completed"),
-    ]
+    assert [a.cause for a in rec.of(AttemptCompleted)] == ["session_invalid", "completed"]
+    assert [d.counted for d in rec.of(ReplayDecided)] == [False, True]
     started = rec.of(AttemptStarted)
     assert [s.resume_session for s in started] == [stale, None]
     # The operator messages went out with the invalid turn, which never reached Claude:
@@ -299,7 +303,7 @@ async def test_retryable_errors_escalate_after_max_retries(h: Harness) -> None:
     assert outcome.reason.startswith("gave up after 2 retries")
     assert len(fake.invocations()) == 3
     assert outcome.total_turns == 3
-    assert [d.action for d in rec.of(ReplayDecided)] == ["retry", "retry", "escalate"]
+    assert [d.action for d in judged(rec.events())] == ["retry", "retry", "escalate"]
     # Retries resume the session the first attempt created.
     sessions = {i["session_id"] for i in fake.invocations()}
     assert len(sessions) == 1
@@ -314,7 +318,7 @@ async def test_a_timed_out_turn_is_retried_in_the_same_session(h: Harness) -> No
     assert outcome.total_turns == 2
     hung, retry = fake.invocations()
     await wait_gone(int(hung["pid"]), timeout=1.0)
-    (decided,) = rec.of(ReplayDecided)
+    (decided,) = judged(rec.events())
     assert decided.action == "retry"
     first = rec.of(AttemptCompleted)[0]
     assert (first.cause, first.kind) == ("timeout", "continue")
@@ -346,7 +350,8 @@ async def test_sleep_then_wake_up_tick_in_the_next_prompt(h: Harness) -> None:
     assert second["prompt"].startswith("[WAKE UP]")
     assert "waiting for CI" in second["prompt"]
     assert resume_arg(second["argv"]) == first["session_id"]
-    assert [a.kind for a in rec.of(AttemptCompleted)] == ["sleep", "done"]
+    assert attempt_kinds(rec.events()) == [(1, "sleep"), (2, "done")]
+    assert sleeping.until == pytest.approx(sleeping.at + 0.2, abs=0.05)
 
 
 async def test_cancel_during_a_long_sleep_is_prompt(h: Harness) -> None:
@@ -403,12 +408,7 @@ async def test_a_nearly_full_context_schedules_a_compact_turn(h: Harness) -> Non
     assert (scheduled.context_tokens, scheduled.forced) == (900, False)
     started = rec.of(AttemptStarted)
     assert [s.compact for s in started] == [False, True, False]
-    attempts = rec.of(AttemptCompleted)
-    assert [(a.compact, a.counted) for a in attempts] == [
-        (False, True),
-        (True, False),
-        (False, True),
-    ]
+    assert counted(rec.events()) == [(False, True), (True, False), (False, True)]
     seen = kinds(rec.events())
     assert (
         seen.index("compact_scheduled")
@@ -438,17 +438,13 @@ async def test_prompt_too_long_forces_a_compaction(h: Harness) -> None:
     assert compaction["prompt"].startswith("/compact")
     assert resume_arg(compaction["argv"]) == failed["session_id"]
     assert resume_arg(last["argv"]) == failed["session_id"]
-    (decided,) = rec.of(ReplayDecided)
+    (decided,) = judged(rec.events())
     assert decided.action == "compact"
     (scheduled,) = rec.of(CompactScheduled)
     assert scheduled.forced
     # The failed work turn counts, the compact turn does not.
     assert outcome.total_turns == 2
-    assert [(a.compact, a.counted) for a in rec.of(AttemptCompleted)] == [
-        (False, True),
-        (True, False),
-        (False, True),
-    ]
+    assert counted(rec.events()) == [(False, True), (True, False), (False, True)]
 
 
 # --------------------------------------------------------------------------- acceptance

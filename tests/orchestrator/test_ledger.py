@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import trio
 
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.goal_events import GoalStarted, SessionBound, TurnActivity
 from nexo_trio.core.goal_outcome import GoalEndKind
 from nexo_trio.core.settings import ClaudeSettings
-from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.supervisor import TurnResult
-from nexo_trio.orchestrator.orchestrator import DB_NAME, Orchestrator
+from nexo_trio.orchestrator.orchestrator import Orchestrator
+from nexo_trio.orchestrator.state_dir import DB_NAME
 from nexo_trio.store import GoalSummary, LedgerEntry, open_sqlite_store
 from nexo_trio.testing.scenario import Turn, api_error, bash, hang, init, result, text, turn
 from nexo_trio.wire.goal_json import event_to_ledger

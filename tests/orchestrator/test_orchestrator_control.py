@@ -11,8 +11,10 @@ import pytest
 import trio
 import trio.testing
 
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
+    AcceptanceChecked,
     AttemptCompleted,
     AttemptStarted,
     CancelRequested,
@@ -26,7 +28,6 @@ from nexo_trio.core.goal_events import (
 )
 from nexo_trio.core.goal_outcome import GoalEndKind
 from nexo_trio.core.prompt import INTERRUPT_CLOSE, INTERRUPT_OPEN
-from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.supervisor import TurnResult, run_turn
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.testing.scenario import (
@@ -98,7 +99,8 @@ async def test_pause_during_a_turn_lets_it_finish_and_holds_the_next(h: Harness)
         assert await orch.pause_goal("g1")
         first = await rec.wait_for(AttemptCompleted, lambda e: e.turn == 1)
         # The running turn was not killed: it ended on its own, and acceptance ran.
-        assert (first.kind, first.exit_code, first.stop_actions) == ("needs_retry", 0, ())
+        assert (first.kind, first.exit_code, first.stop_actions) == ("claimed_done", 0, ())
+        await rec.wait_for(AcceptanceChecked, lambda e: e.turn == 1 and not e.met)
         await trio.testing.wait_all_tasks_blocked()  # whatever could start has started
         assert len(fake.invocations()) == 1
         assert len(rec.of(AttemptStarted)) == 1

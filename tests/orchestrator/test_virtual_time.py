@@ -12,13 +12,13 @@ import trio
 import trio.testing
 
 from nexo_trio.core.budget import BudgetAxis
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.goal import Budget, CustomCheck, Goal
 from nexo_trio.core.goal_events import AcceptanceChecked, SessionBound, Sleeping, WokeUp
 from nexo_trio.core.goal_outcome import GoalEndKind
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
 from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import INITIAL_STATE
-from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.supervisor import TurnResult
 from nexo_trio.orchestrator.acceptance import CheckContext, CustomResult, VerifierRegistry
 

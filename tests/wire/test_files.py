@@ -35,7 +35,7 @@ from nexo_trio.wire.files import (
 )
 
 DESIGN_GOAL = """\
-id: 0d6c…            # optional; a UUID is generated when absent
+id: 0d6c9a2e            # optional; derived from the file path when absent
 description: Create hello.txt containing the word hi.
 acceptance:
   - kind: shell
@@ -90,7 +90,7 @@ def config(text: str, **environ: str) -> Config:
 
 def test_design_goal_example() -> None:
     assert goal(DESIGN_GOAL) == Goal(
-        id="0d6c…",
+        id="0d6c9a2e",
         description="Create hello.txt containing the word hi.",
         acceptance=(
             ShellCheck(command="grep -q hi hello.txt", timeout_s=60.0),
@@ -491,8 +491,12 @@ GOAL_ERRORS = [
         "invalid regular expression",
     ),
     # ids
-    ("id: a b\ndescription: d\n", "id", "without whitespace or '/', got 'a b'"),
+    ("id: a b\ndescription: d\n", "id", "letters, digits, '.', '_' and '-', not starting"),
     ("id: a/b\ndescription: d\n", "id", "got 'a/b'"),
+    ("id: ..\ndescription: d\n", "id", "got '..'"),
+    ("id: .hidden\ndescription: d\n", "id", "got '.hidden'"),
+    ("id: -x\ndescription: d\n", "id", "got '-x'"),
+    (f"id: {'a' * 129}\ndescription: d\n", "id", "at most 128"),
     ("id: ''\ndescription: d\n", "id", "must be a non-empty string"),
     ("id: 42\ndescription: d\n", "id", "expected a string, got 42 (quote it)"),
     # YAML that would silently drop a value
@@ -543,7 +547,7 @@ CONFIG_ERRORS = [
     ("kill_grace: -1s\n", "kill_grace", "got '-1s'"),
     ("permission: {llm: {timeout: 0s}}\n", "permission.llm.timeout", "longer than 0"),
     ("line_cap: lots\n", "line_cap", "expected a size in bytes like 65536, 64KiB or 64MiB"),
-    ("line_cap: 0\n", "line_cap", "must be at least 1 byte"),
+    ("line_cap: 0\n", "line_cap", "must be at least 1, got 0"),
     ("line_cap: yes\n", "line_cap", "got true"),
     ("compact: {threshold: 0}\n", "compact.threshold", "greater than 0 and at most 1, got 0"),
     ("compact: {threshold: 1.01}\n", "compact.threshold", "at most 1, got 1.01"),
@@ -643,7 +647,7 @@ def test_bad_sizes(value: object) -> None:
 SAFE = string.ascii_letters + string.digits + " _-.,:;#'\"!?()[]{}<>/@&*|%=+~`^$\\"
 texts = st.text(alphabet=SAFE, max_size=30)
 nonblank = texts.filter(lambda s: bool(s.strip()))
-ids = st.text(alphabet=string.ascii_letters + string.digits + "-_.:", min_size=1, max_size=36)
+ids = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,35}", fullmatch=True)
 patterns = st.sampled_from(["^hi", r"\d+", "a|b", "(?i)done", "x{2,}", ""]) | st.text(
     alphabet=string.ascii_letters, max_size=10
 )

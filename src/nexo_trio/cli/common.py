@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import click
 
-from nexo_trio.core.goal import Goal
+from nexo_trio.core.goal import BUILTIN_CHECKS, Goal
 from nexo_trio.core.settings import Config
 from nexo_trio.store.sqlite import StoreError
 from nexo_trio.wire.files import FileFormatError, load_config, load_goal
@@ -50,9 +50,11 @@ def read_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
 
 
 def read_goal(path: Path) -> Goal:
-    """The goal from ``path``; a relative workspace is taken relative to the goal file."""
+    """The goal from ``path``; a relative workspace is taken relative to the goal file.
+
+    Its custom checks must be built-in ones (the CLI has no others)."""
     try:
-        goal = load_goal(path)
+        goal = load_goal(path, known_checks=BUILTIN_CHECKS)
     except FileFormatError as exc:
         raise UserError(str(exc)) from None
     if goal.workspace is not None and not Path(goal.workspace).expanduser().is_absolute():

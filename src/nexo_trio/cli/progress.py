@@ -22,6 +22,7 @@ from nexo_trio.core.goal_events import (
     GoalEvent,
     GoalPaused,
     GoalProgress,
+    GoalRestarted,
     GoalResumed,
     GoalStarted,
     InterruptQueued,
@@ -29,9 +30,13 @@ from nexo_trio.core.goal_events import (
     ReplayDecided,
     SessionBound,
     Sleeping,
+    StuckDetected,
     TurnActivity,
     WokeUp,
 )
+
+_SHOWN_REPLAYS = frozenset({"retry", "fresh_session", "compact"})
+"""Replay decisions worth a line (a proceed is the norm; an escalation ends the goal)."""
 
 
 @attrs.define
@@ -80,12 +85,23 @@ class Progress:
     def _apply(self, row: _Row, event: GoalEvent) -> str | None:
         match event:
             case GoalStarted(resumed_turns=resumed, workspace=workspace):
-                extra = f", resuming after {resumed} turns" if resumed else ""
+                after = event.resumed_after
+                extra = ""
+                if after is not None:
+                    extra = f", resuming after {resumed} turns (the last run {after})"
+                    if event.abandoned_turn is not None:
+                        extra += f"; turn {event.abandoned_turn} runs again"
+                elif resumed:
+                    extra = f", resuming after {resumed} turns"
                 return f"goal started in {workspace}{extra}"
+            case GoalRestarted(reason=reason):
+                return f"goal restarted: {reason}"
             case AttemptStarted(turn=turn, compact=compact):
                 row.turn = turn
                 row.phase = "compacting" if compact else "working"
-                return "compacting the conversation" if compact else f"turn {turn} started"
+                if compact:
+                    return "compacting the conversation"
+                return f"turn {turn} started" + (" again" if event.redo else "")
             case SessionBound(session_id=session_id):
                 return f"session {session_id}"
             case TurnActivity(last_tool=tool, tool_uses=uses):
@@ -94,8 +110,10 @@ class Progress:
             case AttemptCompleted(kind=kind, reason=reason, usage=usage, cost_usd=cost):
                 row.tokens += usage.total_tokens
                 row.cost_usd += cost
-                row.phase = kind
+                row.phase = "checking" if kind == "claimed_done" else kind
                 why = f": {reason}" if reason else ""
+                if event.compact:
+                    return "compacted" if kind == "claimed_done" else f"compaction -> {kind}{why}"
                 return f"turn {event.turn} -> {kind}{why}"
             case AcceptanceChecked(met=met, results=results):
                 passed = sum(1 for r in results if r.passed)
@@ -105,15 +123,21 @@ class Progress:
                     f"  ✗ {r.label}: {r.message}" for r in results if not r.passed and r.required
                 ]
                 return "\n".join(lines)
-            case ReplayDecided(action=action, reason=reason) if action != "escalate":
+            case ReplayDecided(action=action, reason=reason) if action not in (
+                "proceed",
+                "escalate",
+            ):
                 return f"replay: {action} ({reason})"
+            case StuckDetected(reason=reason, action=action):
+                then = "a fresh session" if action == "fresh_session" else "escalating"
+                return f"stuck: {reason}; {then}"
             case CompactScheduled(context_tokens=tokens):
                 return f"compaction scheduled at {tokens} context tokens"
             case Sleeping(duration_ms=ms, reason=reason):
                 row.phase = "sleeping"
                 return f"sleeping {ms / 1000:g}s: {reason}"
-            case WokeUp():
-                return "woke up"
+            case WokeUp(early=early):
+                return "woken up by an operator message" if early else "woke up"
             case DecisionMade(tool_name=tool, outcome=outcome, reason=reason):
                 return f"  permission {outcome}: {tool}" + (f" ({reason})" if reason else "")
             case CancelRequested(reason=reason):

@@ -66,11 +66,18 @@ def summary(outcome: GoalOutcome) -> str:
 
 
 async def run_with_progress(
-    goal: Goal, config: Config, *, progress: Progress, orchestrator: Orchestrator | None = None
+    goal: Goal,
+    config: Config,
+    *,
+    progress: Progress,
+    orchestrator: Orchestrator | None = None,
+    restart: bool = False,
 ) -> GoalOutcome:
     """Run ``goal`` showing progress; Ctrl-C/SIGTERM cancel it (twice: stop at once).
 
-    A state directory the orchestrator can't open raises :class:`UserError` (exit 2).
+    ``restart`` starts the goal over (new session, fresh budget) instead of continuing
+    from its ledger. A state directory the orchestrator can't open raises
+    :class:`UserError` (exit 2).
     """
     orch = orchestrator or Orchestrator(config)
     handle = None
@@ -84,7 +91,7 @@ async def run_with_progress(
             events = orch.subscribe()
             nursery.start_soon(progress.run, events)
             nursery.start_soon(_cancel_on_signals, orch, goal.id, hard_stop)
-            handle = await orch.start_goal(goal)
+            handle = await orch.start_goal(goal, restart=restart)
             await handle.wait()
             # Let the display catch up with the last events, then stop it.
             while True:
@@ -140,16 +147,26 @@ def _kill_descendants() -> None:
     help="Where the ledger and bindings live (overrides the config).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the GoalOutcome as one JSON object.")
-def run(
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start the goal over: a new session and a fresh budget (the ledger says so).",
+)
+def run(  # noqa: PLR0917 - click passes every option by position
     goal_file: Path,
     config_file: Path | None,
     claude_bin: str | None,
     state_dir: Path | None,
     as_json: bool,
+    restart: bool,
 ) -> None:
     """Run the goal in GOAL_FILE until its acceptance checks pass or it ends otherwise.
 
-    A relative workspace in the goal file is taken relative to the goal file.
+    A goal the state dir knows continues where it was: after a crash, a cancel or an
+    escalation it goes on with its session, turns and spend; a goal that ended done (or
+    on a budget it still exhausts) reports that outcome again without running a turn.
+    A relative workspace in the goal file is taken relative to the goal file; a goal file
+    without an id gets one derived from its path.
     """
     config = read_config(config_file, state_dir=state_dir)
     if claude_bin:
@@ -161,7 +178,9 @@ def run(
     except (ValueError, ImportError) as exc:  # e.g. the LLM decider's API key is not set
         raise UserError(f"permission: {exc}") from None
     outcome = trio.run(
-        lambda: run_with_progress(goal, config, progress=progress, orchestrator=orchestrator)
+        lambda: run_with_progress(
+            goal, config, progress=progress, orchestrator=orchestrator, restart=restart
+        )
     )
     print_outcome(outcome, as_json=as_json)
     sys.exit(exit_code(outcome))

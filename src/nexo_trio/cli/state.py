@@ -19,7 +19,7 @@ from nexo_trio.cli.common import (
     state_dir_error,
     state_dir_option,
 )
-from nexo_trio.orchestrator.orchestrator import DB_NAME
+from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.outcome_json import dumps
@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 def _db_path(config_file: Path | None, state_dir: Path | None) -> Path:
     config = read_config(config_file, state_dir=state_dir)
-    return Path(config.state_dir).expanduser() / DB_NAME
+    return StateDir(Path(config.state_dir).expanduser()).database
 
 
 def _with_store(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T | None:
@@ -110,7 +110,7 @@ def bindings(config_file: Path | None, state_dir: Path | None, include_invalid: 
 
 
 def _brief(data: dict[str, Any]) -> str:
-    skip = {"goal_id", "prompt", "results", "metadata", "usage"}
+    skip = {"at", "goal_id", "prompt", "results", "metadata", "usage"}
     parts = []
     for key, value in data.items():
         if key in skip or value in (None, "", [], {}):

@@ -42,9 +42,9 @@ class Spent:
         return self.usage.total_tokens
 
 
-def exhausted_axis(budget: Budget, spent: Spent) -> BudgetAxis | None:
-    """The first axis whose limit ``spent`` has reached, or ``None`` if a turn may start."""
-    checks: tuple[tuple[BudgetAxis, float | None, float], ...] = (
+def _limits(budget: Budget, spent: Spent) -> tuple[tuple[BudgetAxis, float | None, float], ...]:
+    """Each axis with its limit and what was spent on it, in checking order."""
+    return (
         (BudgetAxis.TURNS, budget.max_turns, spent.turns),
         (BudgetAxis.WALL_TIME, budget.max_wall_time_s, spent.wall_time_s),
         (BudgetAxis.TOKENS, budget.max_tokens, spent.tokens),
@@ -52,10 +52,22 @@ def exhausted_axis(budget: Budget, spent: Spent) -> BudgetAxis | None:
         (BudgetAxis.CONSECUTIVE_ERRORS, budget.max_consecutive_errors, spent.consecutive_errors),
         (BudgetAxis.CONSECUTIVE_DENIES, budget.max_consecutive_denies, spent.consecutive_denies),
     )
-    for axis, limit, used in checks:
+
+
+def exhausted_axis(budget: Budget, spent: Spent) -> BudgetAxis | None:
+    """The first axis whose limit ``spent`` has reached, or ``None`` if a turn may start."""
+    for axis, limit, used in _limits(budget, spent):
         if limit is not None and used >= limit:
             return axis
     return None
+
+
+def axis_exhausted(axis: BudgetAxis, budget: Budget, spent: Spent) -> bool:
+    """Whether ``spent`` has reached the limit of this one axis."""
+    return any(
+        candidate is axis and limit is not None and used >= limit
+        for candidate, limit, used in _limits(budget, spent)
+    )
 
 
 def describe_exhaustion(axis: BudgetAxis, budget: Budget, spent: Spent) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import attrs
 
+from nexo_trio.core import validation as v
+
 COMPACT_FOCUS = (
     "Keep the goal, the acceptance criteria and their latest failures, decisions taken, "
     "files changed and what remains to do."
@@ -21,17 +23,9 @@ COMPACT_FOCUS = (
 class CompactPolicy:
     """Settings of the compaction policy."""
 
-    context_window: int = 200_000
-    threshold: float = 0.8
-    min_turns_between: int = 3
-
-    def __attrs_post_init__(self) -> None:
-        if self.context_window < 1:
-            raise ValueError(f"context_window must be positive, got {self.context_window}")
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.min_turns_between < 0:
-            raise ValueError(f"min_turns_between must be >= 0, got {self.min_turns_between}")
+    context_window: int = attrs.field(default=200_000, validator=v.at_least(1))
+    threshold: float = attrs.field(default=0.8, validator=v.fraction)
+    min_turns_between: int = attrs.field(default=3, validator=v.at_least(0))
 
 
 def should_compact(

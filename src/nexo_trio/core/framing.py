@@ -1,35 +1,43 @@
 """Newline framing of a byte stream, sans-IO, with a cap on line length.
 
 Feed it chunks as they arrive; it hands back complete lines (numbered from 1) and, for a
-line longer than the cap, one :class:`~nexo_trio.core.events.OversizedLine` whose bytes were
-skipped without being buffered. It never raises on data and never waits for more input than
-one line needs, so a reader built on it cannot wedge.
+line longer than the cap, one :class:`Oversized` whose bytes were skipped without being
+buffered. It never raises on data and never waits for more input than one line needs, so a
+reader built on it cannot wedge.
 
 Blank lines are counted but not returned. A trailing ``\\r`` is left in place (JSON allows
 it as whitespace).
+
+Stdlib only (no attrs): besides the turn reader (through
+:class:`~nexo_trio.wire.stream_json.StreamDecoder`, which turns :class:`Oversized` into the
+:class:`~nexo_trio.core.events.OversizedLine` event) and the gate's socket server, it frames
+the permission MCP server's stdin and socket, and that server is spawned on every turn, so
+its imports are its start-up time.
 """
 
-from __future__ import annotations
-
-from typing import TypeAlias
-
-import attrs
-
-from nexo_trio.core.events import OversizedLine
+# No ``from __future__ import annotations`` here: with string annotations, each NamedTuple
+# field costs a compile() at import (a ForwardRef), ~1 ms for this module.
+from typing import NamedTuple, TypeAlias
 
 DEFAULT_LINE_CAP = 64 * 1024 * 1024
 """64 MiB: far above any real frame, low enough that one runaway line can't eat the host."""
 
 
-@attrs.frozen
-class Line:
+class Line(NamedTuple):
     """One complete line, without its newline."""
 
     line_no: int
     data: bytes
 
 
-Framed: TypeAlias = Line | OversizedLine
+class Oversized(NamedTuple):
+    """A line longer than the cap, of ``size`` bytes; they were skipped, never buffered."""
+
+    line_no: int
+    size: int
+
+
+Framed: TypeAlias = Line | Oversized
 
 
 class LineFramer:
@@ -52,6 +60,12 @@ class LineFramer:
     def lines_seen(self) -> int:
         """Lines completed so far, blank ones included."""
         return self._line_no
+
+    @property
+    def skipping(self) -> bool:
+        """Whether the line being read has already passed the cap: its bytes are skipped,
+        and its :class:`Oversized` comes once it ends (a reader may act on it earlier)."""
+        return self._skipping > 0
 
     def feed(self, data: bytes | bytearray) -> list[Framed]:
         """Take one chunk; return the lines it completed, in order."""
@@ -97,11 +111,11 @@ class LineFramer:
     def _emit(self, line: bytes, out: list[Framed]) -> None:
         self._line_no += 1
         if len(line) > self._cap:
-            out.append(OversizedLine(line_no=self._line_no, size=len(line)))
+            out.append(Oversized(self._line_no, len(line)))
         elif line and not line.isspace():
-            out.append(Line(line_no=self._line_no, data=line))
+            out.append(Line(self._line_no, line))
 
     def _finish_oversized(self, size: int, out: list[Framed]) -> None:
         self._line_no += 1
         self._skipping = 0
-        out.append(OversizedLine(line_no=self._line_no, size=size))
+        out.append(Oversized(self._line_no, size))

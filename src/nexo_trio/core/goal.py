@@ -1,10 +1,19 @@
-"""A goal: what Claude must achieve, how we check it, and what it may spend."""
+"""A goal: what Claude must achieve, how we check it, and what it may spend.
+
+Every record checks its fields when built (:mod:`nexo_trio.core.validation`), so a goal made
+in Python is held to the same rules as one read from a goal file.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
+
+from nexo_trio.core import validation as v
+
+BUILTIN_CHECKS: Final = ("git_clean", "no_paths_touched")
+"""The custom checks every verifier registry starts with."""
 
 
 @attrs.frozen
@@ -14,10 +23,10 @@ class ShellCheck:
     ``stdout_pattern``, when set, must also be found (Python regex, searched) in stdout.
     """
 
-    command: str
-    timeout_s: float = 60.0
-    expect_exit: int = 0
-    stdout_pattern: str | None = None
+    command: str = attrs.field(validator=v.non_empty)
+    timeout_s: float = attrs.field(default=60.0, validator=v.positive_duration)
+    expect_exit: int = attrs.field(default=0, validator=v.exit_code)
+    stdout_pattern: str | None = attrs.field(default=None, validator=v.optional(v.regex))
     label: str | None = None
 
     @property
@@ -30,8 +39,8 @@ class ShellCheck:
 class FileMatchCheck:
     """Passes when the workspace file ``path`` exists and ``pattern`` is found in it."""
 
-    path: str
-    pattern: str
+    path: str = attrs.field(validator=v.non_empty)
+    pattern: str = attrs.field(validator=v.regex)
     required: bool = True
     label: str | None = None
 
@@ -45,7 +54,7 @@ class FileMatchCheck:
 class CustomCheck:
     """Passes when the named verifier of the registry says so."""
 
-    name: str
+    name: str = attrs.field(validator=v.non_empty)
     args: dict[str, Any] = attrs.field(factory=dict)
     label: str | None = None
 
@@ -62,21 +71,45 @@ Criterion: TypeAlias = ShellCheck | FileMatchCheck | CustomCheck
 class Budget:
     """Limits of one goal; ``None`` means no limit on that axis."""
 
-    max_turns: int | None = 8
-    max_wall_time_s: float | None = None
-    max_tokens: int | None = None
-    max_cost_usd: float | None = None
-    max_consecutive_errors: int | None = 3
-    max_consecutive_denies: int | None = 5
+    max_turns: int | None = attrs.field(default=8, validator=v.optional(v.at_least(1)))
+    max_wall_time_s: float | None = attrs.field(
+        default=None, validator=v.optional(v.positive_duration)
+    )
+    max_tokens: int | None = attrs.field(default=None, validator=v.optional(v.at_least(1)))
+    max_cost_usd: float | None = attrs.field(default=None, validator=v.optional(v.positive))
+    max_consecutive_errors: int | None = attrs.field(default=3, validator=v.optional(v.at_least(1)))
+    max_consecutive_denies: int | None = attrs.field(default=5, validator=v.optional(v.at_least(1)))
+
+
+def _criteria(value: object) -> tuple[Criterion, ...]:
+    return tuple(value)  # type: ignore[arg-type]
+
+
+def _is_criterion(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, ShellCheck | FileMatchCheck | CustomCheck):
+        raise v.FieldError(
+            attribute.name,
+            f"expected ShellCheck, FileMatchCheck or CustomCheck items, got {v.shown(value)}",
+        )
 
 
 @attrs.frozen
 class Goal:
-    """One goal, as read from a goal file or built in code."""
+    """One goal, as read from a goal file or built in code.
 
-    id: str
-    description: str
-    acceptance: tuple[Criterion, ...] = ()
+    ``id`` names the goal in the ledger, in file names and on command lines: letters,
+    digits, ``.``, ``_`` and ``-``, not starting with ``.`` or ``-``.
+    """
+
+    id: str = attrs.field(validator=v.goal_id)
+    description: str = attrs.field(validator=v.non_empty)
+    acceptance: tuple[Criterion, ...] = attrs.field(
+        default=(), converter=_criteria, validator=v.each(_is_criterion)
+    )
     budget: Budget = attrs.field(factory=Budget)
-    workspace: str | None = None
+    workspace: str | None = attrs.field(default=None, validator=v.optional(v.non_empty))
     metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def custom_check_names(self) -> list[str]:
+        """The names of the goal's custom checks, in order."""
+        return [c.name for c in self.acceptance if isinstance(c, CustomCheck)]

@@ -1,8 +1,21 @@
-"""Everything that happens to a goal, as typed records.
+"""Everything that happens to a goal, as typed records: the goal's log.
 
-They go to subscribers over memory channels and, except :class:`TurnActivity` (live
-progress, many per turn), into the goal ledger, where each is stored under its ``kind``:
-the snake_case class name (``GoalStarted`` -> ``goal_started``).
+The ledger stores them (all but :class:`TurnActivity`, live progress, many per turn), each
+under its ``kind``: the snake_case class name (``GoalStarted`` -> ``goal_started``), and
+:mod:`nexo_trio.core.goal_machine` folds them into the goal's state, in the live run and on
+recovery alike. So an event carries every fact a later decision needs; nothing about a goal
+is kept anywhere else.
+
+Two sorts:
+
+* **facts** the shell observed: a run began, a turn started or ended (with what it spent),
+  acceptance ran, an operator asked for something, the gate decided a tool call;
+* **decisions** the goal machine took (``next_step`` returned them to be recorded): how a
+  finished turn is judged by the replay policy, that the goal sleeps until a time or wakes,
+  that it is stuck.
+
+Every event has ``at``, the wall-clock time it was recorded (seconds since the epoch,
+stamped by the shell), from which the machine counts the goal's wall time across runs.
 """
 
 from __future__ import annotations
@@ -18,8 +31,23 @@ from nexo_trio.core.goal_outcome import GoalOutcome
 
 
 @attrs.frozen
-class GoalStarted:
-    """The goal loop began (``resumed_*``: carried over from an interrupted earlier run)."""
+class _Stamped:
+    at: float = attrs.field(default=0.0, kw_only=True)
+    """When the event was recorded: seconds since the epoch (0: not stamped yet)."""
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@attrs.frozen
+class GoalStarted(_Stamped):
+    """A process took the goal up: a run began.
+
+    ``resumed_after`` says what ended the previous run (``crashed``: it stopped without
+    recording an end; ``cancelled``, ``escalated``, ``budget_exhausted``: how it ended), or
+    ``None`` for a goal's first run; ``resumed_*`` is what carries over, and
+    ``abandoned_turn`` the turn a crash interrupted (it runs again, not counted twice).
+    """
 
     goal_id: str
     description: str
@@ -27,21 +55,43 @@ class GoalStarted:
     resumed_session: str | None = None
     resumed_turns: int = 0
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    run: int = 1
+    resumed_after: str | None = None
+    abandoned_turn: int | None = None
+    pid: int | None = None
 
 
 @attrs.frozen
-class AttemptStarted:
-    """A turn is starting (``compact``: a ``/compact`` turn, not counted)."""
+class GoalRestarted(_Stamped):
+    """The goal starts over (``nexo-trio run --restart``): new session, fresh budget."""
+
+    goal_id: str
+    reason: str = "restart requested"
+
+
+# --------------------------------------------------------------------------- turns
+
+
+@attrs.frozen
+class AttemptStarted(_Stamped):
+    """A turn is starting (``compact``: a ``/compact`` turn, not counted).
+
+    ``interrupts`` are the operator messages its prompt delivers; ``redo`` marks the
+    re-run of a turn a crash interrupted.
+    """
 
     goal_id: str
     turn: int
     compact: bool
     resume_session: str | None
     prompt: str
+    interrupts: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    redo: bool = False
 
 
 @attrs.frozen
-class SessionBound:
+class SessionBound(_Stamped):
     """The goal is now bound to this Claude Code session."""
 
     goal_id: str
@@ -49,7 +99,7 @@ class SessionBound:
 
 
 @attrs.frozen
-class TurnActivity:
+class TurnActivity(_Stamped):
     """Live progress inside a turn (not stored in the ledger)."""
 
     goal_id: str
@@ -60,13 +110,17 @@ class TurnActivity:
 
 
 @attrs.frozen
-class AttemptCompleted:
-    """A turn ended; ``kind`` is the attempt outcome kind, ``cause`` the turn's cause."""
+class AttemptCompleted(_Stamped):
+    """A turn ended: what it came to (``kind``, ``cause``: the turn's outcome) and spent.
+
+    Facts only; how the goal goes on is the :class:`ReplayDecided` that follows.
+    ``tool_error`` is the error text of the turn's trailing run of identical failing tool
+    results (``tool_error_run`` long, of ``tool_results`` results in all).
+    """
 
     goal_id: str
     turn: int
     compact: bool
-    counted: bool
     kind: str
     cause: str
     reason: str | None
@@ -77,14 +131,38 @@ class AttemptCompleted:
     exit_code: int | None = None
     stop_actions: tuple[str, ...] = ()
     permission_denials: int = 0
-    allowed: int = 0
-    """Tool calls the permission gate allowed during this turn."""
-    denied: int = 0
-    """Tool calls the permission gate denied during this turn."""
+    hint: str | None = None
+    session_invalid: bool = False
+    sleep_ms: int | None = None
+    final_text: str | None = None
+    context_tokens: int = 0
+    compact_post_tokens: int | None = None
+    tool_uses: int = 0
+    tool_error: str | None = None
+    tool_error_run: int = 0
+    tool_results: int = 0
 
 
 @attrs.frozen
-class AcceptanceChecked:
+class ReplayDecided(_Stamped):
+    """The goal machine judged a finished turn (the replay policy's decision).
+
+    ``action``: ``proceed``, ``retry``, ``fresh_session``, ``compact`` or ``escalate``;
+    ``counted``: the turn counts toward ``max_turns``; ``is_error``: it extends the run of
+    consecutive errors; ``invalid_session``: the session the CLI refused (dropped).
+    """
+
+    goal_id: str
+    turn: int
+    action: str
+    reason: str | None
+    counted: bool = True
+    is_error: bool = False
+    invalid_session: str | None = None
+
+
+@attrs.frozen
+class AcceptanceChecked(_Stamped):
     """The acceptance checks ran after a claimed completion."""
 
     goal_id: str
@@ -94,17 +172,17 @@ class AcceptanceChecked:
 
 
 @attrs.frozen
-class ReplayDecided:
-    """The replay policy acted on a turn that did not end well."""
+class StuckDetected(_Stamped):
+    """The goal machine found the goal stuck; ``action`` is ``fresh_session`` (the next turn
+    starts a new conversation with the failures) or ``escalate``."""
 
     goal_id: str
-    turn: int
+    reason: str
     action: str
-    reason: str | None
 
 
 @attrs.frozen
-class CompactScheduled:
+class CompactScheduled(_Stamped):
     """The next turn is a ``/compact`` turn."""
 
     goal_id: str
@@ -113,38 +191,43 @@ class CompactScheduled:
 
 
 @attrs.frozen
-class Sleeping:
-    """Claude asked to sleep; the goal waits."""
+class Sleeping(_Stamped):
+    """Claude asked to sleep; the goal waits until ``until`` (seconds since the epoch)."""
 
     goal_id: str
     duration_ms: int
     reason: str | None
+    until: float = 0.0
 
 
 @attrs.frozen
-class WokeUp:
-    """The sleep ended; the next prompt carries a wake-up tick."""
+class WokeUp(_Stamped):
+    """The sleep ended (``early``: an operator message woke it); the next prompt says so."""
 
     goal_id: str
     slept_ms: int
+    early: bool = False
+
+
+# --------------------------------------------------------------------------- operators
 
 
 @attrs.frozen
-class GoalPaused:
+class GoalPaused(_Stamped):
     """An operator paused the goal (it stops between turns)."""
 
     goal_id: str
 
 
 @attrs.frozen
-class GoalResumed:
+class GoalResumed(_Stamped):
     """An operator resumed the goal."""
 
     goal_id: str
 
 
 @attrs.frozen
-class InterruptQueued:
+class InterruptQueued(_Stamped):
     """An operator message waits for the next work turn."""
 
     goal_id: str
@@ -152,7 +235,7 @@ class InterruptQueued:
 
 
 @attrs.frozen
-class MaxTurnsRaised:
+class MaxTurnsRaised(_Stamped):
     """An operator raised the goal's turn budget."""
 
     goal_id: str
@@ -160,15 +243,18 @@ class MaxTurnsRaised:
 
 
 @attrs.frozen
-class CancelRequested:
+class CancelRequested(_Stamped):
     """An operator asked to cancel the goal."""
 
     goal_id: str
     reason: str
 
 
+# --------------------------------------------------------------------------- the gate
+
+
 @attrs.frozen
-class DecisionMade:
+class DecisionMade(_Stamped):
     """The permission gate decided a tool call."""
 
     goal_id: str
@@ -180,10 +266,20 @@ class DecisionMade:
     input_digest: str = ""
     rationale: str | None = None
     """Why the decider decided so (the LLM decider's own words), when it said."""
+    turn: int | None = None
+    """The goal's turn that asked (``None``: no turn was running)."""
+
+    @property
+    def allowed(self) -> bool:
+        """The tool call was allowed."""
+        return self.outcome in ("allow_once", "allow_session")
+
+
+# --------------------------------------------------------------------------- the end
 
 
 @attrs.frozen
-class BudgetExhausted:
+class BudgetExhausted(_Stamped):
     """A budget axis ran out."""
 
     goal_id: str
@@ -192,7 +288,7 @@ class BudgetExhausted:
 
 
 @attrs.frozen
-class Escalated:
+class Escalated(_Stamped):
     """The goal stops: another turn won't help."""
 
     goal_id: str
@@ -200,8 +296,8 @@ class Escalated:
 
 
 @attrs.frozen
-class GoalProgress:
-    """Every N turns: what the goal has spent so far."""
+class GoalProgress(_Stamped):
+    """Every N counted turns: what the goal has spent so far."""
 
     goal_id: str
     turns: int
@@ -211,8 +307,8 @@ class GoalProgress:
 
 
 @attrs.frozen
-class GoalCompleted:
-    """The goal ended. Exactly one per run of a goal, on every path."""
+class GoalCompleted(_Stamped):
+    """The run of the goal ended. Exactly one per run, on every path."""
 
     goal_id: str
     outcome: GoalOutcome
@@ -220,12 +316,14 @@ class GoalCompleted:
 
 GoalEvent: TypeAlias = (
     GoalStarted
+    | GoalRestarted
     | AttemptStarted
     | SessionBound
     | TurnActivity
     | AttemptCompleted
-    | AcceptanceChecked
     | ReplayDecided
+    | AcceptanceChecked
+    | StuckDetected
     | CompactScheduled
     | Sleeping
     | WokeUp
@@ -240,6 +338,11 @@ GoalEvent: TypeAlias = (
     | GoalProgress
     | GoalCompleted
 )
+
+ControlEvent: TypeAlias = (
+    GoalPaused | GoalResumed | InterruptQueued | MaxTurnsRaised | CancelRequested
+)
+"""What an operator can ask of a running goal."""
 
 EPHEMERAL_EVENTS: tuple[type[Any], ...] = (TurnActivity,)
 """Events sent to subscribers but not stored in the ledger."""

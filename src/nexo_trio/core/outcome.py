@@ -78,6 +78,12 @@ class TurnOutcome:
     exit_signal: int | None = None
     permission_denials: tuple[PermissionDenial, ...] = ()
     tool_uses: int = 0
+    tool_results: int = 0
+    tool_error: str | None = None
+    """The error text of the turn's trailing run of identical failing tool results."""
+    tool_error_run: int = 0
+    compact_post_tokens: int | None = None
+    """The context size after the turn's latest compaction, when it compacted."""
     malformed_lines: int = 0
     oversized_lines: int = 0
     events: int = 0

@@ -1,10 +1,10 @@
-"""Permission requests and decisions (pure data), and what a decision answers the CLI.
+"""Permission requests and decisions (pure data), and the reason a denied call gives.
 
 Every tool call Claude Code would prompt for reaches a decider as a
 :class:`PermissionRequest`; the decider returns a :class:`Decision`. Only the two allow
 outcomes allow: ``deny``, ``unavailable`` and ``cancelled`` all go out as a deny with a
 reason (the gate fails closed). ``abstain`` lets a chain ask its next decider; a chain that
-ends abstaining denies.
+ends abstaining denies. :mod:`nexo_trio.wire.gate_frames` puts a decision on the wire.
 """
 
 from __future__ import annotations
@@ -91,15 +91,6 @@ def unavailable(reason: str, decider: str = "") -> Decision:
 def abstain(decider: str = "", reason: str | None = None) -> Decision:
     """No opinion: a chain asks its next decider."""
     return Decision(DecisionOutcome.ABSTAIN, message=reason, decider=decider)
-
-
-def behavior(decision: Decision, request_input: dict[str, Any]) -> dict[str, Any]:
-    """The JSON the permission prompt tool answers: ``allow`` + ``updatedInput`` or ``deny``
-    + ``message``. Everything but an allow is a deny with a reason."""
-    if decision.allowed:
-        updated = decision.updated_input if decision.updated_input is not None else request_input
-        return {"behavior": "allow", "updatedInput": updated}
-    return {"behavior": "deny", "message": deny_message(decision)}
 
 
 def deny_message(decision: Decision) -> str:

@@ -1,6 +1,7 @@
 """Composition of a work turn's prompt (pure).
 
-Order: queued operator messages in an ``[OPERATOR INTERRUPT]`` block, then a wake-up tick
+Order: queued operator messages in an ``[OPERATOR INTERRUPT]`` block, then a note that this
+is a fresh conversation (after the goal got stuck in the previous one), then a wake-up tick
 after a sleep, then the failures of the last acceptance run, then the goal description.
 """
 
@@ -15,6 +16,7 @@ from nexo_trio.core.acceptance import Failure
 INTERRUPT_OPEN = "[OPERATOR INTERRUPT]"
 INTERRUPT_CLOSE = "[END OPERATOR INTERRUPT]"
 FAILURES_HEADER = "You said the goal was done, but these acceptance checks fail:"
+FRESH_START = "[FRESH START]"
 
 SYSTEM_PROMPT = """\
 You are working toward a goal given by an orchestrator (nexo-trio). When you believe the goal
@@ -31,6 +33,8 @@ class WakeUp:
 
     slept_ms: int
     reason: str | None = None
+    early: bool = False
+    """An operator message ended the sleep before its time."""
 
 
 def compose_prompt(
@@ -39,18 +43,30 @@ def compose_prompt(
     interrupts: Sequence[str] = (),
     wake_up: WakeUp | None = None,
     failures: Sequence[Failure] = (),
+    fresh_start: str | None = None,
 ) -> str:
-    """The prompt of one work turn."""
+    """The prompt of one work turn (``fresh_start``: why the conversation starts over)."""
     parts: list[str] = []
     if interrupts:
         body = "\n\n".join(m.strip() for m in interrupts)
         parts.append(f"{INTERRUPT_OPEN}\n{body}\n{INTERRUPT_CLOSE}")
+    if fresh_start is not None:
+        parts.append(
+            f"{FRESH_START} This is a new conversation: the previous one got stuck "
+            f"({fresh_start.strip()}). Take a different approach."
+        )
     if wake_up is not None:
         why = f" ({wake_up.reason})" if wake_up.reason else ""
-        parts.append(
-            f"[WAKE UP] You asked to sleep for {wake_up.slept_ms / 1000:g}s{why}. "
-            "The time has passed: continue toward the goal."
-        )
+        if wake_up.early:
+            parts.append(
+                f"[WAKE UP] You asked to sleep{why}; an operator message woke you after "
+                f"{wake_up.slept_ms / 1000:g}s: continue toward the goal."
+            )
+        else:
+            parts.append(
+                f"[WAKE UP] You asked to sleep for {wake_up.slept_ms / 1000:g}s{why}. "
+                "The time has passed: continue toward the goal."
+            )
     if failures:
         parts.append(format_failures(failures))
     parts.append(f"Goal: {description.strip()}")

@@ -53,23 +53,40 @@ def decide_replay(
     outcome: TurnOutcome, state: ReplayState, *, max_retries: int
 ) -> tuple[ReplayDecision, ReplayState]:
     """Decide after one turn; return the decision and the new policy state."""
+    decision = _decide(outcome, state, max_retries=max_retries)
+    return decision, replay_after(state, decision.action)
+
+
+def replay_after(state: ReplayState, action: ReplayAction) -> ReplayState:
+    """The policy state after a decision: what the goal machine's fold applies, from the
+    recorded action alone."""
+    match action:
+        case ReplayAction.PROCEED:
+            return ReplayState()
+        case ReplayAction.FRESH_SESSION:
+            return attrs.evolve(state, fresh_sessions=state.fresh_sessions + 1)
+        case ReplayAction.RETRY | ReplayAction.COMPACT:
+            return ReplayState(retries=state.retries + 1, fresh_sessions=0)
+        case ReplayAction.ESCALATE:
+            return state
+
+
+def _decide(outcome: TurnOutcome, state: ReplayState, *, max_retries: int) -> ReplayDecision:
     if outcome.kind is TurnKind.ESCALATE:
-        return ReplayDecision(ReplayAction.ESCALATE, outcome.reason, is_error=True), state
+        return ReplayDecision(ReplayAction.ESCALATE, outcome.reason, is_error=True)
     if outcome.kind is not TurnKind.CONTINUE:
-        return ReplayDecision(ReplayAction.PROCEED), ReplayState()
+        return ReplayDecision(ReplayAction.PROCEED)
     if outcome.session_invalid:
         fresh = state.fresh_sessions + 1
         if fresh > max_retries:
             reason = f"session invalid {fresh} times in a row: {outcome.reason}"
-            return ReplayDecision(ReplayAction.ESCALATE, reason, is_error=True), state
-        decision = ReplayDecision(
+            return ReplayDecision(ReplayAction.ESCALATE, reason, is_error=True)
+        return ReplayDecision(
             ReplayAction.FRESH_SESSION, outcome.reason, counts_as_turn=False, is_error=False
         )
-        return decision, attrs.evolve(state, fresh_sessions=fresh)
     retries = state.retries + 1
     if retries > max_retries:
         reason = f"gave up after {state.retries} retries: {outcome.reason}"
-        return ReplayDecision(ReplayAction.ESCALATE, reason, is_error=True), state
+        return ReplayDecision(ReplayAction.ESCALATE, reason, is_error=True)
     action = ReplayAction.COMPACT if outcome.hint == COMPACT_HINT else ReplayAction.RETRY
-    new_state = ReplayState(retries=retries, fresh_sessions=0)
-    return ReplayDecision(action, outcome.reason, is_error=True), new_state
+    return ReplayDecision(action, outcome.reason, is_error=True)

@@ -1,4 +1,8 @@
-"""The orchestrator's configuration, as data (loaded from YAML by ``nexo_trio.wire.files``)."""
+"""The orchestrator's configuration, as data (loaded from YAML by ``nexo_trio.wire.files``).
+
+Every record checks its fields when built (:mod:`nexo_trio.core.validation`), so a config
+made in Python is held to the same rules as one read from a file.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,35 @@ from typing import Literal, TypeAlias, get_args
 
 import attrs
 
+from nexo_trio.core import validation as v
 from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 
 DeciderName: TypeAlias = Literal["allow_all", "deny_all", "rules", "llm", "chain"]
 DECIDER_NAMES: tuple[DeciderName, ...] = get_args(DeciderName)
 
+StuckAction: TypeAlias = Literal["fresh_session_then_escalate", "escalate", "off"]
+STUCK_ACTIONS: tuple[StuckAction, ...] = get_args(StuckAction)
+
+
+def _str_tuple(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)  # type: ignore[arg-type]
+
 
 @attrs.frozen
 class ClaudeSettings:
     """How to start Claude Code, and its default arguments."""
 
-    binary: str = "claude"
+    binary: str = attrs.field(default="claude", validator=v.non_empty)
     model: str | None = None
-    allowed_tools: tuple[str, ...] = ("Read", "Grep", "Glob", "LS")
-    disallowed_tools: tuple[str, ...] = ()
+    allowed_tools: tuple[str, ...] = attrs.field(
+        default=("Read", "Grep", "Glob", "LS"), converter=_str_tuple
+    )
+    disallowed_tools: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     append_system_prompt: str | None = None
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     env: dict[str, str] = attrs.field(factory=dict)
 
 
@@ -31,19 +47,21 @@ class LlmSettings:
     """The LLM decider's client settings."""
 
     base_url: str | None = None
-    model: str = "claude-haiku-4-5"
-    api_key_env: str = "ANTHROPIC_API_KEY"
-    timeout_s: float = 20.0
+    model: str = attrs.field(default="claude-haiku-4-5", validator=v.non_empty)
+    api_key_env: str = attrs.field(default="ANTHROPIC_API_KEY", validator=v.non_empty)
+    timeout_s: float = attrs.field(default=20.0, validator=v.positive_duration)
 
 
 @attrs.frozen
 class PermissionSettings:
     """Which decider answers the permission gate."""
 
-    decider: DeciderName = "rules"
+    decider: DeciderName = attrs.field(default="rules", validator=v.one_of(DECIDER_NAMES))
     llm: LlmSettings = attrs.field(factory=LlmSettings)
-    chain: tuple[DeciderName, ...] = ("rules", "llm")
-    tool_timeout_s: float = 60.0
+    chain: tuple[DeciderName, ...] = attrs.field(
+        default=("rules", "llm"), converter=_str_tuple, validator=v.each(v.one_of(DECIDER_NAMES))
+    )
+    tool_timeout_s: float = attrs.field(default=60.0, validator=v.positive_duration)
     """The CLI's timeout for one permission call (the MCP server's ``timeout``); the gate
     answers well inside it, so Claude always gets a decision, never a failed call."""
 
@@ -52,7 +70,22 @@ class PermissionSettings:
 class ReplaySettings:
     """Replay policy settings."""
 
-    max_retries: int = 3
+    max_retries: int = attrs.field(default=3, validator=v.at_least(0))
+
+
+@attrs.frozen
+class StuckSettings:
+    """Stuck detection: the same failed checks with the same evidence after ``after``
+    claimed completions in a row, or the same tool error ``after`` times in a row.
+
+    ``action``: ``fresh_session_then_escalate`` (one new conversation with the failures,
+    and if that gets stuck too, escalate), ``escalate``, or ``off``.
+    """
+
+    after: int = attrs.field(default=3, validator=v.at_least(2))
+    action: StuckAction = attrs.field(
+        default="fresh_session_then_escalate", validator=v.one_of(STUCK_ACTIONS)
+    )
 
 
 @attrs.frozen
@@ -60,13 +93,14 @@ class Config:
     """Everything ``nexo-trio run`` and ``Orchestrator`` are configured with."""
 
     claude: ClaudeSettings = attrs.field(factory=ClaudeSettings)
-    turn_timeout_s: float = 600.0
-    kill_grace_s: float = 5.0
-    line_cap: int = DEFAULT_LINE_CAP
-    state_dir: str = "./.nexo"
-    workspace_root: str = "./.nexo/workspaces"
-    max_concurrent_goals: int = 4
-    progress_every: int = 5
+    turn_timeout_s: float = attrs.field(default=600.0, validator=v.positive_duration)
+    kill_grace_s: float = attrs.field(default=5.0, validator=v.non_negative_duration)
+    line_cap: int = attrs.field(default=DEFAULT_LINE_CAP, validator=v.at_least(1))
+    state_dir: str = attrs.field(default="./.nexo", validator=v.non_empty)
+    workspace_root: str = attrs.field(default="./.nexo/workspaces", validator=v.non_empty)
+    max_concurrent_goals: int = attrs.field(default=4, validator=v.at_least(1))
+    progress_every: int = attrs.field(default=5, validator=v.at_least(1))
     permission: PermissionSettings = attrs.field(factory=PermissionSettings)
     compact: CompactPolicy = attrs.field(factory=CompactPolicy)
     replay: ReplaySettings = attrs.field(factory=ReplaySettings)
+    stuck: StuckSettings = attrs.field(factory=StuckSettings)

@@ -12,8 +12,10 @@ closed **and** the process has exited, in either order), or ``pending`` -> ``fin
    oversized lines bump their own counters too. Nothing else about them is kept.
 2. Before the result frame, frames update the turn: ``session_id`` becomes the last one any
    frame named; the init frame is kept; assistant frames set the last text, the last tool
-   and the context size of the latest request; ``api_retry`` and ``compact_boundary`` are
-   counted. The first ``result`` frame is kept and freezes all of this.
+   and the context size of the latest request; ``user`` frames' tool results are counted,
+   and a failing one extends the run of identical tool errors (a success ends it);
+   ``api_retry`` and ``compact_boundary`` are counted (the latter also keeps the context
+   size after compaction). The first ``result`` frame is kept and freezes all of this.
 3. After the result frame, frames change nothing but ``events``: the outcome is decided.
 4. ``StdoutClosed`` and ``ProcessExited`` are recorded once each (the first exit wins).
 5. ``DeadlineHit`` and ``Cancelled`` are recorded (the first cancel reason wins); they only
@@ -59,8 +61,10 @@ from nexo_trio.core.events import (
     StdoutClosed,
     SystemInit,
     TextBlock,
+    ToolResultBlock,
     ToolUseBlock,
     Usage,
+    UserMessage,
     signal_name,
 )
 from nexo_trio.core.outcome import COMPACT_HINT, Cause, TurnKind, TurnOutcome
@@ -98,6 +102,14 @@ class TurnState:
     deadline_s: float | None = None
     cancel_reason: str | None = None
     stderr_tail: str = ""
+    tool_results: int = 0
+    tool_error: str | None = None
+    """The error text of the latest run of identical failing tool results (``None`` when
+    the latest tool result succeeded)."""
+    tool_error_run: int = 0
+    """How long that run is: identical failing tool results in a row."""
+    compact_post_tokens: int | None = None
+    """The context size after the latest compaction (``compact_boundary``)."""
     required_mcp_servers: tuple[str, ...] = ()
     """MCP servers the turn cannot do without (the permission gate's)."""
     gate_error: str | None = None
@@ -211,12 +223,56 @@ def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
             return attrs.evolve(
                 state, events=events, session_id=session_id, api_retries=state.api_retries + 1
             )
-        case CompactBoundary():
+        case CompactBoundary(post_tokens=post_tokens):
             return attrs.evolve(
-                state, events=events, session_id=session_id, compactions=state.compactions + 1
+                state,
+                events=events,
+                session_id=session_id,
+                compactions=state.compactions + 1,
+                compact_post_tokens=post_tokens,
+            )
+        case UserMessage(content=content):
+            results, error, run = state.tool_results, state.tool_error, state.tool_error_run
+            for block in content:
+                if not isinstance(block, ToolResultBlock):
+                    continue
+                results += 1
+                if not block.is_error:
+                    error, run = None, 0
+                    continue
+                text = tool_error_text(block.content)
+                error, run = text, (run + 1 if text == error else 1)
+            return attrs.evolve(
+                state,
+                events=events,
+                session_id=session_id,
+                tool_results=results,
+                tool_error=error,
+                tool_error_run=run,
             )
         case _:
             return attrs.evolve(state, events=events, session_id=session_id)
+
+
+TOOL_ERROR_CHARS = 500
+"""How much of a failing tool result's text identifies the error (for stuck detection)."""
+
+
+def tool_error_text(content: object) -> str:
+    """The text of a tool result's content (a string, or text blocks), cut to a bounded
+    prefix: what two errors must share to count as the same."""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts = [
+            item["text"]
+            for item in content
+            if isinstance(item, dict) and isinstance(item.get("text"), str)
+        ]
+        text = "\n".join(parts)
+    else:
+        text = "" if content is None else str(content)
+    return text.strip()[:TOOL_ERROR_CHARS]
 
 
 # --------------------------------------------------------------------------- classify
@@ -326,6 +382,10 @@ def _summary(state: TurnState) -> dict[str, Any]:
         "exit_signal": exit_.signal if exit_ is not None else None,
         "permission_denials": denials,
         "tool_uses": state.tool_uses,
+        "tool_results": state.tool_results,
+        "tool_error": state.tool_error,
+        "tool_error_run": state.tool_error_run,
+        "compact_post_tokens": state.compact_post_tokens,
         "malformed_lines": state.malformed_lines,
         "oversized_lines": state.oversized_lines,
         "events": state.events,

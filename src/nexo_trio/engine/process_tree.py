@@ -13,11 +13,14 @@ found by the marker in its environment or by the turn's pipes it holds:
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
 import psutil
 import trio
+
+from nexo_trio.engine.stopping import signal_group
 
 _POLL_S = 0.02
 
@@ -80,11 +83,7 @@ class ProcessTree:
 
     def signal_root_group(self, sig: signal.Signals) -> bool:
         """Signal the root's process group (the CLI runs as a session and group leader)."""
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return signal_group(self.pid, sig)
 
     def signal_descendants(self, sig: signal.Signals) -> int:
         """Signal every remembered descendant still alive; return how many were signalled."""
@@ -101,7 +100,7 @@ class ProcessTree:
         """Remembered descendants that are still running (zombies count as gone)."""
         return [p for p in self._members.values() if _alive(p)]
 
-    async def wait_descendants_gone(self, timeout: float) -> list[psutil.Process]:
+    async def wait_descendants_gone(self, timeout: float = math.inf) -> list[psutil.Process]:
         """Poll until no remembered descendant is alive, or ``timeout``; return survivors."""
         with trio.move_on_after(timeout):
             # Polling: the death of a process that is not our child raises no event.

@@ -13,7 +13,9 @@ same as ``nexo-trio replay`` gives for the same events.
 Stopping a run (timeout, ``stop`` set, caller cancelled, a wedged CLI): SIGTERM to the CLI's
 process group (the CLI then stops its own Bash children and MCP servers), ``kill_grace``,
 then SIGKILL to the group and to every descendant ever seen (they may live in sessions of
-their own). The process is always reaped, in a shielded scope with a bounded deadline.
+their own); descendants that outlive the CLI get the same escalation by pid. The process is
+always reaped, in a shielded scope with a bounded deadline. The escalation itself is the
+engine's one stop sequence, :func:`nexo_trio.engine.stopping.escalate`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 import attrs
 import trio
 
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.events import (
     Cancelled,
     DeadlineHit,
@@ -42,8 +45,14 @@ from nexo_trio.core.events import (
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import TurnOutcome
 from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce
-from nexo_trio.engine.command import ClaudeCommand
 from nexo_trio.engine.process_tree import ProcessTree
+from nexo_trio.engine.stopping import (
+    close_pipes,
+    escalate,
+    reap,
+    shielded_within,
+    stop_budget,
+)
 from nexo_trio.wire.stream_json import StreamDecoder
 
 TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
@@ -51,8 +60,6 @@ TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
 be recognised after the CLI is gone."""
 READ_CHUNK: Final = 64 * 1024
 STDERR_TAIL_BYTES: Final = 16 * 1024
-REAP_TIMEOUT: Final = 5.0
-"""How long to wait for a SIGKILLed process to be reaped before giving up on it."""
 SNAPSHOT_INTERVAL: Final = 1.0
 """How often the process tree is re-collected while the CLI runs."""
 BATCH_BUFFER: Final = 64
@@ -89,6 +96,7 @@ async def run_turn(
     on_events: EventsCallback | None = None,
     stop: trio.Event | None = None,
     require_mcp_servers: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
@@ -97,6 +105,9 @@ async def run_turn(
     cancellation of the caller's scope stops the process the same way and propagates.
     When an MCP server named in ``require_mcp_servers`` (the permission gate) is not
     connected according to the init frame, the run is stopped at once and escalates.
+    ``environ`` is the environment the CLI starts from (default: ``os.environ`` as it is
+    when the turn starts); the command's ``env`` overrides apply on top of it, and
+    ``CLAUDECODE`` is always removed (see ``ClaudeCommand.child_env``).
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
@@ -107,7 +118,7 @@ async def run_turn(
     stdin_data = command.stdin_data()
     initial = attrs.evolve(INITIAL_STATE, required_mcp_servers=tuple(require_mcp_servers))
     marker = uuid.uuid4().hex
-    env = command.child_env()
+    env = command.child_env(os.environ if environ is None else environ)
     env[TURN_MARKER_VAR] = marker
     started = trio.current_time()
     try:
@@ -247,7 +258,7 @@ class _Run:
                 nursery.start_soon(self._watch_stop, self.stop)
             # Bounded even if the process can't be killed (stuck in the kernel): past the
             # deadline, the stop sequence and the reap budget, the turn ends regardless.
-            with trio.move_on_at(self.deadline + self.kill_grace * 2 + REAP_TIMEOUT * 2 + 1):
+            with trio.move_on_at(self.deadline + self._stop_budget()):
                 async for batch in self.receive:
                     await self._apply(batch)
                     if self.state.finished:
@@ -375,31 +386,33 @@ class _Run:
 
     # ------------------------------------------------------------------ stopping
 
+    def _stop_budget(self) -> float:
+        """The longest a stop takes: the CLI's escalation, then its survivors', and a reap."""
+        return stop_budget(self.kill_grace, rounds=2) + 1.0
+
     async def _stop_process(self) -> None:
         """SIGTERM, ``kill_grace``, SIGKILL to the tree. Idempotent; safe to call anywhere."""
         if self.stopping:
             return
         self.stopping = True
         if self.process.returncode is None:
-            self.tree.snapshot()
-            if self.tree.signal_root_group(signal.SIGTERM):
-                self.stop_actions.append("SIGTERM")
-            with trio.move_on_after(self.kill_grace):
-                await self.process.wait()
-        if self.process.returncode is None:
-            await self._kill_tree()
+            await escalate(
+                self._signal_tree,
+                self.process.wait,
+                grace=self.kill_grace,
+                gone=lambda: self.process.returncode is not None,
+            )
         await self._stop_descendants()
 
-    async def _kill_tree(self) -> None:
-        # Collect before killing: once the CLI is dead its children can't be found from it.
+    def _signal_tree(self, sig: signal.Signals) -> None:
+        """SIGTERM to the CLI's group (the CLI then stops its own children); SIGKILL to the
+        group and to every descendant seen, since they may live in sessions of their own."""
+        # Collect first: once the CLI is dead its children can't be found from it.
         self.tree.snapshot()
-        if self.tree.signal_root_group(signal.SIGKILL):
-            self.stop_actions.append("SIGKILL")
-        killed = self.tree.signal_descendants(signal.SIGKILL)
-        if killed:
+        if self.tree.signal_root_group(sig):
+            self.stop_actions.append(sig.name)
+        if sig is signal.SIGKILL and (killed := self.tree.signal_descendants(sig)):
             self.stop_actions.append(f"SIGKILL to {killed} descendant(s)")
-        with trio.move_on_after(REAP_TIMEOUT):
-            await self.process.wait()
 
     def _adopt_strays(self) -> None:
         """Find descendants that escaped the tree (see ProcessTree.adopt_strays)."""
@@ -419,29 +432,28 @@ class _Run:
         self._adopt_strays()
         if not self.tree.alive_descendants():
             return
-        if termed := self.tree.signal_descendants(signal.SIGTERM):
-            self.stop_actions.append(f"SIGTERM to {termed} surviving descendant(s)")
-        if await self.tree.wait_descendants_gone(self.kill_grace):
-            killed = self.tree.signal_descendants(signal.SIGKILL)
-            self.stop_actions.append(f"SIGKILL to {killed} surviving descendant(s)")
-            await self.tree.wait_descendants_gone(REAP_TIMEOUT)
+        await escalate(
+            self._signal_survivors,
+            self.tree.wait_descendants_gone,
+            grace=self.kill_grace,
+            gone=lambda: not self.tree.alive_descendants(),
+        )
+
+    def _signal_survivors(self, sig: signal.Signals) -> None:
+        count = self.tree.signal_descendants(sig)
+        if count or sig is signal.SIGKILL:  # a SIGKILL round is recorded even if none was left
+            self.stop_actions.append(f"{sig.name} to {count} surviving descendant(s)")
 
     async def _cleanup(self) -> None:
         """Runs on every path out: nothing of the run may outlive it."""
-        # Shielded, so a cancelled caller still gets a dead and reaped process; bounded,
-        # so a process stuck in the kernel can't hang the caller forever.
-        budget = self.kill_grace * 2 + REAP_TIMEOUT * 2 + 1.0
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + budget):
+        with shielded_within(self._stop_budget()):
             if self.process.returncode is None:
                 self.stopping = False
                 await self._stop_process()
             else:
                 await self._stop_descendants()
-            for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-                if stream is not None:
-                    await stream.aclose()
-            with trio.move_on_after(REAP_TIMEOUT):
-                await self.process.wait()
+            await close_pipes(self.process)
+            await reap(self.process)
         self.send.close()
         self.receive.close()
 

@@ -10,13 +10,15 @@
 
 :func:`build_decider` makes the one a config asks for; :func:`close_decider` releases what
 it holds (a decider that has ``aclose()``; the composites close what they wrap).
+:class:`Decider` and :func:`close_decider` live in :mod:`nexo_trio.gate.decider` (which the
+LLM decider imports too) and are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol
+from typing import Literal
 
 import trio
 
@@ -31,22 +33,19 @@ from nexo_trio.core.permission import (
 )
 from nexo_trio.core.rules import evaluate_rules
 from nexo_trio.core.settings import DeciderName, PermissionSettings
+from nexo_trio.gate.decider import Decider, close_decider
 
-
-class Decider(Protocol):
-    """Anything that decides permission requests."""
-
-    async def decide(self, request: PermissionRequest) -> Decision:
-        """Decide one request."""
-        ...
-
-
-async def close_decider(decider: object) -> None:
-    """Release what a decider holds (the LLM decider's HTTP connections): calls its
-    ``aclose()`` if it has one. The composites below close the deciders they wrap."""
-    close = getattr(decider, "aclose", None)
-    if close is not None:
-        await close()
+__all__ = [
+    "AllowAll",
+    "Chain",
+    "Decider",
+    "DenyAll",
+    "GuardedDecider",
+    "RulesDecider",
+    "SessionCache",
+    "build_decider",
+    "close_decider",
+]
 
 
 class AllowAll:

@@ -22,7 +22,8 @@ Emit = Callable[[GoalEvent], Awaitable[None]]
 
 
 class GoalGate:
-    """Decides a goal's permission requests, records each decision and counts them."""
+    """Decides a goal's permission requests and records each decision (the goal machine
+    counts them from the records)."""
 
     def __init__(
         self,
@@ -33,18 +34,17 @@ class GoalGate:
         emit: Emit,
         timeout_s: float,
         is_cancelled: Callable[[], bool] = lambda: False,
+        current_turn: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.goal = goal
         self.workspace = workspace
         self.decider = GuardedDecider(decider, timeout_s=timeout_s)
         self.emit = emit
         self.is_cancelled = is_cancelled
-        self.allowed = 0
-        self.denied = 0
-        self.consecutive_denied = 0
+        self.current_turn = current_turn
 
     async def decide(self, request: PermissionRequest) -> Decision:
-        """Decide, record (event + ledger) and count one request."""
+        """Decide and record (event + ledger) one request."""
         started = trio.current_time()
         request = attrs.evolve(
             request, workspace=self.workspace, goal_description=self.goal.description
@@ -67,12 +67,6 @@ class GoalGate:
         return decision
 
     async def _record(self, request: PermissionRequest, decision: Decision, started: float) -> None:
-        if decision.allowed:
-            self.allowed += 1
-            self.consecutive_denied = 0
-        else:
-            self.denied += 1
-            self.consecutive_denied += 1
         await self.emit(
             DecisionMade(
                 goal_id=self.goal.id,
@@ -86,6 +80,7 @@ class GoalGate:
                 latency_ms=(trio.current_time() - started) * 1000,
                 input_digest=request.digest,
                 rationale=decision.rationale,
+                turn=self.current_turn(),
             )
         )
 

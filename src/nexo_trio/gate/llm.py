@@ -33,7 +33,7 @@ from nexo_trio.core.permission import (
     unavailable,
 )
 from nexo_trio.core.settings import LlmSettings
-from nexo_trio.gate.deciders import close_decider
+from nexo_trio.gate.decider import close_decider
 
 INSTALL_HINT = "pip install 'nexo-trio[llm]'"
 

@@ -10,63 +10,41 @@ offers one tool, ``permission_prompt``. Each ``tools/call`` becomes a permission
 frame (:mod:`nexo_trio.wire.gate_frames`) on one persistent Unix-socket connection to the
 orchestrator, whose decision goes back to Claude Code as a text block holding
 ``{"behavior": "allow", "updatedInput": {...}}`` or ``{"behavior": "deny", "message": ...}``.
+It fails closed: every failure is answered with a valid *deny* and a reason. ``--deadline``
+must be shorter than the CLI's tool timeout for the server's deny to arrive first; the
+orchestrator sets both.
 
-It fails closed: whatever goes wrong (no socket, nobody listening, connection lost, no
-decision before ``--deadline``, a malformed, stale or error reply, a malformed call) the
-call is answered with a valid *deny* and a reason. Never ``isError``, never silence: for
-Claude Code an ``isError`` or a timed-out call is a failed tool call, not a denial, and
-the orchestrator could not count it. ``--deadline`` must be shorter than the CLI's tool
-timeout for the server's deny to arrive first; the orchestrator sets both.
+This module is the I/O shell only: every protocol decision is
+:class:`~nexo_trio.gate.mcp_protocol.McpPermissionProtocol`'s, which it feeds what happens
+and whose actions it carries out. One thread, one ``selectors`` loop over stdin, the socket
+and a signal wake-up pipe, so several calls can be in flight at once, each with its own
+deadline. Logs go to stderr only (stdout is the protocol). Exits 0 on stdin EOF and on
+SIGTERM, denying first what is still pending.
 
-One thread, one ``selectors`` loop over stdin, the socket and a signal wake-up pipe, so
-several calls can be in flight at once, each with its own deadline. Logs go to stderr
-only (stdout is the protocol). Exits 0 on stdin EOF and on SIGTERM, denying first what is
-still pending.
-
-Start-up time matters (one spawn per turn): this module imports the stdlib and
-:mod:`nexo_trio.wire.gate_frames` only, never trio, attrs or the rest of the package.
+Start-up time matters (one spawn per turn): this module and the protocol import the stdlib,
+:mod:`nexo_trio.core.framing` and :mod:`nexo_trio.wire.gate_frames` only, never trio, attrs
+or the rest of the package; :mod:`socket` waits for the first ``tools/call``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import selectors
 import signal
-import socket
 import sys
 import time
-from typing import Any, Final
+from collections import deque
+from typing import TYPE_CHECKING, Final
 
-from nexo_trio import __version__
-from nexo_trio.wire import gate_frames
+from nexo_trio.gate import mcp_protocol as mcp
+
+if TYPE_CHECKING:
+    import socket
 
 LOG_PREFIX: Final = "nexo-trio permission-mcp:"
-SUPPORTED_PROTOCOL_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
-LATEST_PROTOCOL_VERSION: Final = SUPPORTED_PROTOCOL_VERSIONS[-1]
-DEFAULT_DEADLINE_S: Final = 50.0
-DEFAULT_TOOL_NAME: Final = "permission_prompt"
-DEFAULT_SERVER_NAME: Final = "nexo"
 CONNECT_TIMEOUT_S: Final = 5.0
 READ_CHUNK: Final = 64 * 1024
-MAX_STDIN_LINE: Final = 2 * gate_frames.MAX_FRAME_BYTES
-"""A JSON-RPC line longer than this is dropped (answered with a parse error, id null)."""
-
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-
-INPUT_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        "tool_name": {"type": "string", "description": "The tool Claude wants to use."},
-        "input": {"type": "object", "description": "The tool's input."},
-        "tool_use_id": {"type": "string", "description": "The id of the tool use."},
-    },
-    "required": ["tool_name", "input"],
-}
 
 _STDIN: Final = "stdin"
 _SOCKET: Final = "socket"
@@ -82,75 +60,27 @@ def log(message: str) -> None:
         pass
 
 
-def _short(data: bytes | str, limit: int = 200) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.rstrip("\n")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
-
-
-def _deny_text(message: str) -> dict[str, Any]:
-    behavior = {"behavior": "deny", "message": message}
-    return {"content": [{"type": "text", "text": json.dumps(behavior)}]}
-
-
-def _allow_text(updated_input: dict[str, Any]) -> dict[str, Any]:
-    behavior = {"behavior": "allow", "updatedInput": updated_input}
-    return {"content": [{"type": "text", "text": json.dumps(behavior)}]}
-
-
-def _unavailable(reason: str) -> str:
-    return f"Permission denied: the permission gate is unavailable ({reason})"
-
-
-class _Call:
-    """One ``tools/call`` waiting for the orchestrator."""
-
-    __slots__ = ("deadline", "rpc_id", "tool_input", "tool_name")
-
-    def __init__(
-        self, rpc_id: str | int, tool_name: str, tool_input: dict[str, Any], deadline: float
-    ) -> None:
-        self.rpc_id = rpc_id
-        self.tool_name = tool_name
-        self.tool_input = tool_input
-        self.deadline = deadline
-
-
 class PermissionServer:
-    """The server's state and its event loop (see the module docstring)."""
+    """The file descriptors and the event loop around ``protocol`` (see the module
+    docstring)."""
 
     def __init__(
         self,
+        protocol: mcp.McpPermissionProtocol,
         *,
         socket_path: str,
-        goal_id: str,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-        tool_name: str = DEFAULT_TOOL_NAME,
-        server_name: str = DEFAULT_SERVER_NAME,
         stdin_fd: int = 0,
         stdout_fd: int = 1,
     ) -> None:
+        self.protocol = protocol
         self.socket_path = socket_path
-        self.goal_id = goal_id
-        self.deadline_s = deadline_s
-        self.tool_name = tool_name
-        self.server_name = server_name
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.sock: socket.socket | None = None
-        self.sock_in = bytearray()
         self.sock_out = bytearray()
-        self.stdin_buf = bytearray()
-        self.skipping_long_line = False
-        self.stdin_open = True
         self.stdout_open = True
         self.terminating = False
-        self.pending: dict[str, _Call] = {}
-        self.counter = 0
-        # Request ids are unique per process, so a reply meant for another server (or an
-        # earlier connection of this one) can never match a call of ours.
-        self.id_prefix = f"{os.getpid()}-"
 
     # ------------------------------------------------------------------ loop
 
@@ -172,7 +102,7 @@ class PermissionServer:
             self.selector.register(self.stdin_fd, selectors.EVENT_READ, _STDIN)
         self.selector.register(wake_r, selectors.EVENT_READ, _WAKEUP)
         try:
-            while self.stdin_open and self.stdout_open and not self.terminating:
+            while not self.protocol.done:
                 for key, mask in self.selector.select(self._timeout()):
                     if key.data == _STDIN:
                         self._on_stdin()
@@ -182,17 +112,11 @@ class PermissionServer:
                         if mask & selectors.EVENT_READ and key.fileobj is self.sock:
                             self._on_socket()
                     elif key.data == _WAKEUP:
-                        while True:
-                            try:
-                                if not os.read(wake_r, 512):
-                                    break
-                            except OSError:
-                                break
-                self._expire()
-            if self.terminating:
-                log("terminated by a signal")
-            reason = "the permission server is shutting down before a decision arrived"
-            self._deny_all(f"Permission denied: {reason}")
+                        _drain(wake_r)
+                if self.terminating:
+                    # Only now, between two whole messages (never in the middle of a write).
+                    self._do(self.protocol.shutdown("terminated by a signal"))
+                self._do(self.protocol.expire(time.monotonic()))
         finally:
             self._close_socket()
             signal.set_wakeup_fd(old_wakeup)
@@ -204,67 +128,56 @@ class PermissionServer:
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        # Only a flag: the wake-up pipe makes select() return, and the loop winds down
-        # between two whole messages (never in the middle of a write).
+        # Only a flag: the wake-up pipe makes select() return.
         self.terminating = True
 
     def _timeout(self) -> float | None:
-        if not self.pending:
-            return None
-        first = min(call.deadline for call in self.pending.values())
-        return max(0.0, first - time.monotonic())
+        deadline = self.protocol.next_deadline()
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _expire(self) -> None:
-        # Fail closed on the server's own deadline, before the CLI's tool timeout turns
-        # the call into an error that is not a denial.
-        now = time.monotonic()
-        for request_id, call in list(self.pending.items()):
-            if call.deadline <= now:
-                del self.pending[request_id]
-                log(f"request {request_id} ({call.tool_name}): no decision in {self.deadline_s:g}s")
-                self._answer(
-                    call.rpc_id,
-                    _deny_text(
-                        f"Permission denied: no decision from the orchestrator within "
-                        f"{self.deadline_s:g}s"
-                    ),
-                )
+    def _do(self, actions: list[mcp.Action]) -> None:
+        """Carry out ``actions`` in order; what reporting an outcome back to the protocol
+        calls for is done next, before the rest."""
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            more: list[mcp.Action] = []
+            match action:
+                case mcp.WriteStdout():
+                    more = self._write_stdout(action.data)
+                case mcp.SendSocket():
+                    if self.sock is not None:  # else its connection is gone, its calls denied
+                        self.sock_out += action.data
+                case mcp.Connect():
+                    more = self._connect()
+                case mcp.CloseSocket():
+                    self._close_socket()
+                case mcp.Log():
+                    log(action.message)
+                case mcp.Exit():
+                    pass  # the loop sees protocol.done
+            queue.extendleft(reversed(more))
+        if self.sock is not None and self.sock_out:
+            self._flush_socket()
 
-    # ------------------------------------------------------------------ stdout
+    # ------------------------------------------------------------------ stdio
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _write_stdout(self, data: bytes) -> list[mcp.Action]:
         if not self.stdout_open:
-            return
-        data = memoryview(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            return []  # what was queued before the protocol heard of the failure
+        view = memoryview(data)
         try:
-            while data:
+            while view:
                 try:
-                    written = os.write(self.stdout_fd, data)
+                    written = os.write(self.stdout_fd, view)
                 except BlockingIOError:  # a non-blocking stdout that is full: wait a bit
                     time.sleep(0.005)
                     continue
-                data = data[written:]
+                view = view[written:]
         except OSError as exc:
-            log(f"stdout is closed ({exc}); exiting")
             self.stdout_open = False
-
-    def _answer(self, rpc_id: str | int, result: dict[str, Any]) -> None:
-        self._send({"jsonrpc": "2.0", "id": rpc_id, "result": result})
-
-    def _error(self, rpc_id: str | int | None, code: int, message: str) -> None:
-        self._send({"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}})
-
-    def _deny(self, rpc_id: str | int, message: str) -> None:
-        log(f"deny: {message}")
-        self._answer(rpc_id, _deny_text(message))
-
-    def _deny_all(self, message: str) -> None:
-        calls = list(self.pending.values())
-        self.pending.clear()
-        for call in calls:
-            self._deny(call.rpc_id, message)
-
-    # ------------------------------------------------------------------ stdin
+            return self.protocol.stdout_failed(str(exc))
+        return []
 
     def _on_stdin(self) -> None:
         try:
@@ -274,155 +187,21 @@ class PermissionServer:
         except OSError as exc:
             log(f"stdin failed ({exc}); exiting")
             data = b""
-        if not data:
-            # EOF: a last line without its newline still counts.
-            if self.stdin_buf and not self.skipping_long_line:
-                self._on_message(bytes(self.stdin_buf))
-            self.stdin_buf.clear()
-            self.stdin_open = False
-            self.selector.unregister(self.stdin_fd)
-            return
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            if self.skipping_long_line:
-                self.skipping_long_line = False
-            else:
-                self.stdin_buf += data[start:end]
-                line = bytes(self.stdin_buf)
-                self.stdin_buf.clear()
-                if line.strip():
-                    self._on_message(line)
-            start = end + 1
-        if not self.skipping_long_line:
-            self.stdin_buf += data[start:]
-            if len(self.stdin_buf) > MAX_STDIN_LINE:
-                # We cannot even know its id: the best answer is a parse error.
-                log(f"dropping a message of more than {MAX_STDIN_LINE} bytes")
-                self.stdin_buf.clear()
-                self.skipping_long_line = True
-                self._error(None, PARSE_ERROR, "Parse error: message too large")
-
-    def _on_message(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep
-            log(f"parse error: {exc}: {_short(line)}")
-            self._error(None, PARSE_ERROR, f"Parse error: {exc}")
-            return
-        if not isinstance(message, dict):
-            self._error(None, INVALID_REQUEST, "Invalid Request: expected a JSON object")
-            return
-        method = message.get("method")
-        if method is None:
-            return  # a response to a request we never sent
-        has_id = "id" in message
-        rpc_id = message.get("id")
-        if has_id and (isinstance(rpc_id, bool) or not isinstance(rpc_id, str | int)):
-            self._error(None, INVALID_REQUEST, "Invalid Request: 'id' must be a string or integer")
-            return
-        if message.get("jsonrpc") != "2.0" or not isinstance(method, str):
-            if has_id:
-                assert isinstance(rpc_id, str | int)
-                self._error(rpc_id, INVALID_REQUEST, "Invalid Request: not JSON-RPC 2.0")
-            return
-        if not has_id:
-            return  # notifications (initialized, cancelled, ...) need no answer
-        assert isinstance(rpc_id, str | int)
-        params = message.get("params")
-        if method == "initialize":
-            self._initialize(rpc_id, params)
-        elif method == "ping":
-            self._answer(rpc_id, {})
-        elif method == "tools/list":
-            self._answer(rpc_id, {"tools": [self._tool()]})
-        elif method == "tools/call":
-            self._tools_call(rpc_id, params)
+        if data:
+            self._do(self.protocol.receive_stdin(data, time.monotonic()))
         else:
-            # server/discover included: Claude Code then falls back to `initialize`.
-            self._error(rpc_id, METHOD_NOT_FOUND, f"Method not found: {method}")
-
-    def _initialize(self, rpc_id: str | int, params: object) -> None:
-        if params is not None and not isinstance(params, dict):
-            self._error(rpc_id, INVALID_PARAMS, "Invalid params: expected an object")
-            return
-        asked = (params or {}).get("protocolVersion")
-        version = asked if asked in SUPPORTED_PROTOCOL_VERSIONS else LATEST_PROTOCOL_VERSION
-        self._answer(
-            rpc_id,
-            {
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": False}},
-                "serverInfo": {"name": self.server_name, "version": __version__},
-            },
-        )
-
-    def _tool(self) -> dict[str, Any]:
-        return {
-            "name": self.tool_name,
-            "description": (
-                "Decide whether a tool call may run: answers a JSON text "
-                '{"behavior": "allow", "updatedInput": {...}} or '
-                '{"behavior": "deny", "message": "..."}.'
-            ),
-            "inputSchema": INPUT_SCHEMA,
-        }
-
-    def _tools_call(self, rpc_id: str | int, params: object) -> None:
-        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-            # Not even a valid tools/call: the only case that gets a JSON-RPC error.
-            self._error(rpc_id, INVALID_PARAMS, "Invalid params: tools/call needs a string 'name'")
-            return
-        name = params["name"]
-        if name != self.tool_name:
-            self._deny(
-                rpc_id,
-                f"Permission denied: unknown tool {name!r} "
-                f"(this server only provides {self.tool_name!r})",
-            )
-            return
-        arguments = params.get("arguments")
-        problem = _arguments_problem(arguments)
-        if problem is not None:
-            self._deny(rpc_id, f"Permission denied: malformed permission request ({problem})")
-            return
-        assert isinstance(arguments, dict)
-        self.counter += 1
-        request_id = f"{self.id_prefix}{self.counter}"
-        frame = gate_frames.permission_request(
-            request_id,
-            goal_id=self.goal_id,
-            tool_name=arguments["tool_name"],
-            tool_input=arguments["input"],
-            tool_use_id=arguments.get("tool_use_id"),
-        )
-        if len(frame) > gate_frames.MAX_FRAME_BYTES:
-            self._deny(
-                rpc_id,
-                f"Permission denied: the tool input is too large for the permission gate "
-                f"({len(frame)} bytes, at most {gate_frames.MAX_FRAME_BYTES})",
-            )
-            return
-        failure = self._connect()
-        if failure is not None:
-            self._deny(rpc_id, _unavailable(failure))
-            return
-        self.pending[request_id] = _Call(
-            rpc_id, arguments["tool_name"], arguments["input"], time.monotonic() + self.deadline_s
-        )
-        self.sock_out += frame
-        self._flush_socket()
+            self.selector.unregister(self.stdin_fd)
+            self._do(self.protocol.stdin_closed(time.monotonic()))
 
     # ------------------------------------------------------------------ socket
 
-    def _connect(self) -> str | None:
-        """Connect if not connected; the reason it failed, or None."""
-        if self.sock is not None:
-            return None
+    def _connect(self) -> list[mcp.Action]:
+        # Imported on the first call, not at start-up: most turns never ask the tool, and
+        # the module costs ~2.5 ms before ``initialize`` could be answered.
+        import socket  # noqa: PLC0415
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(min(CONNECT_TIMEOUT_S, self.deadline_s))
+        sock.settimeout(min(CONNECT_TIMEOUT_S, self.protocol.deadline_s))
         try:
             sock.connect(self.socket_path)
         except FileNotFoundError:
@@ -437,10 +216,9 @@ class PermissionServer:
             sock.setblocking(False)
             self.sock = sock
             self.selector.register(sock, selectors.EVENT_READ, _SOCKET)
-            return None
+            return self.protocol.connected()
         sock.close()
-        log(reason)
-        return reason
+        return self.protocol.connect_failed(reason)
 
     def _close_socket(self) -> None:
         if self.sock is None:
@@ -448,15 +226,7 @@ class PermissionServer:
         self.selector.unregister(self.sock)
         self.sock.close()
         self.sock = None
-        self.sock_in.clear()
         self.sock_out.clear()
-
-    def _drop_connection(self, reason: str) -> None:
-        # Every call in flight on this connection can no longer be answered by the
-        # orchestrator: deny them all now. The next call reconnects.
-        log(f"connection dropped: {reason}")
-        self._close_socket()
-        self._deny_all(_unavailable(reason))
 
     def _flush_socket(self) -> None:
         assert self.sock is not None
@@ -466,7 +236,7 @@ class PermissionServer:
             except BlockingIOError:
                 break
             except OSError as exc:
-                self._drop_connection(f"sending to the orchestrator failed: {exc}")
+                self._do(self.protocol.socket_failed(f"sending to the orchestrator failed: {exc}"))
                 return
             del self.sock_out[:sent]
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.sock_out else 0)
@@ -479,92 +249,21 @@ class PermissionServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._drop_connection(f"reading from the orchestrator failed: {exc}")
+            self._do(self.protocol.socket_failed(f"reading from the orchestrator failed: {exc}"))
             return
-        if not data:
-            self._drop_connection("the orchestrator closed the connection before deciding")
-            return
-        # What is buffered holds no newline: search only the new bytes (a long reply arrives
-        # in many chunks).
-        scan_from = len(self.sock_in)
-        self.sock_in += data
-        while self.sock is not None:
-            end = self.sock_in.find(b"\n", scan_from)
-            if end < 0:
-                break
-            line = bytes(self.sock_in[:end])
-            del self.sock_in[: end + 1]
-            scan_from = 0
-            if line.strip():
-                self._on_reply(line)
-        if self.sock is not None and len(self.sock_in) > gate_frames.MAX_FRAME_BYTES:
-            self._drop_connection(
-                f"malformed reply from the orchestrator (a line of more than "
-                f"{gate_frames.MAX_FRAME_BYTES} bytes)"
-            )
-
-    def _on_reply(self, line: bytes) -> None:
-        try:
-            frame = gate_frames.decode(line)
-            gate_frames.check_reply(frame)
-        except gate_frames.FrameError as exc:
-            request_id = gate_frames.salvage_id(line)
-            call = self.pending.pop(request_id, None) if request_id is not None else None
-            log(f"malformed reply ({exc}): {_short(line)}")
-            if call is not None:
-                self._deny(
-                    call.rpc_id, f"Permission denied: malformed reply from the orchestrator ({exc})"
-                )
-            else:
-                # Garbage we cannot tie to a call: the stream can't be trusted any more.
-                # Deny everything in flight rather than wait for the deadlines.
-                self._drop_connection(f"malformed reply from the orchestrator ({exc})")
-            return
-        request_id = frame.get("id")
-        if frame["type"] == "error":
-            if request_id is None:
-                # The orchestrator could not tell which request it failed on: any of ours
-                # may be lost, so fail them all closed now.
-                log(f"error frame without an id: {frame['error']}")
-                self._deny_all(
-                    f"Permission denied: the orchestrator reported an error ({frame['error']})"
-                )
-                return
-            call = self.pending.pop(request_id, None) if isinstance(request_id, str) else None
-            if call is None:
-                log(f"ignoring an error frame for unknown or stale id {request_id!r}")
-                return
-            self._deny(
-                call.rpc_id,
-                f"Permission denied: the orchestrator could not decide ({frame['error']})",
-            )
-            return
-        assert isinstance(request_id, str)
-        call = self.pending.pop(request_id, None)
-        if call is None:
-            # Late (after our deadline denied it) or not ours: never applied.
-            log(f"ignoring a reply with unknown or stale id {request_id!r}")
-            return
-        if frame["behavior"] == "allow":
-            updated = frame.get("updated_input")
-            log(f"allow: {call.tool_name}")
-            self._answer(call.rpc_id, _allow_text(call.tool_input if updated is None else updated))
+        if data:
+            self._do(self.protocol.receive_socket(data))
         else:
-            self._deny(call.rpc_id, frame["message"])
+            self._do(self.protocol.socket_closed())
 
 
-def _arguments_problem(arguments: object) -> str | None:
-    if not isinstance(arguments, dict):
-        return "'arguments' must be an object"
-    tool_name = arguments.get("tool_name")
-    if not isinstance(tool_name, str) or not tool_name:
-        return "'tool_name' must be a non-empty string"
-    if not isinstance(arguments.get("input"), dict):
-        return "'input' must be an object"
-    tool_use_id = arguments.get("tool_use_id")
-    if tool_use_id is not None and not isinstance(tool_use_id, str):
-        return "'tool_use_id' must be a string"
-    return None
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 512):
+                return
+        except OSError:
+            return
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -577,12 +276,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--deadline",
         type=float,
-        default=DEFAULT_DEADLINE_S,
+        default=mcp.DEFAULT_DEADLINE_S,
         help="seconds to wait for a decision before denying (keep it under the CLI's tool "
-        f"timeout; default {DEFAULT_DEADLINE_S:g})",
+        f"timeout; default {mcp.DEFAULT_DEADLINE_S:g})",
     )
-    parser.add_argument("--tool-name", default=DEFAULT_TOOL_NAME, help="the tool's name")
-    parser.add_argument("--server-name", default=DEFAULT_SERVER_NAME, help="serverInfo name")
+    parser.add_argument("--tool-name", default=mcp.DEFAULT_TOOL_NAME, help="the tool's name")
+    parser.add_argument("--server-name", default=mcp.DEFAULT_SERVER_NAME, help="serverInfo name")
     args = parser.parse_args(argv)
     if not args.deadline > 0:
         parser.error(f"--deadline must be positive, got {args.deadline:g}")
@@ -594,14 +293,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the server on this process's stdin/stdout; the exit code (0)."""
     args = _parse_args(argv)
-    server = PermissionServer(
-        socket_path=args.socket,
+    protocol = mcp.McpPermissionProtocol(
         goal_id=args.goal_id,
         deadline_s=args.deadline,
         tool_name=args.tool_name,
         server_name=args.server_name,
+        # Unique per process, so a reply meant for another server never matches a call.
+        id_prefix=f"{os.getpid()}-",
     )
-    return server.run()
+    return PermissionServer(protocol, socket_path=args.socket).run()
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from typing import Final
 
 import trio
 
-from nexo_trio.core.events import OversizedLine
-from nexo_trio.core.framing import Line, LineFramer
-from nexo_trio.core.permission import Decision, PermissionRequest, behavior, unavailable
+from nexo_trio.core.framing import Line, LineFramer, Oversized
+from nexo_trio.core.permission import Decision, PermissionRequest, unavailable
 from nexo_trio.wire import gate_frames
+from nexo_trio.wire.gate_frames import ErrorFrame
 
 log = logging.getLogger("nexo_trio.gate")
 
@@ -89,12 +89,9 @@ class GateServer:
                 if not data:
                     break
                 for item in framer.feed(data):
-                    if isinstance(item, OversizedLine):
-                        await _send(
-                            stream,
-                            send_lock,
-                            gate_frames.error_reply(None, f"frame {item.line_no} too large"),
-                        )
+                    if isinstance(item, Oversized):
+                        error = ErrorFrame(None, f"frame {item.line_no} too large")
+                        await _send(stream, send_lock, gate_frames.encode_reply(error))
                     elif isinstance(item, Line):
                         nursery.start_soon(self._answer, stream, send_lock, item.data)
             # The client hung up: answers still being decided have nowhere to go.
@@ -102,22 +99,19 @@ class GateServer:
 
     async def _answer(self, stream: trio.SocketStream, lock: trio.Lock, line: bytes) -> None:
         try:
-            frame = gate_frames.decode(line)
-            gate_frames.check_request(frame)
+            frame = gate_frames.decode_request(line)
         except gate_frames.FrameError as exc:
             # The id of any JSON object with a string id: the MCP server then denies that
             # one call instead of everything it has in flight (an error frame without id).
-            await _send(
-                stream, lock, gate_frames.error_reply(gate_frames.salvage_id(line), str(exc))
-            )
+            error = ErrorFrame(gate_frames.salvage_id(line), str(exc))
+            await _send(stream, lock, gate_frames.encode_reply(error))
             return
-        request_id: str = frame["id"]
         self.requests += 1
         request = PermissionRequest(
-            goal_id=frame["goal_id"],
-            tool_name=frame["tool_name"],
-            input=frame["input"],
-            tool_use_id=frame.get("tool_use_id"),
+            goal_id=frame.goal_id,
+            tool_name=frame.tool_name,
+            input=frame.input,
+            tool_use_id=frame.tool_use_id,
         )
         decision: Decision | None = None
         with trio.move_on_after(self.request_timeout_s):
@@ -129,11 +123,11 @@ class GateServer:
         if decision is None:
             decision = unavailable(f"no decision within {self.request_timeout_s:g}s", "gate")
         try:
-            reply = gate_frames.decision_reply(request_id, behavior(decision, request.input))
+            reply = gate_frames.encode_reply(gate_frames.decision_frame(frame, decision))
         except Exception as exc:  # e.g. an updated_input that is not JSON
             log.exception("cannot encode the decision")
             failed = unavailable(f"gate error: the decision cannot be sent ({exc!r})", "gate")
-            reply = gate_frames.decision_reply(request_id, behavior(failed, request.input))
+            reply = gate_frames.encode_reply(gate_frames.decision_frame(frame, failed))
         await _send(stream, lock, reply)
 
 

@@ -30,7 +30,7 @@ import trio
 
 from nexo_trio.core.acceptance import EVIDENCE_CHARS, CheckResult, Verdict, tail
 from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, ShellCheck
-from nexo_trio.orchestrator.subprocess_capture import Captured, run_captured
+from nexo_trio.engine.capture import Captured, run_captured
 
 __all__ = [
     "CheckContext",
@@ -221,12 +221,8 @@ async def _check(
 
 
 async def _shell(check: ShellCheck, workspace: Path) -> _Outcome:
-    regex = None
-    if check.stdout_pattern is not None:
-        try:
-            regex = re.compile(check.stdout_pattern)
-        except re.error as exc:
-            return _Outcome(False, _bad_regex(check.stdout_pattern, exc))
+    # The check validated its pattern when it was built.
+    regex = re.compile(check.stdout_pattern) if check.stdout_pattern is not None else None
     try:
         captured = await run_captured(
             ["/bin/sh", "-c", check.command],
@@ -287,10 +283,7 @@ def _describe_exit(code: int | None) -> str:
 
 def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
     """Resolve, read (capped) and search, synchronously."""
-    try:
-        regex = re.compile(check.pattern)
-    except re.error as exc:
-        return _Outcome(False, _bad_regex(check.pattern, exc))
+    regex = re.compile(check.pattern)  # validated when the check was built
     if os.path.isabs(check.path):
         return _Outcome(
             False, f"absolute path {check.path} refused: paths are relative to the workspace"
@@ -431,10 +424,6 @@ async def _search(regex: re.Pattern[str], text: str) -> bool:
     # In the event loop: the project's only threads are SQLite's, and the text is capped.
     await trio.lowlevel.checkpoint()
     return regex.search(text) is not None
-
-
-def _bad_regex(pattern: str, exc: re.error) -> str:
-    return f"invalid regex /{pattern}/: {exc}"
 
 
 def _describe_exception(exc: BaseException) -> str:

@@ -6,20 +6,24 @@
         outcome = await orch.run_goal(goal)
 
 Each goal runs in its own task, at most ``config.max_concurrent_goals`` at once; a goal's
-failure (even a bug) ends that goal, never the others. Every goal ends with exactly one
-``GoalCompleted`` event, on every path. Events go to every subscriber and (all but live
-activity) to the ledger of the store, which by default is the SQLite file in
-``config.state_dir``.
+failure (even a bug) ends that goal, never the others. Every event of a goal is recorded in
+order: stamped with the time, appended to the ledger of the store (all but live activity),
+folded into the goal's state (:mod:`nexo_trio.core.goal_machine`) and sent to every
+subscriber. A goal's state is that fold and nothing else: a goal taken up again after a
+crash continues from its ledger exactly where it was.
+
+Every run of a goal ends with exactly one ``GoalCompleted`` event, on every path (a bug, a
+shutdown). A goal that already ended ``done`` (or on a budget it still exhausts) reports
+its recorded outcome without a run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -27,84 +31,71 @@ from types import TracebackType
 import attrs
 import trio
 
-from nexo_trio.core.acceptance import Failure, Verdict
-from nexo_trio.core.events import Usage
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
-    AcceptanceChecked,
-    AttemptCompleted,
     CancelRequested,
+    ControlEvent,
     GoalCompleted,
     GoalEvent,
     GoalPaused,
+    GoalRestarted,
     GoalResumed,
     InterruptQueued,
     MaxTurnsRaised,
-    WokeUp,
-    event_kind,
+)
+from nexo_trio.core.goal_machine import (
+    Finish,
+    GoalState,
+    apply,
+    begin,
+    control_effect,
+    end_outcome,
+    initial_state,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
 from nexo_trio.engine.supervisor import run_turn
 from nexo_trio.gate.deciders import Decider, build_decider, close_decider
 from nexo_trio.gate.goal_gate import GateRouter, GoalGate
-from nexo_trio.gate.mcp_config import (
-    PERMISSION_PROMPT_TOOL,
-    SERVER_NAME,
-    GateDeadlines,
-    write_mcp_config,
-)
-from nexo_trio.gate.socket_server import MAX_SOCKET_PATH, GateServer
+from nexo_trio.gate.mcp_config import PERMISSION_PROMPT_TOOL, SERVER_NAME, GateDeadlines
+from nexo_trio.gate.socket_server import GateServer
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, default_registry
-from nexo_trio.orchestrator.control import GoalControl
-from nexo_trio.orchestrator.goal_loop import GoalLoop, Resumed, TurnPlan, TurnRunner
+from nexo_trio.orchestrator.goal_run import GoalHandle, GoalRun, TurnPlan, TurnRunner
+from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger, is_ledger_event
 
 log = logging.getLogger("nexo_trio.orchestrator")
 
-DB_NAME = "nexo.db"
 COMPLETION_DEADLINE = 10.0
 """How long recording a goal's end may take when the goal is being torn down."""
 
 DeciderFactory = Callable[[Goal], Decider]
 
-_GOAL_COMPLETED = event_kind(GoalCompleted)
-
-
-class GoalHandle:
-    """A started goal: wait for its outcome."""
-
-    def __init__(self, goal: Goal, control: GoalControl) -> None:
-        self.goal = goal
-        self.control = control
-        self._done = trio.Event()
-        self._outcome: GoalOutcome | None = None
-
-    @property
-    def goal_id(self) -> str:
-        """The goal's id."""
-        return self.goal.id
-
-    @property
-    def outcome(self) -> GoalOutcome | None:
-        """The outcome once the goal ended."""
-        return self._outcome
-
-    async def wait(self) -> GoalOutcome:
-        """Wait until the goal ends; return its outcome."""
-        await self._done.wait()
-        assert self._outcome is not None
-        return self._outcome
-
-    def _finish(self, outcome: GoalOutcome) -> None:
-        self._outcome = outcome
-        self._done.set()
-
 
 class Orchestrator:
-    """Runs goals; an async context manager owning the nursery they run in."""
+    """Runs goals; an async context manager owning the nursery they run in.
+
+    Every parameter is optional::
+
+        Orchestrator(
+            Config(max_concurrent_goals=8),        # everything else: see Config
+            store=MemoryStore(),                   # default: the SQLite file in state_dir
+            registry=VerifierRegistry({"lint_clean": lint_clean}),  # custom checks
+            decider=my_decider,                    # a Decider, or a factory goal -> Decider;
+                                                   # default: the one config.permission names
+            goal_env=lambda goal: {"API_TOKEN": None},  # per-goal overrides of the CLI's
+                                                   # environment (None removes a variable)
+            environ={"PATH": "/usr/bin", "HOME": "/home/me"},  # the base environment of
+                                                   # every CLI process and of the LLM decider's
+                                                   # key lookup; default: os.environ
+            base_dir=Path("/srv/goals"),           # what relative state_dir, workspace_root
+                                                   # and goal workspaces are relative to;
+                                                   # default: the current directory
+            turn_runner=run_turn,                  # runs one turn (tests script outcomes)
+        )
+    """
 
     def __init__(
         self,
@@ -139,16 +130,21 @@ class Orchestrator:
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_goals))
+        self._epoch = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Orchestrator:
+        # The goal machine's clock: the wall clock, advanced by trio's (monotonic, or
+        # virtual in tests), so the times of one run are consistent with each other.
+        self._epoch = time.time() - trio.current_time()
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
             if self._store is None:
-                db = self.state_dir / DB_NAME
-                self._store = await stack.enter_async_context(open_sqlite_store(db))
+                self._store = await stack.enter_async_context(
+                    open_sqlite_store(self.layout.database)
+                )
             # Services (the permission gate's socket) live in their own nursery, cancelled
             # once the goals' nursery has finished: LIFO exit order of the stack.
             services = await stack.enter_async_context(trio.open_nursery())
@@ -180,10 +176,19 @@ class Orchestrator:
                 channel.close()
             self._subscribers.clear()
 
+    def now(self) -> float:
+        """The goal machine's clock: seconds since the epoch."""
+        return self._epoch + trio.current_time()
+
+    @property
+    def layout(self) -> StateDir:
+        """The state directory and where each of its files lives."""
+        return StateDir(self._resolve(self.config.state_dir))
+
     @property
     def state_dir(self) -> Path:
         """Where the ledger, bindings and per-goal files live."""
-        return self._resolve(self.config.state_dir)
+        return self.layout.root
 
     @property
     def store(self) -> Store:
@@ -194,13 +199,8 @@ class Orchestrator:
 
     @property
     def socket_path(self) -> Path:
-        """The permission gate's Unix socket (in the state dir when the path is short enough
-        for a socket address, else in a private directory under the temp dir)."""
-        preferred = self.state_dir / "run" / "gate.sock"
-        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
-            return preferred
-        digest = hashlib.sha256(os.fsencode(self.state_dir.resolve())).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"nexo-trio-{os.getuid()}" / f"{digest}.sock"
+        """The permission gate's Unix socket."""
+        return self.layout.gate_socket
 
     def _make_decider(self, goal: Goal) -> Decider:
         if self._decider is None:
@@ -223,18 +223,30 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ goals
 
-    async def run_goal(self, goal: Goal) -> GoalOutcome:
-        """Run a goal to its end and return its outcome."""
-        handle = await self.start_goal(goal)
+    async def run_goal(self, goal: Goal, *, restart: bool = False) -> GoalOutcome:
+        """Run a goal to its end and return its outcome (see :meth:`start_goal`)."""
+        handle = await self.start_goal(goal, restart=restart)
         return await handle.wait()
 
-    async def start_goal(self, goal: Goal) -> GoalHandle:
-        """Start a goal in the background; control it by id, await ``handle.wait()``."""
+    async def start_goal(self, goal: Goal, *, restart: bool = False) -> GoalHandle:
+        """Start a goal in the background; control it by id, await ``handle.wait()``.
+
+        A goal the ledger already knows continues where it was (see the module
+        docstring); ``restart`` starts it over instead: new session, fresh budget.
+        Raises ``ValueError`` when the goal is already running here or names a custom
+        check the registry does not have.
+        """
         if self._nursery is None:
             raise RuntimeError("the Orchestrator is not open: use `async with Orchestrator()`")
         if goal.id in self._goals:
             raise ValueError(f"goal {goal.id!r} is already running")
-        handle = GoalHandle(goal, GoalControl(goal.id))
+        unknown = [name for name in goal.custom_check_names() if name not in self.registry]
+        if unknown:
+            known = ", ".join(self.registry.names) or "none"
+            raise ValueError(
+                f"goal {goal.id!r}: unknown custom check {unknown[0]!r} (known: {known})"
+            )
+        handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
         self._goals[goal.id] = handle
         self._nursery.start_soon(self._run_goal, handle, name=f"goal {goal.id}")
         return handle
@@ -247,28 +259,35 @@ class Orchestrator:
         """The handle of a running goal."""
         return self._goals.get(goal_id)
 
+    async def _recover(self, goal_id: str) -> GoalState:
+        """The goal's state: the fold of its ledger."""
+        state = initial_state(goal_id)
+        for entry in await self.store.events(goal_id):
+            event = event_from_ledger(entry.kind, entry.data, at=entry.at)
+            if event is not None:
+                state = apply(state, event)
+        return state
+
     async def _run_goal(self, handle: GoalHandle) -> None:
-        goal, control = handle.goal, handle.control
+        goal = handle.goal
         started = trio.current_time()
         outcome: GoalOutcome | None = None
-        loop: GoalLoop | None = None
+        recorded = False
         owned: Decider | None = None
 
         def end(kind: GoalEndKind, reason: str | None) -> GoalOutcome:
-            # With what the loop spent, once it exists.
-            if loop is not None:
-                return loop._end(kind, reason)
-            return GoalOutcome(goal_id=goal.id, kind=kind, reason=reason)
+            return end_outcome(handle.state, goal.id, kind, reason, self.now())
 
         try:
-            token = object()
-            acquired = await control.interruptible(
-                lambda: self._limiter.acquire_on_behalf_of(token)
-            )
-            if not acquired:
-                outcome = end(GoalEndKind.CANCELLED, control.cancel_reason)
+            if handle.restart:
+                await self._emit(GoalRestarted(goal.id))
+            first = begin(handle.state, goal, self.config, self.now())
+            if isinstance(first, Finish):
+                outcome, recorded = first.outcome, True
                 return
-            mcp_config = self.state_dir / "gate" / f"{_file_safe(goal.id)}.mcp.json"
+            token = object()
+            if not await handle.interruptible(lambda: self._limiter.acquire_on_behalf_of(token)):
+                return
             try:
                 try:
                     workspace = self._workspace(goal)
@@ -286,37 +305,35 @@ class Orchestrator:
                     decider=decider,
                     emit=self._emit,
                     timeout_s=self.deadlines.decider_timeout_s,
-                    is_cancelled=lambda: control.cancelled,
+                    is_cancelled=lambda: handle.state.cancel_reason is not None,
+                    current_turn=lambda: (
+                        handle.state.attempt.turn if handle.state.attempt is not None else None
+                    ),
                 )
                 self.router.register(gate)
-                write_mcp_config(
-                    mcp_config,
-                    socket_path=self.socket_path,
-                    goal_id=goal.id,
-                    deadlines=self.deadlines,
-                )
-                loop = GoalLoop(
-                    goal,
+                run = GoalRun(
+                    handle,
                     config=self.config,
                     store=self.store,
-                    control=control,
                     emit=self._emit,
+                    clock=self.now,
                     workspace=workspace,
                     registry=self.registry,
-                    resumed=await self._recover(goal.id),
                     plan=TurnPlan(
-                        mcp_config=mcp_config,
+                        mcp_config=self.layout.mcp_config(goal.id),
+                        socket_path=self.socket_path,
+                        deadlines=self.deadlines,
                         permission_prompt_tool=PERMISSION_PROMPT_TOOL,
                         require_mcp_servers=(SERVER_NAME,),
                         env=dict(self.goal_env(goal)) if self.goal_env else {},
                     ),
-                    gate=gate,
                     turn_runner=self.turn_runner,
+                    environ=self.environ,
                 )
-                outcome = await loop.run()
+                outcome = await run.run()
             finally:
                 self.router.unregister(goal.id)
-                mcp_config.unlink(missing_ok=True)
+                self.layout.mcp_config(goal.id).unlink(missing_ok=True)
                 self._limiter.release_on_behalf_of(token)
                 if owned is not None:
                     await self._close_decider(goal, owned)
@@ -325,21 +342,40 @@ class Orchestrator:
             log.exception("goal %s failed with an internal error", goal.id)
             outcome = end(GoalEndKind.ESCALATED, f"internal error: {exc!r}")
         finally:
-            if outcome is None:
-                # Cancelled from outside (the orchestrator is shutting down).
-                outcome = end(
-                    GoalEndKind.CANCELLED, control.cancel_reason or "orchestrator shut down"
-                )
-            outcome = attrs.evolve(outcome, elapsed_s=trio.current_time() - started)
-            # Shielded: a goal torn down by cancellation still records how it ended.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + COMPLETION_DEADLINE):
-                try:
-                    await self._emit(GoalCompleted(goal.id, outcome))
-                except Exception:
-                    log.exception("could not record the end of goal %s", goal.id)
+            outcome = await self._conclude(handle, outcome, recorded=recorded, started=started)
             del self._goals[goal.id]
             self._emit_locks.pop(goal.id, None)
-            handle._finish(outcome)
+            handle.finish(outcome)
+
+    async def _conclude(
+        self, handle: GoalHandle, outcome: GoalOutcome | None, *, recorded: bool, started: float
+    ) -> GoalOutcome:
+        """Record the end of the goal's run (unless ``recorded``: reported from the ledger).
+
+        Without an outcome the goal was cancelled before its run began, or from outside
+        (a shutdown): it ends ``cancelled`` with what it spent."""
+        goal = handle.goal
+        cancels = [c for c in handle.take_pending() if isinstance(c, CancelRequested)]
+        if outcome is None:
+            given = cancels[0].reason if cancels else handle.state.cancel_reason
+            reason = given or "orchestrator shut down"
+            outcome = end_outcome(handle.state, goal.id, GoalEndKind.CANCELLED, reason, self.now())
+        if recorded:
+            return outcome
+        # Elapsed since the goal was started here (a wait for a slot included).
+        outcome = attrs.evolve(outcome, elapsed_s=trio.current_time() - started)
+        events: list[GoalEvent] = [*cancels[:1], GoalCompleted(goal.id, outcome)]
+        # Shielded: a goal torn down by cancellation still records how it ended.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + COMPLETION_DEADLINE):
+            await self._record_quietly(goal, events)
+        return outcome
+
+    async def _record_quietly(self, goal: Goal, events: Sequence[GoalEvent]) -> None:
+        for event in events:
+            try:
+                await self._emit(event)
+            except Exception:
+                log.exception("could not record %s of goal %s", type(event).__name__, goal.id)
 
     def _workspace(self, goal: Goal) -> Path:
         if goal.workspace:
@@ -348,37 +384,6 @@ class Orchestrator:
             path = self._resolve(self.config.workspace_root) / goal.id
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()
-
-    async def _recover(self, goal_id: str) -> Resumed:
-        """What an interrupted earlier run of this goal left behind: its session, what it
-        spent, and the acceptance failures the next prompt still has to show."""
-        binding = await self.store.get_binding(goal_id)
-        entries = await self.store.events(goal_id)
-        last_end = max((i for i, e in enumerate(entries) if e.kind == _GOAL_COMPLETED), default=-1)
-        turns, usage, cost, wall = 0, Usage(), 0.0, 0.0
-        failures: tuple[Failure, ...] = ()
-        for entry in entries[last_end + 1 :]:
-            event = event_from_ledger(entry.kind, entry.data)
-            match event:
-                case AttemptCompleted():
-                    turns += 1 if event.counted else 0
-                    usage = usage + event.usage
-                    cost += event.cost_usd
-                    wall += event.duration_s
-                case AcceptanceChecked(results=results):
-                    failures = Verdict(results=results).failures
-                case WokeUp():
-                    failures = ()
-                case _:
-                    pass
-        return Resumed(
-            session_id=binding.session_id if binding is not None else None,
-            turns=turns,
-            usage=usage,
-            cost_usd=cost,
-            wall_time_s=wall,
-            failures=failures,
-        )
 
     # ------------------------------------------------------------------ events
 
@@ -393,13 +398,18 @@ class Orchestrator:
         return receive
 
     async def _emit(self, event: GoalEvent) -> None:
-        # One goal's events reach the ledger and the subscribers in the same order, even
-        # when emitted concurrently (a gate decision while the turn reports activity): the
-        # store's batched commit wakes its writers in no particular order. trio.Lock is FIFO.
+        # One goal's events reach the ledger, its state and the subscribers in the same
+        # order, even when emitted concurrently (a gate decision while the turn reports
+        # activity): the store's batched commit wakes its writers in no particular order.
+        # trio.Lock is FIFO.
         lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
         async with lock:
+            event = attrs.evolve(event, at=self.now())
             if is_ledger_event(event):
                 await self.store.append_events(event.goal_id, [event_to_ledger(event)])
+            handle = self._goals.get(event.goal_id)
+            if handle is not None:
+                handle.applied(event)
             for channel in list(self._subscribers):
                 try:
                     channel.send_nowait(event)
@@ -408,51 +418,35 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ control
 
-    async def cancel_goal(self, goal_id: str, reason: str = "cancelled by operator") -> bool:
-        """Cancel a goal (a running turn's process tree is stopped). False if unknown."""
-        handle = self._goals.get(goal_id)
-        if handle is None or not handle.control.cancel(reason):
+    async def _control(self, control: ControlEvent) -> bool:
+        handle = self._goals.get(control.goal_id)
+        if handle is None:
             return False
-        await self._emit(CancelRequested(goal_id, reason))
+        if not control_effect(handle.preview(), handle.goal, control):
+            return False
+        if not handle.hold(control):
+            await self._emit(control)
         return True
 
+    async def cancel_goal(self, goal_id: str, reason: str = "cancelled by operator") -> bool:
+        """Cancel a goal (a running turn's process tree is stopped). False if unknown or
+        already cancelled."""
+        return await self._control(CancelRequested(goal_id, reason))
+
     async def pause_goal(self, goal_id: str) -> bool:
-        """Pause a goal before its next turn (a running turn finishes). False if unknown."""
-        handle = self._goals.get(goal_id)
-        if handle is None or not handle.control.pause():
-            return False
-        await self._emit(GoalPaused(goal_id))
-        return True
+        """Pause a goal before its next turn (a running turn finishes). False if unknown
+        or already paused."""
+        return await self._control(GoalPaused(goal_id))
 
     async def resume_goal(self, goal_id: str) -> bool:
         """Resume a paused goal. False if unknown or not paused."""
-        handle = self._goals.get(goal_id)
-        if handle is None or not handle.control.resume():
-            return False
-        await self._emit(GoalResumed(goal_id))
-        return True
+        return await self._control(GoalResumed(goal_id))
 
     async def interrupt_goal(self, goal_id: str, message: str) -> bool:
-        """Queue an operator message for the goal's next work turn. False if unknown."""
-        handle = self._goals.get(goal_id)
-        if handle is None:
-            return False
-        handle.control.interrupt(message)
-        await self._emit(InterruptQueued(goal_id, message))
-        return True
+        """Queue an operator message for the goal's next work turn (an empty one raises
+        ValueError); a sleeping goal wakes up for it. False if unknown."""
+        return await self._control(InterruptQueued(goal_id, message))
 
     async def set_goal_max_turns(self, goal_id: str, max_turns: int) -> bool:
         """Raise a goal's turn budget (lowering raises ValueError). False if unknown."""
-        handle = self._goals.get(goal_id)
-        if handle is None:
-            return False
-        handle.control.raise_max_turns(max_turns, handle.goal.budget.max_turns)
-        await self._emit(MaxTurnsRaised(goal_id, max_turns))
-        return True
-
-
-def _file_safe(goal_id: str) -> str:
-    """A file name for a goal id (ids are free-form strings)."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in goal_id)[:80]
-    digest = hashlib.sha256(goal_id.encode()).hexdigest()[:8]
-    return f"{safe}-{digest}"
+        return await self._control(MaxTurnsRaised(goal_id, max_turns))

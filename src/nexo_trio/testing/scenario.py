@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from nexo_trio.engine.command import ClaudeCommand
+from nexo_trio.core.command import ClaudeCommand
 
 Step = dict[str, Any]
 

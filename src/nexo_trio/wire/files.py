@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import hashlib
 import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Final, NoReturn, get_args, get_origin
 
@@ -53,22 +54,23 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.goal import Budget, Criterion, CustomCheck, FileMatchCheck, Goal, ShellCheck
 from nexo_trio.core.settings import (
     DECIDER_NAMES,
-    ClaudeSettings,
+    STUCK_ACTIONS,
     Config,
     DeciderName,
     LlmSettings,
     PermissionSettings,
-    ReplaySettings,
+    StuckAction,
 )
+from nexo_trio.core.validation import FieldError
 
 __all__ = [
     "FileFormatError",
     "config_to_dict",
     "converter",
+    "goal_id_for_path",
     "goal_to_yaml",
     "load_config",
     "load_goal",
@@ -79,6 +81,8 @@ __all__ = [
 ]
 
 KeyPath = tuple[str | int, ...]
+FieldHook = Callable[[Any, Any], Any]
+"""A field hook takes the raw value and returns the field's value (or raises _Invalid)."""
 
 
 class FileFormatError(ValueError):
@@ -245,15 +249,14 @@ def _bool(value: object, _: object = None) -> bool:
     return value
 
 
-def _decider(value: object, _: object = None) -> DeciderName:
-    for name in DECIDER_NAMES:
-        if value == name and isinstance(value, str):
-            return name
-    raise _Invalid(f"expected one of {', '.join(DECIDER_NAMES)}, got {_describe(value)}")
+def _one_of(names: tuple[str, ...]) -> FieldHook:
+    def structure(value: object, _: object = None) -> str:
+        for name in names:
+            if value == name and isinstance(value, str):
+                return name
+        raise _Invalid(f"expected one of {', '.join(names)}, got {_describe(value)}")
 
-
-# Field hooks: each takes the raw value and returns the field's value (or raises _Invalid).
-FieldHook = Callable[[Any, Any], Any]
+    return structure
 
 
 def _optional(hook: FieldHook) -> FieldHook:
@@ -263,81 +266,23 @@ def _optional(hook: FieldHook) -> FieldHook:
     return structure
 
 
-def _nonempty_str(value: object, _: object = None) -> str:
-    text = _str(value)
-    if not text.strip():
-        raise _Invalid("must not be empty")
-    return text
-
-
-def _int_at_least(minimum: int) -> FieldHook:
-    def structure(value: object, _: object) -> int:
-        number = _int(value)
-        if number < minimum:
-            raise _Invalid(f"must be at least {minimum}, got {number}")
-        return number
-
-    return structure
-
-
-def _positive_float(value: object, _: object) -> float:
-    number = _float(value)
-    if number <= 0:
-        raise _Invalid(f"must be greater than 0, got {value!r}")
-    return number
-
-
-def _duration(*, zero_ok: bool) -> FieldHook:
-    def structure(value: object, _: object) -> float:
-        try:
-            seconds = parse_duration(value)
-        except ValueError as e:
-            raise _Invalid(str(e)) from None
-        if seconds == 0 and not zero_ok:
-            raise _Invalid(f"must be longer than 0 seconds, got {_describe(value)}")
-        return seconds
-
-    return structure
+def _duration(value: object, _: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
 
 
 def _size(value: object, _: object) -> int:
     try:
-        size = parse_size(value)
+        return parse_size(value)
     except ValueError as e:
         raise _Invalid(str(e)) from None
-    if size < 1:
-        raise _Invalid(f"must be at least 1 byte, got {_describe(value)}")
-    return size
-
-
-def _regex(value: object, _: object) -> str:
-    pattern = _str(value)
-    try:
-        re.compile(pattern)
-    except re.error as e:
-        raise _Invalid(f"invalid regular expression {pattern!r}: {e}") from None
-    return pattern
-
-
-def _exit_code(value: object, _: object) -> int:
-    code = _int(value)
-    if not 0 <= code <= 255:
-        raise _Invalid(f"expected an exit code from 0 to 255, got {code}")
-    return code
-
-
-def _threshold(value: object, _: object) -> float:
-    number = _float(value)
-    if not 0 < number <= 1:
-        raise _Invalid(f"must be greater than 0 and at most 1, got {value!r}")
-    return number
 
 
 def _goal_id(value: object, _: object) -> str:
-    text = _str(value)
-    if not text or any(c.isspace() or c == "/" for c in text):
-        raise _Invalid(f"must be a non-empty string without whitespace or '/', got {text!r}")
-    return text
+    # Before the record's own check: a number or a date would otherwise read as "got 42".
+    return _str(value)
 
 
 @attrs.frozen
@@ -348,53 +293,20 @@ class _Field:
     hook: FieldHook | None = None
 
 
+# Keys of the file that differ from the attribute names, and values that need parsing
+# (durations, sizes). What a value may be (ranges, patterns, non-empty) is checked by the
+# records themselves (nexo_trio.core.validation), the same for a file and for Python.
 _FIELDS: Final[dict[type, dict[str, _Field]]] = {
-    Goal: {
-        "id": _Field(hook=_goal_id),
-        "description": _Field(hook=_nonempty_str),
-        "workspace": _Field(hook=_optional(_nonempty_str)),
-    },
-    ShellCheck: {
-        "command": _Field(hook=_nonempty_str),
-        "timeout_s": _Field("timeout", _duration(zero_ok=False)),
-        "expect_exit": _Field(hook=_exit_code),
-        "stdout_pattern": _Field(hook=_optional(_regex)),
-    },
-    FileMatchCheck: {
-        "path": _Field(hook=_nonempty_str),
-        "pattern": _Field(hook=_regex),
-    },
-    CustomCheck: {"name": _Field(hook=_nonempty_str)},
-    Budget: {
-        "max_turns": _Field(hook=_optional(_int_at_least(1))),
-        "max_wall_time_s": _Field("max_wall_time", _optional(_duration(zero_ok=False))),
-        "max_tokens": _Field(hook=_optional(_int_at_least(1))),
-        "max_cost_usd": _Field(hook=_optional(_positive_float)),
-        "max_consecutive_errors": _Field(hook=_optional(_int_at_least(1))),
-        "max_consecutive_denies": _Field(hook=_optional(_int_at_least(1))),
-    },
-    ClaudeSettings: {"binary": _Field(hook=_nonempty_str)},
-    LlmSettings: {
-        "model": _Field(hook=_nonempty_str),
-        "api_key_env": _Field(hook=_nonempty_str),
-        "timeout_s": _Field("timeout", _duration(zero_ok=False)),
-    },
+    Goal: {"id": _Field(hook=_goal_id)},
+    ShellCheck: {"timeout_s": _Field("timeout", _duration)},
+    Budget: {"max_wall_time_s": _Field("max_wall_time", _optional(_duration))},
+    LlmSettings: {"timeout_s": _Field("timeout", _duration)},
     Config: {
-        "turn_timeout_s": _Field("turn_timeout", _duration(zero_ok=False)),
-        "kill_grace_s": _Field("kill_grace", _duration(zero_ok=True)),
+        "turn_timeout_s": _Field("turn_timeout", _duration),
+        "kill_grace_s": _Field("kill_grace", _duration),
         "line_cap": _Field(hook=_size),
-        "state_dir": _Field(hook=_nonempty_str),
-        "workspace_root": _Field(hook=_nonempty_str),
-        "max_concurrent_goals": _Field(hook=_int_at_least(1)),
-        "progress_every": _Field(hook=_int_at_least(1)),
     },
-    CompactPolicy: {
-        "context_window": _Field(hook=_int_at_least(1)),
-        "threshold": _Field(hook=_threshold),
-        "min_turns_between": _Field(hook=_int_at_least(0)),
-    },
-    ReplaySettings: {"max_retries": _Field(hook=_int_at_least(0))},
-    PermissionSettings: {"tool_timeout_s": _Field("tool_timeout", _duration(zero_ok=False))},
+    PermissionSettings: {"tool_timeout_s": _Field("tool_timeout", _duration)},
 }
 
 _CRITERION_KINDS: Final[dict[str, type[ShellCheck | FileMatchCheck | CustomCheck]]] = {
@@ -456,7 +368,9 @@ def _class_hook(cls: type, conv: cattrs.BaseConverter) -> FieldHook:
             return generated(value, cls)
         except ClassValidationError as group:
             raise _first_error(group, cls) from None
-        except (ValueError, TypeError) as e:  # the class's own checks (attrs validators)
+        except FieldError as e:  # the record's own checks (its attrs validators)
+            raise _Invalid(e.message, (_yaml_key(cls, e.field),)) from None
+        except (ValueError, TypeError) as e:
             raise _Invalid(str(e)) from None
 
     return structure
@@ -469,6 +383,8 @@ def _first_error(group: ClassValidationError, cls: type) -> _Invalid:
     prefix: KeyPath = (_yaml_key(cls, notes[0].name),) if notes else ()
     if isinstance(exc, _Invalid):
         return exc.under(*prefix)
+    if isinstance(exc, FieldError):  # the record's own checks (its attrs validators)
+        return _Invalid(exc.message, (*prefix, _yaml_key(cls, exc.field)))
     if isinstance(exc, ClassValidationError):  # pragma: no cover - our hooks unwrap these
         return _first_error(exc, group.cl).under(*prefix)
     if isinstance(exc, KeyError):  # pragma: no cover - checked before structuring
@@ -570,7 +486,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _int)
     conv.register_structure_hook(float, _float)
     conv.register_structure_hook(bool, _bool)
-    conv.register_structure_hook_func(lambda t: t == DeciderName, _decider)
+    conv.register_structure_hook_func(lambda t: t == DeciderName, _one_of(DECIDER_NAMES))
+    conv.register_structure_hook_func(lambda t: t == StuckAction, _one_of(STUCK_ACTIONS))
     conv.register_structure_hook_func(lambda t: t == Criterion, _criterion)
     conv.register_structure_hook_factory(_is_tuple, _tuple_hook)
     conv.register_structure_hook_factory(_is_dict, _dict_hook)
@@ -709,24 +626,56 @@ def _structure(data: Any, cls: type[Any], source: str) -> Any:
 # The public functions.
 
 
-def parse_goal(text: str, *, source: str) -> Goal:
+def parse_goal(
+    text: str,
+    *,
+    source: str,
+    default_id: str | None = None,
+    known_checks: Collection[str] | None = None,
+) -> Goal:
     """The goal in the YAML ``text``; ``source`` names it in errors (usually the file name).
 
-    A goal without ``id`` (or with ``id: null``) gets a new UUID4. Raises
+    A goal without ``id`` (or with ``id: null``) gets ``default_id``, else a new UUID4.
+    With ``known_checks``, a custom check of another name is an error. Raises
     :class:`FileFormatError`.
     """
     data = _load_yaml(text, source, None)
     if data is None:
         raise FileFormatError(source, "", "the goal file is empty; it needs a description")
     if isinstance(data, Mapping) and data.get("id") is None:
-        data = {**data, "id": str(uuid.uuid4())}
+        data = {**data, "id": default_id or str(uuid.uuid4())}
     goal: Goal = _structure(data, Goal, source)
+    if known_checks is not None:
+        for index, check in enumerate(goal.acceptance):
+            if isinstance(check, CustomCheck) and check.name not in known_checks:
+                known = ", ".join(sorted(known_checks)) or "none"
+                raise FileFormatError(
+                    source,
+                    _format_path(("acceptance", index, "name")),
+                    f"unknown custom check {check.name!r} (known: {known})",
+                )
     return goal
 
 
-def load_goal(path: Path) -> Goal:
-    """Read the goal file at ``path``. Raises :class:`FileFormatError`."""
-    return parse_goal(_read(path), source=str(path))
+def load_goal(path: Path, *, known_checks: Collection[str] | None = None) -> Goal:
+    """Read the goal file at ``path``. A goal without ``id`` gets
+    :func:`goal_id_for_path`, so running the same file again resumes the same goal.
+
+    Raises :class:`FileFormatError` (also for a custom check not in ``known_checks``,
+    when given).
+    """
+    return parse_goal(
+        _read(path), source=str(path), default_id=goal_id_for_path(path), known_checks=known_checks
+    )
+
+
+def goal_id_for_path(path: Path) -> str:
+    """The stable id of a goal file that names none: its name and a digest of its real path
+    (``fix-login-3f9a1c0b2d4e`` for ``/work/goals/fix-login.yaml``)."""
+    resolved = path.resolve()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.stem).lstrip("-.")[:100] or "goal"
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
+    return f"{stem}-{digest}"
 
 
 def parse_config(text: str, *, source: str, environ: Mapping[str, str] | None = None) -> Config:

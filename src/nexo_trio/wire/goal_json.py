@@ -15,7 +15,7 @@ from typing import Any, Final, get_args
 
 import cattrs
 
-from nexo_trio.core.acceptance import Verdict
+from nexo_trio.core.acceptance import CheckResult, Verdict
 from nexo_trio.core.budget import BudgetAxis
 from nexo_trio.core.events import Usage
 from nexo_trio.core.goal_events import EPHEMERAL_EVENTS, GoalEvent, event_kind
@@ -34,7 +34,8 @@ def _make_converter() -> cattrs.Converter:
         }
 
     def verdict_from_json(data: dict[str, Any], _: Any) -> Verdict:
-        return c.structure({"results": data.get("results", [])}, Verdict)
+        # ``met`` is derived from the results: not read back.
+        return Verdict(results=c.structure(data.get("results", []), tuple[CheckResult, ...]))
 
     c.register_unstructure_hook(Verdict, verdict_to_json)
     c.register_structure_hook(Verdict, verdict_from_json)
@@ -116,10 +117,16 @@ def event_to_ledger(event: GoalEvent) -> tuple[str, dict[str, Any]]:
     return event_kind(type(event)), data
 
 
-def event_from_ledger(kind: str, data: dict[str, Any]) -> GoalEvent | None:
-    """The typed event of a ledger row; ``None`` for a kind this version does not know."""
+def event_from_ledger(
+    kind: str, data: dict[str, Any], *, at: float | None = None
+) -> GoalEvent | None:
+    """The typed event of a ledger row; ``None`` for a kind this version does not know.
+
+    ``at`` (the row's time) stands in for an event recorded without its own time."""
     cls = _EVENT_TYPES.get(kind)
     if cls is None:
         return None
+    if at is not None and not data.get("at"):
+        data = {**data, "at": at}
     event: GoalEvent = converter.structure(data, cls)
     return event

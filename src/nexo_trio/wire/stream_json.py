@@ -30,6 +30,7 @@ from nexo_trio.core.events import (
     McpServerStatus,
     ModelUsage,
     OtherBlock,
+    OversizedLine,
     PermissionDenial,
     PermissionDeniedFrame,
     RateLimitEvent,
@@ -327,4 +328,4 @@ class StreamDecoder:
     def _decode(item: Framed) -> LineEvent:
         if isinstance(item, Line):
             return parse_line(item.line_no, item.data)
-        return item
+        return OversizedLine(line_no=item.line_no, size=item.size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -122,9 +121,14 @@ class ClaudeCommand:
             return None
         return self.prompt.encode("utf-8", errors="surrogatepass")
 
-    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The child's environment: ``base`` (default: ours) plus overrides, minus ENV_DROP."""
-        env = dict(os.environ if base is None else base)
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The child's environment: ``base`` plus the overrides, minus ENV_DROP.
+
+        ``base`` is the environment the CLI inherits (the shell passes ``os.environ``, or
+        what its caller chose): reading the ambient environment is not the core's job.
+        ``base`` itself is left unchanged.
+        """
+        env = dict(base)
         for key, value in self.env.items():
             if value is None:
                 env.pop(key, None)

@@ -12,6 +12,10 @@
   SIGKILLed: nothing of a check may outlive it;
 - the process is always reaped, in a shielded scope with a bounded deadline.
 
+The stop sequence is the engine's (:mod:`nexo_trio.engine.stopping`), with this module's
+strategy: the group alone is signalled, its SIGKILL always goes, and the leader is awaited
+without being reaped until the group is dead.
+
 Signalling a process group by the leader's pid is only safe while that pid is reserved:
 the kernel does not reuse a pid that is still some process's id or process group id. So
 the group is signalled before the leader is reaped: its exit is awaited through a pidfd,
@@ -20,7 +24,7 @@ which does not reap it (trio's ``Process.wait`` reaps).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -32,13 +36,20 @@ from typing import Final
 import attrs
 import trio
 
+from nexo_trio.engine.stopping import (
+    close_pipes,
+    escalate,
+    reap,
+    shielded_within,
+    signal_group,
+    stop_budget,
+)
+
 READ_CHUNK: Final = 64 * 1024
 DEFAULT_STDOUT_CAP: Final = 16 * 1024 * 1024
 DEFAULT_STDERR_CAP: Final = 64 * 1024
 KILL_GRACE: Final = 1.0
 """Time between SIGTERM and SIGKILL to the process group."""
-REAP_TIMEOUT: Final = 5.0
-"""How long to wait for a killed process to be reaped before giving up on it."""
 PIPE_LINGER: Final = 1.0
 """How long to wait for end-of-file on the pipes once the whole process group is dead.
 
@@ -121,12 +132,11 @@ async def run_captured(
                 exited = True
             if exited:
                 # Stragglers (background jobs of the command) must not outlive the check.
-                _signal_group(process, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
+                await reap(process)
             else:
                 timed_out = True
                 await _terminate_group(process, kill_grace)
-            with trio.move_on_after(REAP_TIMEOUT):
-                await process.wait()
             # The pipes may still hold output the readers haven't taken yet: read to EOF.
             with trio.move_on_after(PIPE_LINGER):
                 await stdout.eof.wait()
@@ -205,33 +215,23 @@ async def _wait_exited_unreaped(process: trio.Process) -> None:
         os.close(fd)
 
 
-def _signal_group(process: trio.Process, sig: signal.Signals) -> None:
-    # Errors: the group is empty (or, after a reap, no longer ours).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
-
-
 async def _terminate_group(process: trio.Process, kill_grace: float) -> None:
-    """SIGTERM to the group, up to ``kill_grace`` for the leader to exit, SIGKILL to the group.
+    """SIGTERM to the group, up to ``kill_grace`` for the leader to exit (unreaped), SIGKILL
+    to the group, then reap the leader.
 
     SIGKILL goes to the group even when the leader exited: a member may ignore SIGTERM.
     """
-    _signal_group(process, signal.SIGTERM)
-    with trio.move_on_after(kill_grace):
-        await _wait_exited_unreaped(process)
-    _signal_group(process, signal.SIGKILL)
+    await escalate(
+        functools.partial(signal_group, process.pid),
+        functools.partial(_wait_exited_unreaped, process),
+        grace=kill_grace,
+        wait_killed=process.wait,
+    )
 
 
 async def _cleanup(process: trio.Process, kill_grace: float) -> None:
     """Runs on every path out: the process group is dead, the process reaped, pipes closed."""
-    # Shielded, so a cancelled caller still leaves nothing behind; bounded, so a process
-    # stuck in the kernel can't hang the caller forever.
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + kill_grace + REAP_TIMEOUT):
+    with shielded_within(stop_budget(kill_grace)):
         if process.returncode is None:
             await _terminate_group(process, kill_grace)
-            with trio.move_on_after(REAP_TIMEOUT):
-                await process.wait()
-    with trio.CancelScope(shield=True):
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                await stream.aclose()
+    await close_pipes(process)

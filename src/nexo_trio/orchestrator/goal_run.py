@@ -1,0 +1,400 @@
+"""The shell that runs one goal: it asks the goal machine for each step, runs it, and records
+the events the step produced. It decides nothing and holds no goal state of its own: the
+state is the fold of the goal's events (:class:`GoalHandle.state`), kept by the orchestrator
+as it records them.
+
+::
+
+    next_step(state, goal, config, now)
+       Begin       -> record goal_started, then the operator controls that waited for it
+       Record      -> record the machine's decision (replay judgement, sleep, wake-up, stuck)
+       RunTurn     -> record attempt_started, run the CLI, record attempt_completed
+       RunAcceptance -> run the checks, record acceptance_checked
+       Sleep, Wait -> wait until the time comes or the state changes
+       Finish      -> record the announcements; the orchestrator records goal_completed
+
+While a step runs, every recorded event (a decision of the gate, an operator's cancel) may
+change what the machine says; when :func:`supersedes` says the step no longer stands, the
+step is stopped: a turn gracefully (its end is still recorded), a check or a wait at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from nexo_trio.core.command import ClaudeCommand
+from nexo_trio.core.events import Event, SystemInit
+from nexo_trio.core.goal import Goal
+from nexo_trio.core.goal_events import (
+    AcceptanceChecked,
+    CancelRequested,
+    ControlEvent,
+    GoalEvent,
+    ReplayDecided,
+    SessionBound,
+    TurnActivity,
+)
+from nexo_trio.core.goal_machine import (
+    Begin,
+    Finish,
+    GoalState,
+    Record,
+    RunAcceptance,
+    RunTurn,
+    Sleep,
+    Step,
+    Wait,
+    apply,
+    begin,
+    fold,
+    next_step,
+    run_started,
+    supersedes,
+    turn_completed,
+    turn_started,
+)
+from nexo_trio.core.goal_outcome import GoalOutcome
+from nexo_trio.core.prompt import SYSTEM_PROMPT
+from nexo_trio.core.settings import Config
+from nexo_trio.core.turn import TurnState
+from nexo_trio.engine.supervisor import TurnResult, run_turn
+from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
+from nexo_trio.orchestrator.acceptance import VerifierRegistry, evaluate
+from nexo_trio.store.base import Store
+
+Emit = Callable[[GoalEvent], Awaitable[None]]
+TurnRunner = Callable[..., Awaitable[TurnResult]]
+"""``run_turn`` or a stand-in with its signature (tests script outcomes with one)."""
+Clock = Callable[[], float]
+"""Seconds since the epoch."""
+
+
+class GoalHandle:
+    """A started goal: its live state (the fold of its events), its outcome once it ended.
+
+    Operator controls given before the goal's run has begun (while it waits for a slot)
+    wait here and are recorded right after its ``goal_started``: a new run drops the
+    controls of the run before it, not the ones meant for it.
+    """
+
+    def __init__(self, goal: Goal, state: GoalState, *, restart: bool = False) -> None:
+        self.goal = goal
+        self.restart = restart
+        self._state = state
+        self._changed = trio.Event()
+        self._done = trio.Event()
+        self._outcome: GoalOutcome | None = None
+        self._pending: list[ControlEvent] = []
+        self._live = False
+        self._waits: set[trio.CancelScope] = set()
+
+    @property
+    def goal_id(self) -> str:
+        """The goal's id."""
+        return self.goal.id
+
+    @property
+    def state(self) -> GoalState:
+        """What the goal machine knows about the goal now."""
+        return self._state
+
+    @property
+    def outcome(self) -> GoalOutcome | None:
+        """The outcome once the goal ended."""
+        return self._outcome
+
+    async def wait(self) -> GoalOutcome:
+        """Wait until the goal ends; return its outcome."""
+        await self._done.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+    # ------------------------------------------------------------------ for the shell
+
+    def preview(self) -> GoalState:
+        """The state operator controls are judged against: once the run began, the live
+        state; before, the state the run will begin with, controls given so far applied."""
+        if self._live:
+            return self._state
+        began = apply(
+            self._state, run_started(self.goal, Begin(), self._state, workspace="", pid=None)
+        )
+        return fold(self._pending, began)
+
+    def hold(self, control: ControlEvent) -> bool:
+        """Keep a control for the run about to begin; ``False`` once it is live (record the
+        control at once instead)."""
+        if self._live:
+            return False
+        self._pending.append(control)
+        if isinstance(control, CancelRequested):
+            for scope in self._waits:
+                scope.cancel()
+        return True
+
+    async def go_live(self, emit: Emit) -> None:
+        """The run has begun: record the controls that waited for it, in order."""
+        while self._pending:
+            await emit(self._pending.pop(0))
+        self._live = True
+
+    def take_pending(self) -> list[ControlEvent]:
+        """The controls still waiting (the run never began)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    async def interruptible(self, fn: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``fn`` (a wait before the run begins) unless a cancel comes; True if it ran
+        to its end."""
+        with trio.CancelScope() as scope:
+            if any(isinstance(c, CancelRequested) for c in self._pending):
+                scope.cancel()
+            self._waits.add(scope)
+            try:
+                await fn()
+            finally:
+                self._waits.discard(scope)
+        return not scope.cancelled_caught
+
+    def applied(self, event: GoalEvent) -> None:
+        """Fold a recorded event into the state and wake whoever waits for a change."""
+        self._state = apply(self._state, event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def changed(self) -> None:
+        """Wait for the next recorded event."""
+        await self._changed.wait()
+
+    def finish(self, outcome: GoalOutcome) -> None:
+        """The goal ended with ``outcome``."""
+        self._outcome = outcome
+        self._done.set()
+
+
+@attrs.frozen
+class TurnPlan:
+    """What every turn of a goal is started with besides the config (the gate's parts)."""
+
+    mcp_config: Path | None = None
+    socket_path: Path | None = None
+    deadlines: GateDeadlines | None = None
+    permission_prompt_tool: str | None = None
+    require_mcp_servers: tuple[str, ...] = ()
+    env: dict[str, str | None] = attrs.field(factory=dict)
+
+
+class GoalRun:
+    """Runs one goal's steps until the machine says it is finished (one use)."""
+
+    def __init__(
+        self,
+        handle: GoalHandle,
+        *,
+        config: Config,
+        store: Store,
+        emit: Emit,
+        clock: Clock,
+        workspace: Path,
+        registry: VerifierRegistry,
+        plan: TurnPlan,
+        turn_runner: TurnRunner = run_turn,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.handle = handle
+        self.goal = handle.goal
+        self.config = config
+        self.store = store
+        self.emit = emit
+        self.clock = clock
+        self.workspace = workspace
+        self.registry = registry
+        self.plan = plan
+        self.turn_runner = turn_runner
+        self.environ = environ
+
+    def _next(self) -> Step:
+        return next_step(self.handle.state, self.goal, self.config, self.clock())
+
+    async def run(self) -> GoalOutcome:
+        """Run the goal's steps; return how it ended."""
+        # A process taking the goal up always begins a run of its own (a run the ledger
+        # shows as running is one that crashed), or reports how the goal ended.
+        step: Step = begin(self.handle.state, self.goal, self.config, self.clock())
+        while True:
+            match step:
+                case Begin():
+                    state = self.handle.state
+                    await self.emit(
+                        run_started(
+                            self.goal, step, state, workspace=str(self.workspace), pid=os.getpid()
+                        )
+                    )
+                    await self.handle.go_live(self.emit)
+                case Record(events=events):
+                    for event in events:
+                        await self._record(event)
+                case RunTurn():
+                    await self._turn(step)
+                case RunAcceptance():
+                    await self._acceptance(step)
+                case Sleep() | Wait():
+                    await self._hold(step)
+                case Finish(outcome=outcome, announce=announce):
+                    for event in announce:
+                        await self.emit(event)
+                    return outcome
+            step = self._next()
+
+    async def _record(self, event: GoalEvent) -> None:
+        if isinstance(event, ReplayDecided) and event.invalid_session is not None:
+            # The bindings table is an index for people (`nexo-trio bindings`): it shows
+            # the session the CLI refused as invalid. The goal's session is the ledger's.
+            await self.store.mark_invalid(self.goal.id, event.invalid_session)
+        await self.emit(event)
+
+    # ------------------------------------------------------------------ steps
+
+    async def _turn(self, step: RunTurn) -> None:
+        for event in turn_started(self.goal.id, step):
+            await self.emit(event)
+        plan = self.plan
+        if plan.mcp_config is not None and plan.socket_path is not None and plan.deadlines:
+            # Fresh for every turn: nothing a turn wrote there survives to the next.
+            await trio.to_thread.run_sync(
+                lambda: write_mcp_config(
+                    plan.mcp_config,  # type: ignore[arg-type]
+                    socket_path=plan.socket_path,  # type: ignore[arg-type]
+                    goal_id=self.goal.id,
+                    deadlines=plan.deadlines,  # type: ignore[arg-type]
+                )
+            )
+        claude = self.config.claude
+        system_prompt = SYSTEM_PROMPT
+        if claude.append_system_prompt:
+            system_prompt = f"{claude.append_system_prompt}\n\n{SYSTEM_PROMPT}"
+        command = ClaudeCommand(
+            prompt=step.prompt,
+            binary=claude.binary,
+            cwd=self.workspace,
+            resume=step.resume_session,
+            model=claude.model,
+            allowed_tools=claude.allowed_tools,
+            disallowed_tools=claude.disallowed_tools,
+            append_system_prompt=system_prompt,
+            extra_args=claude.extra_args,
+            mcp_config=plan.mcp_config,
+            permission_prompt_tool=plan.permission_prompt_tool,
+            env={**claude.env, **plan.env},
+        )
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_when_superseded, step, stop)
+            result = await self.turn_runner(
+                command,
+                timeout=step.timeout_s,
+                kill_grace=self.config.kill_grace_s,
+                line_cap=self.config.line_cap,
+                on_events=_Activity(self, step.turn),
+                stop=stop,
+                require_mcp_servers=plan.require_mcp_servers,
+                environ=self.environ,
+            )
+            nursery.cancel_scope.cancel()
+        await self.emit(
+            turn_completed(
+                self.goal.id,
+                step,
+                result.outcome,
+                duration_s=result.duration_s,
+                stop_actions=result.stop_actions,
+            )
+        )
+
+    async def _stop_when_superseded(self, step: Step, stop: trio.Event) -> None:
+        await self._until_superseded(step)
+        stop.set()
+
+    async def _until_superseded(self, step: Step) -> None:
+        while not supersedes(step, self._next()):
+            await self.handle.changed()
+
+    async def _acceptance(self, step: RunAcceptance) -> None:
+        verdicts = []
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await self._until_superseded(step)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            verdicts.append(
+                await evaluate(
+                    self.goal.acceptance,
+                    workspace=self.workspace,
+                    registry=self.registry,
+                    goal_id=self.goal.id,
+                )
+            )
+            nursery.cancel_scope.cancel()
+        if verdicts:
+            verdict = verdicts[0]
+            await self.emit(
+                AcceptanceChecked(self.goal.id, step.turn, verdict.met, verdict.results)
+            )
+
+    async def _hold(self, step: Sleep | Wait) -> None:
+        deadline = math.inf
+        if isinstance(step, Sleep):
+            deadline = trio.current_time() + max(0.0, step.until - self.clock())
+        with trio.move_on_at(deadline):
+            await self._until_superseded(step)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def bind_session(self, session_id: str) -> None:
+        """The CLI named its session in its init frame: bind the goal to it."""
+        if session_id == self.handle.state.session_id:
+            await self.store.touch(self.goal.id)
+            return
+        await self.store.put_binding(
+            self.goal.id,
+            session_id,
+            model=self.config.claude.model,
+            workspace=str(self.workspace),
+        )
+        await self.emit(SessionBound(self.goal.id, session_id))
+
+
+class _Activity:
+    """The engine's per-batch callback: binds the session at once, reports live activity."""
+
+    def __init__(self, run: GoalRun, turn: int) -> None:
+        self.run = run
+        self.turn = turn
+        self.reported: tuple[str | None, int] = (None, 0)
+
+    async def __call__(self, state: TurnState, batch: Sequence[Event]) -> None:
+        for event in batch:
+            # Bind from the init frame only: an error result for a bad --resume names a
+            # session id too (sometimes a random one) that must never be bound.
+            if isinstance(event, SystemInit) and event.session_id:
+                await self.run.bind_session(event.session_id)
+        activity = (state.last_tool, state.tool_uses)
+        if activity != self.reported:
+            self.reported = activity
+            await self.run.emit(
+                TurnActivity(
+                    goal_id=self.run.goal.id,
+                    turn=self.turn,
+                    last_tool=state.last_tool,
+                    tool_uses=state.tool_uses,
+                    context_tokens=state.context_tokens,
+                )
+            )

@@ -1,0 +1,51 @@
+"""The state directory's layout, named in one place.
+
+::
+
+    STATE_DIR/
+      nexo.db                 the SQLite store: the goal ledger and session bindings
+      run/gate.sock           the permission gate's Unix socket (mode 0600, dir 0700)
+      gate/GOAL.mcp.json      the MCP config of a goal's running turn (mode 0600)
+
+A socket address holds about 100 bytes: when ``run/gate.sock`` would be longer, the socket
+lives in a private directory under the temp dir instead, named after the state dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from nexo_trio.gate.socket_server import MAX_SOCKET_PATH
+
+DB_NAME: Final = "nexo.db"
+
+
+@attrs.frozen
+class StateDir:
+    """Where one state directory keeps each of its files."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        """The SQLite store."""
+        return self.root / DB_NAME
+
+    @property
+    def gate_socket(self) -> Path:
+        """The permission gate's socket (see the module docstring for long paths)."""
+        preferred = self.root / "run" / "gate.sock"
+        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.root.resolve())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"nexo-trio-{os.getuid()}" / f"{digest}.sock"
+
+    def mcp_config(self, goal_id: str) -> Path:
+        """The MCP config of the goal's running turn (goal ids are safe file names)."""
+        return self.root / "gate" / f"{goal_id}.mcp.json"
