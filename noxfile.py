@@ -100,6 +100,19 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def deep(session: nox.Session) -> None:
+    """The goal machine's properties with many more examples than the default suite runs."""
+    session.install("-e", ".", *_group("test"))
+    session.run(
+        "pytest",
+        "tests/core/test_goal_properties.py",
+        "--timeout=3600",
+        *session.posargs,
+        env={"NEXO_GOAL_EXAMPLES": session.env.get("NEXO_GOAL_EXAMPLES", "3000")},
+    )
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each printed next to the floor it is measured against."""
     session.install("-e", ".", *_group("bench"))

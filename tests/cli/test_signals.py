@@ -72,6 +72,20 @@ def gone(pid: int, timeout: float = 5.0) -> bool:
     return False
 
 
+def start_run(
+    processes: list[subprocess.Popen[str]], goal: Path, config: Path, *extra: str
+) -> subprocess.Popen[str]:
+    """``nexo-trio run GOAL --config CONFIG EXTRA...`` in the background, pipes kept."""
+    proc = subprocess.Popen(
+        [str(NEXO_TRIO), "run", str(goal), "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.append(proc)
+    return proc
+
+
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     """Processes a test started: killed if a test fails half-way."""
@@ -91,13 +105,7 @@ def test_a_signal_cancels_the_goal_and_exits_130(
 ) -> None:
     s = make_setup(tmp_path, [turn(init(), hang())])
     goal = s.goal(goal_id="hanging")
-    proc = subprocess.Popen(
-        [str(NEXO_TRIO), "run", str(goal), "--config", str(s.config), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    processes.append(proc)
+    proc = start_run(processes, goal, s.config, "--json")
     fake_pid = wait_for_invocation(s.fake, proc)
     wait_for_session(s.state_dir, "hanging", proc)
     # The fake and what it started (the permission gate's MCP server, spawned at init).
@@ -142,13 +150,7 @@ def test_a_second_ctrl_c_stops_at_once(
     the second one kills the tree at once, and the ledger still records the end."""
     s = make_setup(tmp_path, [turn(init(), ignore_sigterm(), hang())], config={"kill_grace": "20s"})
     goal = s.goal(goal_id="stubborn")
-    proc = subprocess.Popen(
-        [str(NEXO_TRIO), "run", str(goal), "--config", str(s.config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    processes.append(proc)
+    proc = start_run(processes, goal, s.config)
     fake_pid = wait_for_invocation(s.fake, proc)
     wait_for_session(s.state_dir, "stubborn", proc)
     wait_until_ignoring_sigterm(fake_pid)  # its step right after the init frame

@@ -184,11 +184,13 @@ def test_buffer_bounded_and_every_line_numbered_once(chunks: list[bytes], cap: i
 
 def test_framing_is_stdlib_only() -> None:
     # The permission MCP server frames its stdin and socket with it, and is spawned on
-    # every turn: importing the framer must not load attrs (nor the rest of the core).
+    # every turn: importing the framer must not load attrs (nor the rest of the core, but
+    # the stdlib-only helper of the core package's lazy exports).
     code = (
         "import sys, nexo_trio.core.framing\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'attrs'"
-        " or m.startswith('nexo_trio.core.') and m != 'nexo_trio.core.framing'))"
+        " or m.startswith('nexo_trio.core.')"
+        " and m not in ('nexo_trio.core.framing', 'nexo_trio.core.lazy')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
     assert done.stdout.strip() == "[]"

@@ -9,6 +9,8 @@ again gives the same next step as the uninterrupted machine (crash anywhere, sam
 
 from __future__ import annotations
 
+import os
+
 import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,7 +45,9 @@ from nexo_trio.core.prompt import format_failures
 from nexo_trio.core.settings import Config
 from tests.core.goal_model import GOAL_ID, Run, configs, drive, goals
 
-RUNS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("NEXO_GOAL_EXAMPLES", "150"))
+"""Runs per property: a small profile in the default suite, ``nox -s deep`` runs many more."""
+RUNS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def comparable(step: Step) -> Step:
@@ -165,6 +169,10 @@ def test_a_crash_between_steps_resumes_with_the_same_step(
         before = fold(run.log[:cut], initial_state(GOAL_ID))
         if before.escalation is not None or not before.running:
             continue  # an escalated run that crashed before its end is tried again
+        if now > before.last_at:
+            # Time passed with nothing recorded (a sleep ran out): the ledger cannot know
+            # how much of it a crashed process lived, and a re-run does not count it.
+            continue
         after = next_step(recover(run.log[:cut], goal, config, now), goal, config, now)
         assert comparable(after) == comparable(step)
 
@@ -304,7 +312,7 @@ class GoalLifecycle(RuleBasedStateMachine):
 
 TestGoalLifecycle = GoalLifecycle.TestCase
 TestGoalLifecycle.settings = settings(
-    max_examples=60,
+    max_examples=max(60, EXAMPLES // 3),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

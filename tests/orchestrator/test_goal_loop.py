@@ -21,11 +21,12 @@ from nexo_trio.core.goal_events import (
     ReplayDecided,
     SessionBound,
     Sleeping,
+    StuckDetected,
     TurnActivity,
     WokeUp,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind
-from nexo_trio.core.prompt import FAILURES_HEADER, INTERRUPT_CLOSE, INTERRUPT_OPEN
+from nexo_trio.core.prompt import FAILURES_HEADER, FRESH_START, INTERRUPT_CLOSE, INTERRUPT_OPEN
 from nexo_trio.core.settings import ClaudeSettings, ReplaySettings
 from nexo_trio.store import Binding, MemoryStore
 from nexo_trio.testing.scenario import (
@@ -476,3 +477,31 @@ async def test_an_acceptance_check_printing_10_mb_does_not_deadlock(h: Harness) 
     prompt = fake.invocations()[1]["prompt"]
     assert "tail-marker" in prompt
     assert len(prompt) < 3 * EVIDENCE_CHARS
+
+
+# --------------------------------------------------------------------------- stuck
+
+
+async def test_stuck_on_the_same_failures_gets_a_fresh_session_then_escalates(
+    h: Harness,
+) -> None:
+    fake = h.fake(*[turn(*claims_done()) for _ in range(7)])
+    async with orchestrator(h.config(fake)) as (orch, rec):
+        outcome = await orch.run_goal(h.goal(acceptance=(CHECK,), max_turns=10))
+
+    assert outcome.kind is GoalEndKind.ESCALATED
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("stuck: the same 1 acceptance check failed")
+    assert outcome.total_turns == 6
+    invocations = fake.invocations()
+    assert len(invocations) == 6
+    first_session = invocations[0]["session_id"]
+    assert {i["session_id"] for i in invocations[:3]} == {first_session}
+    fresh = invocations[3]
+    assert not fresh["resumed"]
+    assert fresh["session_id"] != first_session
+    assert fresh["prompt"].startswith(FRESH_START)
+    assert FAILURES_HEADER in fresh["prompt"]
+    assert {i["session_id"] for i in invocations[3:]} == {fresh["session_id"]}
+    stuck = rec.of(StuckDetected)
+    assert [s.action for s in stuck] == ["fresh_session", "escalate"]

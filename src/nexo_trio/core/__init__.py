@@ -10,8 +10,9 @@ attrs with them: that server is spawned on every turn and its imports are its st
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nexo_trio.core.lazy import lazy_exports
 
 _EXPORTS = {
     "Event": "nexo_trio.core.events",
@@ -52,15 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        # Also how ``from nexo_trio.core import validation`` finds a submodule not yet loaded.
-        raise AttributeError(f"module 'nexo_trio.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

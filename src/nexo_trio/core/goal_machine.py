@@ -58,7 +58,8 @@ step no longer stands (a cancel, a budget run out mid-turn, a wake-up), it stops
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TypeAlias
 
 import attrs
@@ -71,6 +72,7 @@ from nexo_trio.core.budget import (
     describe_exhaustion,
     exhausted_axis,
 )
+from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.compact import compact_prompt, should_compact
 from nexo_trio.core.events import Usage
 from nexo_trio.core.goal import Budget, Goal
@@ -101,9 +103,9 @@ from nexo_trio.core.goal_events import (
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
-from nexo_trio.core.prompt import WakeUp, compose_prompt
+from nexo_trio.core.prompt import SYSTEM_PROMPT, WakeUp, compose_prompt
 from nexo_trio.core.replay import ReplayAction, ReplayState, decide_replay, replay_after
-from nexo_trio.core.settings import Config
+from nexo_trio.core.settings import ClaudeSettings, Config
 
 # --------------------------------------------------------------------------- the state
 
@@ -851,6 +853,37 @@ def turn_started(goal_id: str, step: RunTurn) -> tuple[GoalEvent, ...]:
     if step.compact and not step.redo:
         return (CompactScheduled(goal_id, step.context_tokens, step.forced), started)
     return (started,)
+
+
+def turn_command(
+    step: RunTurn,
+    claude: ClaudeSettings,
+    *,
+    cwd: Path,
+    mcp_config: Path | None = None,
+    permission_prompt_tool: str | None = None,
+    env: Mapping[str, str | None] | None = None,
+) -> ClaudeCommand:
+    """The CLI invocation of a :class:`RunTurn` step: the config's Claude settings, our
+    system prompt after the user's, the permission gate's parts, ``env`` over the
+    config's."""
+    system_prompt = SYSTEM_PROMPT
+    if claude.append_system_prompt:
+        system_prompt = f"{claude.append_system_prompt}\n\n{SYSTEM_PROMPT}"
+    return ClaudeCommand(
+        prompt=step.prompt,
+        binary=claude.binary,
+        cwd=cwd,
+        resume=step.resume_session,
+        model=claude.model,
+        allowed_tools=claude.allowed_tools,
+        disallowed_tools=claude.disallowed_tools,
+        append_system_prompt=system_prompt,
+        extra_args=claude.extra_args,
+        mcp_config=mcp_config,
+        permission_prompt_tool=permission_prompt_tool,
+        env={**claude.env, **(env or {})},
+    )
 
 
 def turn_completed(

@@ -28,7 +28,6 @@ from pathlib import Path
 import attrs
 import trio
 
-from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.events import Event, SystemInit
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
@@ -56,11 +55,11 @@ from nexo_trio.core.goal_machine import (
     next_step,
     run_started,
     supersedes,
+    turn_command,
     turn_completed,
     turn_started,
 )
 from nexo_trio.core.goal_outcome import GoalOutcome
-from nexo_trio.core.prompt import SYSTEM_PROMPT
 from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import TurnState
 from nexo_trio.engine.supervisor import TurnResult, run_turn
@@ -275,23 +274,13 @@ class GoalRun:
                     deadlines=plan.deadlines,  # type: ignore[arg-type]
                 )
             )
-        claude = self.config.claude
-        system_prompt = SYSTEM_PROMPT
-        if claude.append_system_prompt:
-            system_prompt = f"{claude.append_system_prompt}\n\n{SYSTEM_PROMPT}"
-        command = ClaudeCommand(
-            prompt=step.prompt,
-            binary=claude.binary,
+        command = turn_command(
+            step,
+            self.config.claude,
             cwd=self.workspace,
-            resume=step.resume_session,
-            model=claude.model,
-            allowed_tools=claude.allowed_tools,
-            disallowed_tools=claude.disallowed_tools,
-            append_system_prompt=system_prompt,
-            extra_args=claude.extra_args,
             mcp_config=plan.mcp_config,
             permission_prompt_tool=plan.permission_prompt_tool,
-            env={**claude.env, **plan.env},
+            env=plan.env,
         )
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

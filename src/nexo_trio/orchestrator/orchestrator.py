@@ -405,11 +405,12 @@ class Orchestrator:
         lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
         async with lock:
             event = attrs.evolve(event, at=self.now())
+            handle = self._goals.get(event.goal_id)
             if is_ledger_event(event):
                 await self.store.append_events(event.goal_id, [event_to_ledger(event)])
-            handle = self._goals.get(event.goal_id)
-            if handle is not None:
-                handle.applied(event)
+                # The live state folds exactly what the ledger holds: recovery folds the same.
+                if handle is not None:
+                    handle.applied(event)
             for channel in list(self._subscribers):
                 try:
                     channel.send_nowait(event)

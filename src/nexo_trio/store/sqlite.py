@@ -30,16 +30,8 @@ from typing import Any, Generic, NoReturn, TypeVar
 import trio
 
 from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
-from nexo_trio.store.memory import (
-    GOAL_COMPLETED,
-    GOAL_STARTED,
-    decode_data,
-    encode_data,
-    fresh_in_order,
-    is_fresh,
-    outcome_kind,
-    rebind,
-)
+from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
 
 T = TypeVar("T")
 
