@@ -108,7 +108,7 @@ def deep(session: nox.Session) -> None:
         "tests/core/test_goal_properties.py",
         "--timeout=3600",
         *session.posargs,
-        env={"NEXO_GOAL_EXAMPLES": session.env.get("NEXO_GOAL_EXAMPLES", "3000")},
+        env={"NEXO_GOAL_EXAMPLES": os.environ.get("NEXO_GOAL_EXAMPLES", "3000")},
     )
 
 
