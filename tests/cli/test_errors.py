@@ -70,6 +70,13 @@ def test_missing_goal_file(tmp_path: Path) -> None:
             ("acceptance[0].pattern: invalid regular expression",),
         ),
         ("id: g1\n", ("description: required key is missing",)),
+        (
+            "description: x\nacceptance:\n  - {kind: custom, name: lint_clean}\n",
+            ("acceptance[0].name: unknown custom check 'lint_clean' (known: git_clean,",),
+        ),
+        ("id: ..\ndescription: x\n", ("id: must be a non-empty string", "got '..'")),
+        ("id: -rf\ndescription: x\n", ("id: must be", "not starting with '.' or '-'")),
+        ("id: a/b\ndescription: x\n", ("id: must be", "got 'a/b'")),
     ],
 )
 def test_bad_goal_file(tmp_path: Path, text: str, needles: tuple[str, ...]) -> None:

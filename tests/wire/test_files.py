@@ -25,6 +25,7 @@ from nexo_trio.core.settings import (
 from nexo_trio.wire.files import (
     FileFormatError,
     config_to_dict,
+    goal_id_for_path,
     goal_to_yaml,
     load_config,
     load_goal,
@@ -803,3 +804,45 @@ def test_any_config_data_gives_a_config_or_a_file_format_error(data: Any) -> Non
     except FileFormatError as e:
         message = str(e)
     assert message.startswith("fuzz.yaml: ")
+
+
+# --------------------------------------------------------------------------- ids and checks
+
+
+def test_a_goal_file_without_an_id_gets_a_stable_one_from_its_path(tmp_path: Path) -> None:
+    first = tmp_path / "fix login!.yaml"
+    first.write_text("description: d\n")
+    other = tmp_path / "sub" / "fix login!.yaml"
+    other.parent.mkdir()
+    other.write_text("description: d\n")
+    goal = load_goal(first)
+    assert goal.id == load_goal(first).id == goal_id_for_path(first)
+    assert goal.id.startswith("fix-login-")
+    assert load_goal(other).id != goal.id  # same name, another file: another goal
+    dotted = tmp_path / ".hidden.yaml"
+    dotted.write_text("description: d\n")
+    assert load_goal(dotted).id.startswith("hidden-")
+
+
+def test_an_unknown_custom_check_is_refused_when_known_checks_are_given(tmp_path: Path) -> None:
+    path = tmp_path / "goal.yaml"
+    path.write_text(
+        "description: d\nacceptance:\n  - {kind: custom, name: git_clean}\n"
+        "  - {kind: custom, name: lint_clean}\n"
+    )
+    assert len(load_goal(path).acceptance) == 2  # no registry given: not checked here
+    with pytest.raises(FileFormatError) as info:
+        load_goal(path, known_checks=("git_clean", "no_paths_touched"))
+    assert info.value.key_path == "acceptance[1].name"
+    assert info.value.message == (
+        "unknown custom check 'lint_clean' (known: git_clean, no_paths_touched)"
+    )
+
+
+def test_the_stuck_section(tmp_path: Path) -> None:
+    config = parse_config("stuck: {after: 4, action: escalate}\n", source="c.yaml")
+    assert (config.stuck.after, config.stuck.action) == (4, "escalate")
+    with pytest.raises(FileFormatError, match=r"stuck\.after: must be at least 2, got 1"):
+        parse_config("stuck: {after: 1}\n", source="c.yaml")
+    with pytest.raises(FileFormatError, match=r"stuck\.action: expected one of fresh_session"):
+        parse_config("stuck: {action: panic}\n", source="c.yaml")
