@@ -45,6 +45,29 @@ def _installed_claude_code() -> str | None:
     return str(version) if CLAUDE_BIN.exists() else None
 
 
+def _ensure_bubblewrap(session: nox.Session) -> None:
+    """Install bubblewrap (the turn sandbox) with apt-get when it is missing and we can:
+    as root, with apt-get there. A failure is logged, not fatal: the sandbox tests then
+    skip, saying how to get it."""
+    if shutil.which("bwrap") is not None:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.warn(
+            "bwrap is not installed: the sandbox tests will skip (apt-get install bubblewrap)"
+        )
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ("apt-get", "install", "-y", "bubblewrap")
+    try:
+        session.run(*install, external=True, env=env)
+    except nox.command.CommandFailed:
+        try:  # a fresh machine may not have the package lists yet
+            session.run("apt-get", "update", external=True, env=env)
+            session.run(*install, external=True, env=env)
+        except nox.command.CommandFailed:
+            session.warn("apt-get install bubblewrap failed: the sandbox tests will skip")
+
+
 @nox.session
 def e2e(session: nox.Session) -> None:
     """End-to-end tests against the real Claude Code CLI, offline (a scripted Messages API).
@@ -52,8 +75,11 @@ def e2e(session: nox.Session) -> None:
     Installs the pinned CLI with npm into .cache/claude-code (once), points the tests at it
     with NEXO_CLAUDE_BIN and runs the tests marked real_claude. A NEXO_CLAUDE_BIN already
     set is used as it is (nothing installed). Without npm the tests skip, saying why.
+    Installs bubblewrap (the turn sandbox) with apt-get when it is missing, as root; without
+    it the sandbox tests skip, saying how to get it.
     """
     session.install("-e", ".", *_group("test"))
+    _ensure_bubblewrap(session)
     env: dict[str, str] = {}
     wanted = f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"
     if os.environ.get("NEXO_CLAUDE_BIN"):

@@ -97,6 +97,8 @@ def make_setup(
         "kill_grace": "2s",
         "state_dir": str(state_dir),
         "workspace_root": str(root / "workspaces"),
+        # Unconfined: the tests watch the pids the fake records (see tests/orchestrator).
+        "sandbox": {"mode": "none"},
         **(config or {}),
     }
     return Setup(root, fake, write_yaml(root / "config.yaml", data), state_dir)

@@ -101,7 +101,7 @@ def test_plain_lines_when_not_a_terminal() -> None:
         progress.update(event)
     prefix = f"[{G[:12]}] "
     assert out.getvalue().splitlines() == [
-        prefix + "goal started in /tmp/ws",
+        prefix + "goal started in /tmp/ws (unconfined)",
         prefix + "turn 1 started",
         prefix + "session s-1",
         prefix + "  tool: Bash",

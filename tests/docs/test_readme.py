@@ -38,13 +38,18 @@ def test_the_example_imports_only_from_nexo_trio() -> None:
 async def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
     example = tmp_path / "example.py"
     example.write_text(python_example("From Python"))
+    # Like the real CLI, the fake keeps its state in ~/.claude: writable in the sandbox
+    # that confines each turn where bubblewrap works (the default, sandbox.mode auto).
+    home = tmp_path / "home"
     fake = FakeClaude.create(
         tmp_path / "bin",
         [turn(init(), bash("echo hi > hello.txt"), text("Done."), result("Done."))],
+        state_dir=home / ".claude" / "fake",
     )
     env = {
         **os.environ,
         **fake.env,
+        "HOME": str(home),
         "PATH": f"{fake.directory}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     with trio.fail_after(60):

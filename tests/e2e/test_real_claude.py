@@ -40,6 +40,7 @@ from nexo_trio.core.goal_events import (
 from nexo_trio.core.goal_outcome import GoalEndKind
 from nexo_trio.core.prompt import FAILURES_HEADER, SYSTEM_PROMPT, compose_prompt, format_failures
 from nexo_trio.core.settings import LlmSettings, PermissionSettings
+from nexo_trio.engine.supervisor import TurnResult
 from nexo_trio.gate.llm import SYSTEM_PROMPT as LLM_SYSTEM_PROMPT
 from nexo_trio.gate.mcp_config import PERMISSION_PROMPT_TOOL
 from nexo_trio.testing.messages_api import (
@@ -121,9 +122,15 @@ def assert_script_played(e2e: E2E) -> None:
     assert e2e.api.unused() == [], [r.describe() for r in e2e.api.unused()]
 
 
+def cli_argv(result: TurnResult) -> tuple[str, ...]:
+    """The CLI's own command line of a turn (inside bwrap's, when the turn was confined)."""
+    argv = result.argv
+    return argv[argv.index("--") + 1 :] if argv and argv[0].endswith("bwrap") else argv
+
+
 def assert_turn_flags(run: GoalRun, index: int, *, resume: str | None) -> None:
     """Turn ``index`` ran our gate and prompt, and resumed ``resume`` (or nothing)."""
-    argv = run.turns[index].argv
+    argv = cli_argv(run.turns[index])
     assert f"--permission-prompt-tool={PERMISSION_PROMPT_TOOL}" in argv
     assert "--strict-mcp-config" in argv
     resumes = [a for a in argv if a.startswith("--resume")]
@@ -573,7 +580,7 @@ async def test_policy_compaction_runs_compact_and_is_not_counted(e2e: E2E) -> No
     session = run.turns[0].outcome.session_id
     assert session is not None
     compact_turn = run.turns[1]
-    assert compact_turn.argv[2] == started[1].prompt
+    assert cli_argv(compact_turn)[2] == started[1].prompt
     assert_turn_flags(run, 1, resume=session)
     assert compact_turn.state.compactions == 1
     assert compact_turn.outcome.exit_code == 0

@@ -230,8 +230,9 @@ async def test_rules_allow(sock_dir: Path) -> None:
             tool_input=command,
             outcome="allow_once",
             decider="rules",
-            reason="no rule flags this command",
+            reason="ls only reads",
         )
+        assert (event.effect, event.subject) == ("read", "ls -la")
         assert b.counts() == (1, 0, 0)
 
 

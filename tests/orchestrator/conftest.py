@@ -17,7 +17,7 @@ import trio
 from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.goal import Budget, Criterion, Goal, ShellCheck
 from nexo_trio.core.goal_events import GoalEvent, event_kind
-from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings
+from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings, SandboxSettings
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.store import MemoryStore, Store
 from nexo_trio.testing.scenario import FakeClaude, Turn
@@ -54,6 +54,10 @@ class Harness:
             claude = ClaudeSettings(binary=str(fake.binary), env=fake.env)
         config = Config(
             claude=claude,
+            # Unconfined: the fake's invocation records give pids the tests watch, and
+            # inside a sandbox's PID namespace they would not be ours. The sandbox has its
+            # own tests (test_confinement.py).
+            sandbox=SandboxSettings(mode="none"),
             turn_timeout_s=20.0,
             kill_grace_s=1.0,
             state_dir=str(self.root / "state"),

@@ -52,6 +52,7 @@ def write_files(h: Harness, binary: Path) -> tuple[Path, Path]:
         f"  binary: {binary}\n"
         "turn_timeout: 30s\n"
         "kill_grace: 1s\n"
+        "sandbox: {mode: none}\n"  # the test watches the pids the fake records
         f"state_dir: {h.root / 'state'}\n"
         f"workspace_root: {h.root / 'workspaces'}\n"
     )

@@ -4,6 +4,7 @@ LLM decider holds HTTP connections), and leaves a decider it was given alone."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ async def test_a_config_built_decider_is_closed_when_its_goal_ends(
 ) -> None:
     built: list[Closable] = []
 
-    def build(settings: PermissionSettings, *, environ: Mapping[str, str]) -> Decider:
+    def build(settings: PermissionSettings, *, environ: Mapping[str, str], **_: Any) -> Decider:
         built.append(Closable())
         return SessionCache(built[-1])
 

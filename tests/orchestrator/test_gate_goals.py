@@ -232,7 +232,11 @@ async def test_a_denied_destructive_call_never_runs_and_is_recorded_everywhere(
         "rationale": None,
         "turn": 1,
         "at": pytest.approx(denied.at),
+        "subject": DESTRUCTIVE,
+        "effect": "destructive",
+        "rule": denied.rule,
     }
+    assert denied.rule
     assert (rows[1]["outcome"], rows[1]["decider"]) == ("allow_once", "rules")
     assert rows[1]["input_digest"] == input_digest("Bash", {"command": f"touch {DONE_FILE}"})
     kinds = [e.kind for e in ledger]
@@ -312,7 +316,10 @@ async def test_an_allowed_call_runs_and_the_goal_completes(h: Harness) -> None:
         "allow_once",
         "rules",
     )
-    assert decision.reason == "no rule flags this command"
+    assert (decision.effect, decision.subject) == ("workspace", command)
+    assert decision.rule
+    assert decision.reason is not None
+    assert "workspace" in decision.reason
     (attempt,) = rec.of(AttemptCompleted)
     assert (decision.turn, attempt.permission_denials) == (1, 0)
 
@@ -434,20 +441,20 @@ async def test_a_chain_asks_the_llm_only_what_the_rules_leave_open(
     h: Harness, nursery: trio.Nursery
 ) -> None:
     keep = precious(h)
-    benign = f"echo hi > {HELLO}"
+    # Code run by an interpreter: its effect is not readable, the rules leave it open.
+    benign = f"python3 -c \"open('{HELLO}', 'w').write('hi\\n')\""
     api = ScriptedMessagesAPI(
-        [Reply(prompt_contains(benign), llm_text(llm_answer("allow", "Fine.", "Serves the goal.")))]
+        [Reply(prompt_contains("python3 -c"), llm_text(llm_answer("allow", "Fine.", "Ok.")))]
     )
     await nursery.start(api.serve)
     fake = h.fake(
         turn(
             init(),
-            tool_use("WebSearch", {"query": "trio nurseries"}),  # read-only: rules allow
-            tool_result("Some results."),
+            bash("ls -la"),  # reads only: rules allow
             bash(DESTRUCTIVE),  # destructive: rules deny
             tool_use("Write", {"file_path": OUTSIDE, "content": "x"}),
             tool_result("Written."),  # (skipped: the Write is denied)
-            bash(benign),  # the rules abstain: the LLM allows
+            bash(benign),  # unknown: the rules defer, the LLM allows
             text("Done."),
             result("Done."),
         )
@@ -460,18 +467,19 @@ async def test_a_chain_asks_the_llm_only_what_the_rules_leave_open(
     assert_untouched(keep)
     assert (h.workspace() / HELLO).read_text() == "hi\n"
     assert [(d.tool_name, d.outcome, d.decider) for d in decisions(rec)] == [
-        ("WebSearch", "allow_once", "rules"),
+        ("Bash", "allow_once", "rules"),
         ("Bash", "deny", "rules"),
         ("Write", "deny", "rules"),
         ("Bash", "allow_once", "llm"),
     ]
+    assert [d.effect for d in decisions(rec)] == ["read", "destructive", "destructive", None]
     assert [e["outcome"] for e in fake.permission_log()] == ["allow", "deny", "deny", "allow"]
-    # The LLM was asked exactly once: about the benign command.
+    # The LLM was asked exactly once: about the command the rules could not read.
     (request,) = api.message_requests()
     prompt = request.last_user_text()
-    assert benign in prompt
+    assert "python3 -c" in prompt
     assert "rm -rf" not in prompt
-    assert "WebSearch" not in prompt
+    assert "ls -la" not in prompt
     assert (outcome.allowed, outcome.denied) == (2, 2)
 
 

@@ -82,6 +82,7 @@ def files(root: Path, binary: Path, *, slow_check: bool) -> tuple[Path, Path]:
         f"claude:\n  binary: {binary}\n"
         "turn_timeout: 30s\n"
         "kill_grace: 1s\n"
+        "sandbox: {mode: none}\n"  # the test watches the pids the fake records
         f"state_dir: {root / 'state'}\n"
     )
     return goal, config

@@ -528,7 +528,7 @@ CONFIG_ERRORS = [
     (
         "permission: {decider: llms}\n",
         "permission.decider",
-        "expected one of allow_all, deny_all, rules, llm, chain, got 'llms'",
+        "expected one of allow_all, deny_all, rules, llm, human, chain, got 'llms'",
     ),
     ("permission: {chain: [rules, ask]}\n", "permission.chain[1]", "got 'ask'"),
     ("permission: {chain: rules}\n", "permission.chain", "expected a list, got 'rules'"),
@@ -846,3 +846,60 @@ def test_the_stuck_section(tmp_path: Path) -> None:
         parse_config("stuck: {after: 1}\n", source="c.yaml")
     with pytest.raises(FileFormatError, match=r"stuck\.action: expected one of fresh_session"):
         parse_config("stuck: {action: panic}\n", source="c.yaml")
+
+
+# --- permission.allow / permission.deny: Claude Code's rule syntax ---------------------------
+
+
+def test_permission_rules_are_read() -> None:
+    c = config(
+        "permission:\n"
+        '  allow: ["Bash(npm test:*)", "Edit(src/**)", Read, "WebFetch(domain:example.com)"]\n'
+        '  deny: ["Bash(rm:*)", "Read(~/.ssh/**)"]\n'
+    )
+    assert c.permission.allow == (
+        "Bash(npm test:*)",
+        "Edit(src/**)",
+        "Read",
+        "WebFetch(domain:example.com)",
+    )
+    assert c.permission.deny == ("Bash(rm:*)", "Read(~/.ssh/**)")
+    assert config("permission: {decider: rules}\n").permission.allow == ()
+    rules = config('permission: {allow: ["${RULE:-Bash(make:*)}"]}\n').permission.allow
+    assert rules == ("Bash(make:*)",)
+    data = config_to_dict(c)
+    assert data["permission"]["allow"] == list(c.permission.allow)
+    assert data["permission"]["deny"] == list(c.permission.deny)
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "message"),
+    [
+        (
+            'permission: {allow: [Read, "Bash(npm"]}\n',
+            "permission.allow",
+            "bad rule 'Bash(npm': missing ')'",
+        ),
+        (
+            'permission: {deny: ["Bash(npm test:*"]}\n',
+            "permission.deny",
+            "bad rule 'Bash(npm test:*': missing ')'",
+        ),
+        ('permission: {deny: ["Grep(TODO)"]}\n', "permission.deny", "Grep rules take no '(...)'"),
+        (
+            'permission: {allow: ["WebFetch(https://example.com)"]}\n',
+            "permission.allow",
+            "WebFetch rules take 'domain:HOST'",
+        ),
+        ('permission: {allow: ["Read(../x)"]}\n', "permission.allow", "'..' is not supported"),
+        ("permission: {allow: [Read, 5]}\n", "permission.allow[1]", "expected a string, got 5"),
+        ("permission: {deny: Read}\n", "permission.deny", "expected a list, got 'Read'"),
+        ("permission: {allow: ['']}\n", "permission.allow", "bad rule '': empty rule"),
+    ],
+)
+def test_bad_permission_rules_name_the_rule(text: str, key_path: str, message: str) -> None:
+    with pytest.raises(FileFormatError) as info:
+        config(text)
+    assert info.value.key_path == key_path
+    assert message in info.value.message
+    assert str(info.value).startswith(f"config.yaml: {key_path}: ")

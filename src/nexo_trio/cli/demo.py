@@ -18,7 +18,7 @@ from nexo_trio.cli.progress import Progress
 from nexo_trio.cli.run import exit_code, print_outcome, run_with_progress
 from nexo_trio.core.goal import Budget, FileMatchCheck, Goal, ShellCheck
 from nexo_trio.core.prompt import FAILURES_HEADER
-from nexo_trio.core.settings import ClaudeSettings, Config
+from nexo_trio.core.settings import ClaudeSettings, Config, SandboxSettings
 from nexo_trio.testing.scenario import FakeClaude, bash, init, result, text, turn
 
 DEMO_GOAL_ID = "demo-hello"
@@ -57,6 +57,8 @@ def demo_setup(directory: Path) -> tuple[Goal, Config, FakeClaude]:
     )
     config = Config(
         claude=ClaudeSettings(binary=str(fake.binary), env=fake.env),
+        # Confined where bubblewrap works; the fake keeps its records in its own directory.
+        sandbox=SandboxSettings(writable=(str(fake.state_dir),)),
         turn_timeout_s=60,
         kill_grace_s=2,
         state_dir=str(directory / "state"),

@@ -19,6 +19,8 @@ _COMMANDS = {
     "status": ("nexo_trio.cli.state", "status"),
     "events": ("nexo_trio.cli.state", "events"),
     "bindings": ("nexo_trio.cli.state", "bindings"),
+    "approve": ("nexo_trio.cli.control", "approve"),
+    "deny": ("nexo_trio.cli.control", "deny"),
     "permission-mcp": ("nexo_trio.cli.permission_mcp", "permission_mcp"),
 }
 

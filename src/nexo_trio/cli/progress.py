@@ -73,12 +73,19 @@ class Progress:
                 self.update(event)
                 live.refresh()
 
+    def note(self, text: str) -> None:
+        """Say something to the user now, live table or not."""
+        self.console.print(text, markup=False)
+
     def update(self, event: GoalEvent) -> None:
         """Fold one event into the rows; print a line for it when not live."""
         row = self.rows.get(event.goal_id)
         if row is None:
             row = self.rows[event.goal_id] = _Row(event.goal_id, time.monotonic())
         line = self._apply(row, event)
+        if isinstance(event, GoalStarted) and self.live:
+            for warning in event.warnings:  # shown above the table, not only in a row
+                self.note(f"[{event.goal_id[:12]}] warning: {warning}")
         if not self.live and line:
             self.console.print(f"[{event.goal_id[:12]}] {line}", markup=False)
 
@@ -93,7 +100,10 @@ class Progress:
                         extra += f"; turn {event.abandoned_turn} runs again"
                 elif resumed:
                     extra = f", resuming after {resumed} turns"
-                return f"goal started in {workspace}{extra}"
+                confined = "confined" if event.confined else "unconfined"
+                lines = [f"goal started in {workspace} ({confined}){extra}"]
+                lines += [f"  warning: {warning}" for warning in event.warnings]
+                return "\n".join(lines)
             case GoalRestarted(reason=reason):
                 return f"goal restarted: {reason}"
             case AttemptStarted(turn=turn, compact=compact):
@@ -139,7 +149,12 @@ class Progress:
             case WokeUp(early=early):
                 return "woken up by an operator message" if early else "woke up"
             case DecisionMade(tool_name=tool, outcome=outcome, reason=reason):
-                return f"  permission {outcome}: {tool}" + (f" ({reason})" if reason else "")
+                what = f" {event.subject}" if event.subject else ""
+                if len(what) > 100:
+                    what = what[:97] + "..."
+                effect = f" [{event.effect}]" if event.effect else ""
+                why = f" ({reason})" if reason else ""
+                return f"  permission {outcome}: {tool}{what}{effect}{why}"
             case CancelRequested(reason=reason):
                 return f"cancelling: {reason}"
             case GoalPaused():

@@ -32,7 +32,8 @@ from nexo_trio.cli.progress import Progress
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
-from nexo_trio.orchestrator.orchestrator import Orchestrator
+from nexo_trio.gate.human import HumanDecider, TerminalPrompter
+from nexo_trio.orchestrator.orchestrator import Orchestrator, SandboxUnavailable
 from nexo_trio.wire.goal_json import goal_outcome_to_json
 from nexo_trio.wire.outcome_json import dumps
 
@@ -87,7 +88,11 @@ async def run_with_progress(
                 await stack.enter_async_context(orch)
             except STATE_DIR_ERRORS as exc:
                 raise state_dir_error(orch.state_dir, exc) from None
+            except SandboxUnavailable as exc:
+                raise UserError(str(exc)) from None
             nursery = await stack.enter_async_context(trio.open_nursery())
+            if orch.human is not None:
+                await _start_prompter(nursery, orch.human, progress, goal.id)
             events = orch.subscribe()
             nursery.start_soon(progress.run, events)
             nursery.start_soon(_cancel_on_signals, orch, goal.id, hard_stop)
@@ -103,6 +108,31 @@ async def run_with_progress(
     if handle is not None and handle.outcome is not None:
         return handle.outcome
     return GoalOutcome(goal_id=goal.id, kind=GoalEndKind.CANCELLED, reason="stopped")
+
+
+async def _start_prompter(
+    nursery: trio.Nursery, human: HumanDecider, progress: Progress, goal_id: str
+) -> None:
+    """Ask the human decider's questions on the terminal, if there is one (the live table
+    gives way to plain lines, which do not redraw over a question)."""
+    try:
+        prompter = TerminalPrompter.open_tty()
+    except OSError:
+        progress.note(
+            f"no terminal to ask permission questions on: answer them with "
+            f"`nexo-trio approve {goal_id}` or `nexo-trio deny {goal_id}`"
+        )
+        return
+    progress.live = False
+
+    async def ask() -> None:
+        try:
+            await prompter.run(human)
+        finally:
+            with trio.CancelScope(shield=True):
+                await prompter.aclose()
+
+    nursery.start_soon(ask)
 
 
 async def _cancel_on_signals(orch: Orchestrator, goal_id: str, scope: trio.CancelScope) -> None:

@@ -59,6 +59,11 @@ class GoalStarted(_Stamped):
     resumed_after: str | None = None
     abandoned_turn: int | None = None
     pid: int | None = None
+    confined: bool = False
+    """Its turns run in a sandbox (bubblewrap): nothing outside the workspace, the scratch
+    dir and the CLI's own files can be written, and nothing outlives a turn."""
+    warnings: tuple[str, ...] = ()
+    """What the user should know about this run (e.g. why it is not confined)."""
 
 
 @attrs.frozen
@@ -268,6 +273,13 @@ class DecisionMade(_Stamped):
     """Why the decider decided so (the LLM decider's own words), when it said."""
     turn: int | None = None
     """The goal's turn that asked (``None``: no turn was running)."""
+    subject: str | None = None
+    """What was decided on: the command, path or URL (secrets redacted, capped)."""
+    effect: str | None = None
+    """How the rules classified the call: ``read``, ``workspace``, ``destructive`` or
+    ``unknown`` (``None`` when no rule classified it)."""
+    rule: str | None = None
+    """The rule that fired (``rm-outside-workspace``, ``interpreter``, ``Bash(npm test:*)``)."""
 
     @property
     def allowed(self) -> bool:

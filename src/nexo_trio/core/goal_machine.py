@@ -821,7 +821,14 @@ def control_effect(state: GoalState, goal: Goal, control: ControlEvent) -> bool:
 
 
 def run_started(
-    goal: Goal, step: Begin, state: GoalState, *, workspace: str, pid: int | None
+    goal: Goal,
+    step: Begin,
+    state: GoalState,
+    *,
+    workspace: str,
+    pid: int | None,
+    confined: bool = False,
+    warnings: tuple[str, ...] = (),
 ) -> GoalStarted:
     """The ``goal_started`` event of a :class:`Begin` step."""
     return GoalStarted(
@@ -835,6 +842,8 @@ def run_started(
         resumed_after=step.resumed_after,
         abandoned_turn=state.attempt.turn if state.attempt is not None else None,
         pid=pid,
+        confined=confined,
+        warnings=warnings,
     )
 
 

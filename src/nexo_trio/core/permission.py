@@ -42,6 +42,10 @@ class PermissionRequest:
     tool_use_id: str | None = None
     workspace: str | None = None
     goal_description: str = ""
+    scratch: str | None = None
+    """The goal's own scratch directory (its turns' ``TMPDIR``), when it has one."""
+    confined: bool = False
+    """The turn runs in a sandbox that bounds what any command can write."""
 
     @functools.cached_property
     def digest(self) -> str:
@@ -62,6 +66,14 @@ class Decision:
     """For ``allow_session``: what the permission covers (e.g. ``tool`` or ``tool+input``)."""
     decider: str = ""
     rationale: str | None = None
+    """Why (the decider's own words)."""
+    effect: str | None = None
+    """What the call would do, when the decider classified it (``read``, ``workspace``,
+    ``destructive``, ``unknown``: see :mod:`nexo_trio.core.effects`)."""
+    rule: str | None = None
+    """The short stable name of the rule that classified it (``rm-outside-workspace``…)."""
+    subject: str | None = None
+    """The command or path the classification decided on."""
 
     @property
     def allowed(self) -> bool:

@@ -13,9 +13,16 @@ import attrs
 from nexo_trio.core import validation as v
 from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
+from nexo_trio.core.permission_rules import rules_validator
 
-DeciderName: TypeAlias = Literal["allow_all", "deny_all", "rules", "llm", "chain"]
+DeciderName: TypeAlias = Literal["allow_all", "deny_all", "rules", "llm", "human", "chain"]
 DECIDER_NAMES: tuple[DeciderName, ...] = get_args(DeciderName)
+
+UnknownPolicy: TypeAlias = Literal["allow", "deny", "defer"]
+UNKNOWN_POLICIES: tuple[UnknownPolicy, ...] = get_args(UnknownPolicy)
+
+SandboxMode: TypeAlias = Literal["auto", "bwrap", "none"]
+SANDBOX_MODES: tuple[SandboxMode, ...] = get_args(SandboxMode)
 
 StuckAction: TypeAlias = Literal["fresh_session_then_escalate", "escalate", "off"]
 STUCK_ACTIONS: tuple[StuckAction, ...] = get_args(StuckAction)
@@ -64,6 +71,18 @@ class PermissionSettings:
     tool_timeout_s: float = attrs.field(default=60.0, validator=v.positive_duration)
     """The CLI's timeout for one permission call (the MCP server's ``timeout``); the gate
     answers well inside it, so Claude always gets a decision, never a failed call."""
+    unknown: UnknownPolicy | None = attrs.field(
+        default=None, validator=v.optional(v.one_of(UNKNOWN_POLICIES))
+    )
+    """What the ``rules`` decider does with a call whose effect it cannot read: ``allow``,
+    ``deny`` or ``defer`` (to the next decider of a chain). ``None``: allow when the turn is
+    confined (the sandbox bounds any effect), deny when it is not."""
+    allow: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=rules_validator
+    )
+    """Claude Code permission rules that allow (``Bash(npm test:*)``, ``Edit(src/**)``)."""
+    deny: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, validator=rules_validator)
+    """Claude Code permission rules that deny; a deny wins over any allow."""
 
 
 @attrs.frozen
@@ -89,6 +108,23 @@ class StuckSettings:
 
 
 @attrs.frozen
+class SandboxSettings:
+    """How each turn is confined.
+
+    ``mode``: ``bwrap`` (bubblewrap; a turn fails to start without it), ``none``
+    (unconfined), or ``auto`` (bwrap when it works here, else unconfined with a warning).
+    ``writable``: directories a turn may write besides its workspace and scratch dir.
+    ``network: false`` cuts the turn off the network but for the API.
+    """
+
+    mode: SandboxMode = attrs.field(default="auto", validator=v.one_of(SANDBOX_MODES))
+    writable: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=v.each(v.non_empty)
+    )
+    network: bool = True
+
+
+@attrs.frozen
 class Config:
     """Everything ``nexo-trio run`` and ``Orchestrator`` are configured with."""
 
@@ -104,3 +140,4 @@ class Config:
     compact: CompactPolicy = attrs.field(factory=CompactPolicy)
     replay: ReplaySettings = attrs.field(factory=ReplaySettings)
     stuck: StuckSettings = attrs.field(factory=StuckSettings)
+    sandbox: SandboxSettings = attrs.field(factory=SandboxSettings)

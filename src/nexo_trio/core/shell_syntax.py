@@ -2,11 +2,14 @@
 
 A small shell lexer and parser (quotes, escapes, ``$'…'``, variables, ``$( )``, backticks,
 ``<( )``, heredocs, ``;`` ``&&`` ``||`` ``|`` ``&`` newlines, subshells, ``{ …; }`` groups,
-functions, ``if``/``while``/``case``) turns command text into lists of pipelines of simple
-commands and groups (:func:`parse`, :func:`simple_nodes`). A word keeps which of its parts
-are quoted, expanded or substituted (:data:`Part`), so quoted text stays data. Both are
-total: any text lexes and parses (unterminated quotes and substitutions run to the end), but
-nesting deeper than the parser goes raises :class:`TooDeep`.
+functions, ``if``/``while``/``for``/``case``) turns command text into lists of pipelines of
+simple commands and groups (:func:`parse`, :func:`simple_nodes`). A word keeps which of its
+parts are quoted, expanded or substituted (:data:`Part`), so quoted text stays data. The
+words of a ``for``/``select`` head and a ``case`` subject are kept as a :class:`Simple` whose
+``role`` says they are expanded, not run; a function definition is a :class:`Group` naming
+the function. Both are total: any text lexes and parses (unterminated quotes and
+substitutions run to the end), but nesting deeper than the parser goes raises
+:class:`TooDeep`.
 
 Known limits: ``case`` and arithmetic are parsed approximately, and ``[[ a > b ]]`` is read as
 a redirection.
@@ -247,7 +250,9 @@ def _ansi_c(s: str, i: int) -> tuple[Part, int]:
         else:
             out.append(c)
             i += 1
-    return ("q", "".join(out)), i + 1
+    text = "".join(out)
+    # The shell passes C strings: a NUL ends the string ($'/etc\x00/x' is /etc).
+    return ("q", text.partition("\x00")[0]), i + 1
 
 
 class _Lexer:
@@ -403,6 +408,9 @@ def assignment(word: Word) -> tuple[str, Word] | None:
 class Simple:
     words: tuple[Word, ...]
     redirs: tuple[Redir, ...]
+    role: str = "command"
+    """``command``; ``for`` (``for NAME in WORDS``: NAME is assigned, WORDS are expanded) or
+    ``case`` (the subject is expanded): words that are not run."""
 
 
 @attrs.frozen
@@ -410,6 +418,8 @@ class Group:
     body: tuple[tuple[Simple | Group, ...], ...]
     subshell: bool
     redirs: tuple[Redir, ...]
+    function: str | None = None
+    """The name of the function this group is the body of, for a definition."""
 
 
 _Node: TypeAlias = "Simple | Group"
@@ -506,21 +516,34 @@ class _Parser:
                 self.i += 1
                 return Simple((), self.trailing_redirs())
             if word in ("for", "select"):
-                # `for x in a b; do` — the words are not a command.
-                self.i += 1
-                while isinstance(self.peek(), Word | Redir):
+                # `for x in a b; do` — the words are expanded, not run.
+                words: list[Word] = []
+                while isinstance(tok := self.peek(), Word | Redir):
+                    if isinstance(tok, Word):
+                        words.append(tok)
                     self.i += 1
-                return _EMPTY
+                return Simple(tuple(words), (), role="for")
             if word == "case":
                 return self.parse_case()
             if word == "function":
                 self.i += 1
-                if isinstance(self.peek(), Word):
+                name = ""
+                if isinstance(tok := self.peek(), Word):
+                    name = "".join(text for _, text in tok.parts)
                     self.i += 1
                 if self.is_op("(") and self.is_op(")", 1):
                     self.i += 2
-                continue  # the body is the next command
+                return self.function_body(name)
             return self.parse_simple()
+
+    def function_body(self, name: str) -> _Node:
+        """The body of a function definition (the next command), naming the function."""
+        self.depth += 1
+        if self.depth > _MAX_NESTING:
+            raise TooDeep
+        body = self.parse_command()
+        self.depth -= 1
+        return Group(((body,),), False, (), function=name)
 
     def parse_simple(self) -> _Node:
         words: list[Word] = []
@@ -535,20 +558,18 @@ class _Parser:
             # A function definition `name() body`: its body is judged where it is defined
             # (conservative: a function is defined to be called).
             self.i += 2
-            self.depth += 1
-            if self.depth > _MAX_NESTING:
-                raise TooDeep
-            body = self.parse_command()
-            self.depth -= 1
-            return body
+            return self.function_body("".join(text for _, text in words[0].parts))
         return Simple(tuple(words), tuple(redirs))
 
     def parse_case(self) -> _Node:
         self.i += 1
+        subject: list[Word] = []
         while (tok := self.peek()) is not None and not isinstance(tok, _Op):
             self.i += 1
             if isinstance(tok, Word) and tok.bare == "in":
                 break
+            if isinstance(tok, Word):
+                subject.append(tok)
         body: list[Pipeline] = []
         while (tok := self.peek()) is not None:
             if isinstance(tok, _Op) and tok.op in (";", ";;", "&"):
@@ -565,7 +586,8 @@ class _Parser:
                 break
             self.i += 1
             body.extend(self.parse_list(frozenset({";;"}), frozenset({"esac"})))
-        return Group(tuple(body), False, self.trailing_redirs())
+        head: list[Pipeline] = [(Simple(tuple(subject), (), role="case"),)]
+        return Group((*head, *body), False, self.trailing_redirs())
 
 
 def parse(text: str) -> list[Pipeline]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 
@@ -35,6 +35,28 @@ Send = Callable[[signal.Signals], object]
 """Signals the target (and records or ignores that it did)."""
 Wait = Callable[[], Awaitable[object]]
 """Returns once the target is gone (never mind how long: the caller bounds the wait)."""
+
+
+class ChildProcess(Protocol):
+    """What the engine needs of a child process: a ``trio.Process``, or a confined turn's
+    :class:`~nexo_trio.engine.confined.ConfinedProcess`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> trio.abc.SendStream | None: ...
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream | None: ...
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream | None: ...
+
+    async def wait(self) -> int: ...
 
 
 def _never() -> bool:
@@ -90,13 +112,13 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-async def reap(process: trio.Process, timeout: float = REAP_TIMEOUT) -> None:
+async def reap(process: ChildProcess, timeout: float = REAP_TIMEOUT) -> None:
     """Wait up to ``timeout`` for ``process`` to exit, and reap it."""
     with trio.move_on_after(timeout):
         await process.wait()
 
 
-async def close_pipes(process: trio.Process) -> None:
+async def close_pipes(process: ChildProcess) -> None:
     """Close our ends of the process's pipes (all of them, even past a stop's deadline)."""
     with trio.CancelScope(shield=True):
         for stream in (process.stdin, process.stdout, process.stderr):

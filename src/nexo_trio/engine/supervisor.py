@@ -16,6 +16,18 @@ then SIGKILL to the group and to every descendant ever seen (they may live in se
 their own); descendants that outlive the CLI get the same escalation by pid. The process is
 always reaped, in a shielded scope with a bounded deadline. The escalation itself is the
 engine's one stop sequence, :func:`nexo_trio.engine.stopping.escalate`.
+
+With a ``sandbox`` plan the CLI runs inside bubblewrap (:mod:`nexo_trio.engine.confined`):
+the argv is prefixed with ``bwrap_argv(plan)``, ``TMPDIR`` is the plan's scratch dir, the
+SIGTERM goes to the CLI inside the sandbox (bwrap forwards none), the SIGKILL to the
+sandbox's init (which ends the whole PID namespace), and the ``/proc`` scans for strays are
+skipped: nothing can leave the namespace, and it ends with the CLI. ``Spawned`` is reported
+once bwrap is known to have started the CLI (its first output, its exit code, a stop); a
+bwrap that fails to set the sandbox up ends the turn as a spawn failure that says why.
+With the plan's ``api_proxy`` (no network but the API) the turn's allow-listing proxy
+(:mod:`nexo_trio.engine.api_gateway`) is bound before the CLI starts, served by the turn's
+nursery and closed with it, and the CLI runs behind the sandbox's relay
+(:mod:`nexo_trio.engine.netrelay`), which execs it.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
@@ -44,13 +57,28 @@ from nexo_trio.core.events import (
 )
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import TurnOutcome
+from nexo_trio.core.sandbox import SandboxPlan, bwrap_argv
 from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce
+from nexo_trio.engine import netrelay
+from nexo_trio.engine.api_gateway import ApiGateway
+from nexo_trio.engine.confined import (
+    ConfinedProcess,
+    Sandbox,
+    SandboxStartError,
+    StatusPipe,
+    describe_bwrap_spawn_error,
+    describe_sandbox_failure,
+    missing_binary,
+)
 from nexo_trio.engine.process_tree import ProcessTree
 from nexo_trio.engine.stopping import (
+    REAP_TIMEOUT,
+    ChildProcess,
     close_pipes,
     escalate,
     reap,
     shielded_within,
+    signal_group,
     stop_budget,
 )
 from nexo_trio.wire.stream_json import StreamDecoder
@@ -97,6 +125,7 @@ async def run_turn(
     stop: trio.Event | None = None,
     require_mcp_servers: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    sandbox: SandboxPlan | None = None,
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
@@ -108,6 +137,9 @@ async def run_turn(
     ``environ`` is the environment the CLI starts from (default: ``os.environ`` as it is
     when the turn starts); the command's ``env`` overrides apply on top of it, and
     ``CLAUDECODE`` is always removed (see ``ClaudeCommand.child_env``).
+    ``sandbox`` confines the run (bubblewrap; see the module docstring): the plan's paths
+    must exist (``engine.sandbox.prepare_sandbox`` makes them so), and ``TMPDIR`` is set to
+    its scratch dir. The result's ``argv`` and ``pid`` are then bwrap's.
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
@@ -121,20 +153,30 @@ async def run_turn(
     env = command.child_env(os.environ if environ is None else environ)
     env[TURN_MARKER_VAR] = marker
     started = trio.current_time()
+    sandboxed: Sandbox | None = None
     try:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=command.cwd,
-            env=env,
-            # Own session: a terminal's Ctrl-C reaches us, not the CLI, and the CLI's
-            # process group can be signalled as one.
-            start_new_session=True,
-        )
+        if sandbox is None:
+            process: ChildProcess = await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=command.cwd,
+                env=env,
+                # Own session: a terminal's Ctrl-C reaches us, not the CLI, and the CLI's
+                # process group can be signalled as one.
+                start_new_session=True,
+            )
+        else:
+            env.update(sandbox.env)
+            argv, process, sandboxed = _start_confined(command, argv, sandbox, env, stdin_data)
     except OSError as exc:
-        event = SpawnFailed(reason=describe_spawn_error(command, exc))
+        reason = describe_spawn_error(command, exc)
+        if isinstance(exc, SandboxStartError):
+            reason = str(exc)
+        elif sandbox is not None:
+            reason = describe_bwrap_spawn_error(sandbox.bwrap, exc) or reason
+        event = SpawnFailed(reason=reason)
         state = reduce(initial, event)
         if on_events is not None:
             await on_events(state, [event])
@@ -157,6 +199,7 @@ async def run_turn(
         on_events=on_events,
         stop=stop,
         initial=initial,
+        sandbox=sandboxed,
     )
     state = await run.supervise()
     return TurnResult(
@@ -167,6 +210,50 @@ async def run_turn(
         duration_s=trio.current_time() - started,
         stop_actions=tuple(run.stop_actions),
     )
+
+
+def _start_confined(
+    command: ClaudeCommand,
+    argv: list[str],
+    plan: SandboxPlan,
+    env: dict[str, str],
+    stdin_data: bytes | None,
+) -> tuple[list[str], ConfinedProcess, Sandbox]:
+    """Start the CLI inside bwrap (in this thread: see ``engine.confined``); raises
+    ``OSError`` like a spawn, also for a CLI binary that the sandbox would not find."""
+    if command.cwd is None or os.path.isdir(command.cwd):
+        missing = missing_binary(command.binary, command.cwd, env.get("PATH"))
+        if missing is not None:
+            raise missing
+    gateway = None
+    relay: list[str] = []
+    if plan.api_proxy is not None:
+        try:
+            gateway = ApiGateway(plan.api_proxy)
+        except OSError as exc:
+            raise SandboxStartError(
+                f"the sandbox's API proxy cannot listen on {plan.api_proxy.socket}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        relay = [sys.executable, "-I", "-S", netrelay.__file__, "--port"]
+        relay += [str(plan.api_proxy.port), "--socket", plan.api_proxy.socket, "--"]
+    status = StatusPipe()
+    chdir = None if command.cwd is None else os.path.abspath(command.cwd)
+    full = [*bwrap_argv(plan, chdir=chdir, json_status_fd=status.write_fd), *relay, *argv]
+    try:
+        process = ConfinedProcess.start(
+            full,
+            stdin_pipe=stdin_data is not None,
+            cwd=command.cwd,
+            env=env,
+            pass_fds=(status.write_fd,),
+        )
+    except BaseException:
+        status.close()
+        if gateway is not None:
+            gateway.close()
+        raise
+    return full, process, Sandbox(process.pid, status.child_started(), gateway=gateway)
 
 
 def describe_spawn_error(command: ClaudeCommand, exc: OSError) -> str:
@@ -190,7 +277,7 @@ class _Run:
 
     def __init__(
         self,
-        process: trio.Process,
+        process: ChildProcess,
         *,
         argv: list[str],
         stdin_data: bytes | None,
@@ -202,8 +289,14 @@ class _Run:
         on_events: EventsCallback | None,
         stop: trio.Event | None,
         initial: TurnState = INITIAL_STATE,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.process = process
+        self.sandbox = sandbox
+        self.held: list[Event] | None = None
+        """While a sandbox has not shown that it started the CLI: the events held back
+        (``Spawned`` is reported once it has, or a ``SpawnFailed`` if it never did)."""
+        self.sandbox_failure: str | None = None
         self.argv = argv
         self.stdin_data = stdin_data
         self.marker = marker
@@ -227,7 +320,11 @@ class _Run:
 
     async def supervise(self) -> TurnState:
         try:
-            await self._apply([Spawned(pid=self.process.pid, argv=tuple(self.argv))])
+            self.spawned = Spawned(pid=self.process.pid, argv=tuple(self.argv))
+            if self.sandbox is None:
+                await self._apply([self.spawned])
+            else:
+                self.held = []
             try:
                 await self._run_tasks()
             except BaseExceptionGroup as group:
@@ -253,7 +350,12 @@ class _Run:
             nursery.start_soon(self._watch_linger)
             nursery.start_soon(self._watch_gate)
             nursery.start_soon(self._watch_pipe)
-            nursery.start_soon(self._snapshot_tree)
+            if self.sandbox is None:
+                nursery.start_soon(self._snapshot_tree)
+            else:
+                nursery.start_soon(self.sandbox.read_status)
+                if self.sandbox.gateway is not None:
+                    nursery.start_soon(self.sandbox.gateway.serve)
             if self.stop is not None:
                 nursery.start_soon(self._watch_stop, self.stop)
             # Bounded even if the process can't be killed (stuck in the kernel): past the
@@ -269,6 +371,17 @@ class _Run:
             nursery.cancel_scope.cancel()
 
     async def _apply(self, batch: Sequence[Event]) -> None:
+        if self.held is not None:
+            if self.sandbox_failure is not None and any(
+                isinstance(e, ProcessExited) for e in batch
+            ):
+                batch = [SpawnFailed(reason=self.sandbox_failure), *self.held, *batch]
+            elif all(isinstance(e, StdoutClosed) for e in batch):
+                self.held.extend(batch)  # says nothing about whether the CLI started
+                return
+            else:
+                batch = [self.spawned, *self.held, *batch]
+            self.held = None
         state = self.state
         for event in batch:
             state = reduce(state, event)
@@ -302,8 +415,22 @@ class _Run:
     async def _wait_exit(self) -> None:
         async with self.send.clone() as send:
             returncode = await self.process.wait()
+            if self.sandbox is not None:
+                await self._check_sandbox_started(returncode)
             self.exited.set()
             await send.send([ProcessExited.from_returncode(returncode)])
+
+    async def _check_sandbox_started(self, returncode: int) -> None:
+        """After bwrap exited: did it start the CLI? If not, say why (from its stderr)."""
+        assert self.sandbox is not None
+        # bwrap has exited, so its report pipe is closed: this wait is short.
+        with trio.move_on_after(1.0):
+            await self.sandbox.status_done.wait()
+        if self.sandbox.command_ran:
+            return
+        with trio.move_on_after(1.0):
+            await self.stderr_done.wait()
+        self.sandbox_failure = describe_sandbox_failure(self._stderr_text(), returncode)
 
     async def _drain_stderr(self) -> None:
         stderr = self.process.stderr
@@ -407,12 +534,28 @@ class _Run:
     def _signal_tree(self, sig: signal.Signals) -> None:
         """SIGTERM to the CLI's group (the CLI then stops its own children); SIGKILL to the
         group and to every descendant seen, since they may live in sessions of their own."""
+        if self.sandbox is not None:
+            self._signal_sandbox(sig)
+            return
         # Collect first: once the CLI is dead its children can't be found from it.
         self.tree.snapshot()
         if self.tree.signal_root_group(sig):
             self.stop_actions.append(sig.name)
         if sig is signal.SIGKILL and (killed := self.tree.signal_descendants(sig)):
             self.stop_actions.append(f"SIGKILL to {killed} descendant(s)")
+
+    def _signal_sandbox(self, sig: signal.Signals) -> None:
+        """SIGTERM to the CLI inside the sandbox (bwrap would die of it, and its init ignores
+        it); SIGKILL to the sandbox's init and bwrap, which ends everything in it."""
+        assert self.sandbox is not None
+        if sig is signal.SIGKILL:
+            if self.sandbox.kill():
+                self.stop_actions.append(sig.name)
+        elif self.sandbox.terminate_command(sig):
+            self.stop_actions.append(sig.name)
+        elif signal_group(self.process.pid, sig):
+            # No CLI (yet, or any more) to end gracefully: end bwrap, and the sandbox with it.
+            self.stop_actions.append(f"{sig.name} to bwrap")
 
     def _adopt_strays(self) -> None:
         """Find descendants that escaped the tree (see ProcessTree.adopt_strays)."""
@@ -429,6 +572,9 @@ class _Run:
 
     async def _stop_descendants(self) -> None:
         """Stop descendants that outlived the CLI: SIGTERM, grace, SIGKILL."""
+        if self.sandbox is not None:
+            await self._end_sandbox()
+            return
         self._adopt_strays()
         if not self.tree.alive_descendants():
             return
@@ -438,6 +584,18 @@ class _Run:
             grace=self.kill_grace,
             gone=lambda: not self.tree.alive_descendants(),
         )
+
+    async def _end_sandbox(self) -> None:
+        """Make sure the sandbox is gone once bwrap is: its init dies with bwrap
+        (``--die-with-parent``) and takes the namespace with it; this only checks, and
+        kills it if it somehow did not."""
+        assert self.sandbox is not None
+        # Normally gone already, or about to be: bwrap's exit SIGKILLs it.
+        if self.sandbox.init is None or await self.sandbox.wait_init_gone(1.0):
+            return
+        if self.sandbox.kill_init():
+            self.stop_actions.append("SIGKILL to the sandbox")
+        await self.sandbox.wait_init_gone(REAP_TIMEOUT)
 
     def _signal_survivors(self, sig: signal.Signals) -> None:
         count = self.tree.signal_descendants(sig)
@@ -454,6 +612,10 @@ class _Run:
                 await self._stop_descendants()
             await close_pipes(self.process)
             await reap(self.process)
+            if isinstance(self.process, ConfinedProcess):
+                self.process.release()
+            if self.sandbox is not None and self.sandbox.gateway is not None:
+                self.sandbox.gateway.close()
         self.send.close()
         self.receive.close()
 

@@ -1,8 +1,10 @@
 """Deciders: ``async decide(request) -> Decision``, and the built-ins that compose.
 
 * :class:`AllowAll`, :class:`DenyAll` — fixed answers.
-* :class:`RulesDecider` — read-only tools allowed, destructive commands and paths that
-  escape the workspace denied (:mod:`nexo_trio.core.rules`), the rest ``default``.
+* :class:`RulesDecider` — classifies each call's effect (:mod:`nexo_trio.core.effects`,
+  paths resolved on disk in a worker thread): ``read`` and ``workspace`` allowed,
+  ``destructive`` denied, ``unknown`` as its policy says (by default: allowed in a
+  sandboxed turn, denied otherwise).
 * :class:`SessionCache` — remembers ``allow_session`` answers (bounded, LRU).
 * :class:`Chain` — asks each decider in turn until one does not abstain; all abstain: deny.
 * :class:`GuardedDecider` — any exception or overrun of its deadline becomes
@@ -16,12 +18,14 @@ LLM decider imports too) and are re-exported here.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import trio
 
+from nexo_trio.core.effects import EffectVerdict
 from nexo_trio.core.permission import (
     Decision,
     DecisionOutcome,
@@ -31,9 +35,11 @@ from nexo_trio.core.permission import (
     deny,
     unavailable,
 )
-from nexo_trio.core.rules import evaluate_rules
-from nexo_trio.core.settings import DeciderName, PermissionSettings
+from nexo_trio.core.permission_rules import format_rule, match_rules
+from nexo_trio.core.settings import DeciderName, PermissionSettings, UnknownPolicy
 from nexo_trio.gate.decider import Decider, close_decider
+from nexo_trio.gate.human import HumanDecider
+from nexo_trio.gate.resolve import DEFAULT_MAX_PATHS, classify_on_disk
 
 __all__ = [
     "AllowAll",
@@ -70,24 +76,98 @@ class DenyAll:
         )
 
 
+_UNCONFINED_UNKNOWN = (
+    "Permission denied: this turn is not sandboxed, so commands whose effect cannot be read"
+    " ({reason}) are denied; use file tools or commands that only read or write inside the"
+    " workspace"
+)
+_DENIED_UNKNOWN = (
+    "Permission denied: calls whose effect cannot be read ({reason}) are denied by this"
+    " goal's permission settings; use file tools or commands that only read or write inside"
+    " the workspace"
+)
+
+
 class RulesDecider:
-    """Static rules; what they don't flag gets ``default`` (allow alone, abstain in a chain)."""
+    """The effect classifier as a decider: ``read`` and ``workspace`` calls are allowed,
+    ``destructive`` ones denied (the message names the rule), ``unknown`` ones follow
+    ``unknown``: ``allow``, ``deny``, ``defer`` (abstain: the next decider of a chain
+    decides) or ``None`` (allow when the turn is confined, deny when it is not).
+
+    ``default`` is the older spelling of the policy: ``allow`` is ``unknown="allow"``,
+    ``abstain`` is ``unknown="defer"``. ``writable``: directories the goal may write besides
+    its workspace and scratch directory. Paths are resolved on disk (at most ``max_paths``
+    per call) in a worker thread; the thread is abandoned if the decision is cancelled
+    (a :class:`GuardedDecider`'s deadline), so a hung file system cannot hold the gate.
+    """
 
     name = "rules"
 
-    def __init__(self, default: Literal["allow", "abstain"] = "allow") -> None:
-        self.default = default
+    def __init__(
+        self,
+        default: Literal["allow", "abstain"] | None = None,
+        *,
+        unknown: UnknownPolicy | None = None,
+        writable: Sequence[str] = (),
+        max_paths: int = DEFAULT_MAX_PATHS,
+    ) -> None:
+        if default is not None and unknown is not None:
+            raise ValueError("give the unknown policy once: default= or unknown=")
+        if default is not None:
+            unknown = "allow" if default == "allow" else "defer"
+        self.unknown: UnknownPolicy | None = unknown
+        self.writable = tuple(writable)
+        self.max_paths = max_paths
 
     async def decide(self, request: PermissionRequest) -> Decision:
-        """Apply the rules of :mod:`nexo_trio.core.rules`."""
-        verdict = evaluate_rules(
-            request.tool_name, request.input, request.workspace, default=self.default
+        """Classify the call (see :mod:`nexo_trio.core.effects`) and decide on its effect."""
+        classify = functools.partial(
+            classify_on_disk,
+            request.tool_name,
+            request.input,
+            workspace=request.workspace,
+            scratch=request.scratch,
+            writable=self.writable,
+            max_paths=self.max_paths,
         )
-        if verdict.outcome == "allow":
-            return Decision(DecisionOutcome.ALLOW_ONCE, decider=self.name, rationale=verdict.reason)
-        if verdict.outcome == "deny":
-            return deny(f"Permission denied by rule: {verdict.reason}", self.name)
-        return abstain(self.name, verdict.reason)
+        verdict = await trio.to_thread.run_sync(classify, abandon_on_cancel=True)
+        return self.decision(verdict, confined=request.confined)
+
+    def decision(self, verdict: EffectVerdict, *, confined: bool) -> Decision:
+        """The decision for a classified call."""
+
+        def decided(outcome: DecisionOutcome, message: str | None, why: str | None) -> Decision:
+            return Decision(
+                outcome,
+                message=message,
+                decider=self.name,
+                rationale=why,
+                effect=verdict.effect,
+                rule=verdict.rule,
+                subject=verdict.subject,
+            )
+
+        if verdict.effect in ("read", "workspace"):
+            return decided(DecisionOutcome.ALLOW_ONCE, None, verdict.reason)
+        if verdict.effect == "destructive":
+            return decided(
+                DecisionOutcome.DENY, f"Permission denied by rule: {verdict.reason}", None
+            )
+        policy = self.unknown
+        if policy is None:
+            if confined:
+                why = f"the turn is sandboxed, which bounds any effect: {verdict.reason}"
+                return decided(DecisionOutcome.ALLOW_ONCE, None, why)
+            return decided(
+                DecisionOutcome.DENY, _UNCONFINED_UNKNOWN.format(reason=verdict.reason), None
+            )
+        if policy == "allow":
+            return decided(DecisionOutcome.ALLOW_ONCE, None, verdict.reason)
+        if policy == "deny":
+            return decided(
+                DecisionOutcome.DENY, _DENIED_UNKNOWN.format(reason=verdict.reason), None
+            )
+        return decided(DecisionOutcome.ABSTAIN, verdict.reason, None)
 
 
 class SessionCache:
@@ -189,22 +269,81 @@ class GuardedDecider:
         return decision.with_decider(self.name)
 
 
+class ConfigRules:
+    """The config's Claude Code permission rules (``permission.allow`` / ``deny``): a call a
+    deny rule matches is denied, one the allow rules allow is allowed (a compound command
+    only when every part is), anything else is the next decider's to judge (abstain).
+
+    See :mod:`nexo_trio.core.permission_rules` for the syntax and its matching. ``home``
+    anchors ``~/`` rules (the CLI's ``HOME``)."""
+
+    name = "config rules"
+
+    def __init__(
+        self, allow: Sequence[str], deny: Sequence[str], *, home: str | None = None
+    ) -> None:
+        self.allow = tuple(allow)
+        self.deny = tuple(deny)
+        self.home = home
+
+    async def decide(self, request: PermissionRequest) -> Decision:
+        """The decision of the first rule that matches, or abstain."""
+        match = match_rules(
+            self.allow,
+            self.deny,
+            request.tool_name,
+            request.input,
+            workspace=request.workspace,
+            home=self.home,
+        )
+        if match is None:
+            return abstain(self.name)
+        rule = format_rule(match.rule)
+        if match.allowed:
+            return Decision(
+                DecisionOutcome.ALLOW_ONCE,
+                decider=self.name,
+                rationale=f"allowed by permission.allow ({match.reason})",
+                rule=rule,
+                subject=match.subject,
+            )
+        return Decision(
+            DecisionOutcome.DENY,
+            message=f"Permission denied by permission.deny: {match.reason}",
+            decider=self.name,
+            rule=rule,
+            subject=match.subject,
+        )
+
+
 def build_decider(
     settings: PermissionSettings,
     *,
     environ: Mapping[str, str],
     llm: Decider | None = None,
+    human: HumanDecider | None = None,
+    writable: Sequence[str] = (),
 ) -> Decider:
-    """The decider a config asks for (``llm`` overrides the LLM decider, e.g. in tests)."""
+    """The decider a config asks for (``llm`` overrides the LLM decider, e.g. in tests;
+    ``human`` is the shared human decider its prompter and control socket answer; without
+    one, ``human`` gets a new one whose deadline fits ``settings.tool_timeout_s``;
+    ``writable``: the sandbox's extra writable directories, which the rules count as the
+    goal's). The config's ``allow`` / ``deny`` rules, when there are any, come first: a
+    deny rule wins over every decider, an allow rule allows without asking them."""
 
     def one(name: DeciderName, *, in_chain: bool) -> Decider:
+        nonlocal human
         match name:
             case "allow_all":
                 return AllowAll()
             case "deny_all":
                 return DenyAll()
             case "rules":
-                return RulesDecider(default="abstain" if in_chain else "allow")
+                # In a chain the unknown is the next decider's to judge; alone, a `defer`
+                # denies like a chain that ends abstaining.
+                unknown = settings.unknown or ("defer" if in_chain else None)
+                rules = RulesDecider(unknown=unknown, writable=writable)
+                return Chain([rules]) if unknown == "defer" and not in_chain else rules
             case "llm":
                 if llm is not None:
                     return llm
@@ -212,6 +351,10 @@ def build_decider(
                 from nexo_trio.gate.llm import LlmDecider  # noqa: PLC0415
 
                 return LlmDecider.from_settings(settings.llm, environ)
+            case "human":
+                if human is None:
+                    human = HumanDecider.for_tool_timeout(settings.tool_timeout_s)
+                return human
             case "chain":
                 raise ValueError("a chain cannot contain another chain")
 
@@ -219,4 +362,7 @@ def build_decider(
         inner: Decider = Chain([one(name, in_chain=True) for name in settings.chain])
     else:
         inner = one(settings.decider, in_chain=False)
+    if settings.allow or settings.deny:
+        config_rules = ConfigRules(settings.allow, settings.deny, home=environ.get("HOME"))
+        inner = Chain([config_rules, inner])
     return SessionCache(inner)

@@ -57,25 +57,7 @@ class GateServer:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report ready, serve until cancelled; the socket file is removed after."""
-        prepare_socket_path(self.path)
-        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-        try:
-            await sock.bind(str(self.path))
-            os.chmod(self.path, 0o600)
-            inode = os.stat(self.path).st_ino
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            raise
-        listener = trio.SocketListener(sock)
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                await trio.serve_listeners(self._handle, [listener], handler_nursery=nursery)
-        finally:
-            with trio.CancelScope(shield=True):
-                await listener.aclose()
-            _unlink_if_ours(self.path, inode)
+        await serve_unix_socket(self.path, self._handle, task_status=task_status)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         framer = LineFramer(gate_frames.MAX_FRAME_BYTES)
@@ -136,6 +118,36 @@ async def _send(stream: trio.SocketStream, lock: trio.Lock, data: bytes) -> None
     async with lock:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
+
+
+async def serve_unix_socket(
+    path: Path,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` (one task per connection) on a Unix socket at ``path``, mode 0600 in
+    a 0700 directory (:func:`prepare_socket_path`), until cancelled; reports ready once
+    bound, and removes the socket file after (only if it is still ours)."""
+    prepare_socket_path(path)
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(path))
+        os.chmod(path, 0o600)
+        inode = os.stat(path).st_ino
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            await trio.serve_listeners(handler, [listener], handler_nursery=nursery)
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+        _unlink_if_ours(path, inode)
 
 
 def prepare_socket_path(path: Path) -> None:

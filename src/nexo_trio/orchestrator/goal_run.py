@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -60,8 +61,10 @@ from nexo_trio.core.goal_machine import (
     turn_started,
 )
 from nexo_trio.core.goal_outcome import GoalOutcome
+from nexo_trio.core.sandbox import ApiProxy, SandboxPlan
 from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import TurnState
+from nexo_trio.engine.sandbox import prepare_sandbox
 from nexo_trio.engine.supervisor import TurnResult, run_turn
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, evaluate
@@ -178,8 +181,22 @@ class GoalHandle:
 
 
 @attrs.frozen
+class Confinement:
+    """How a goal's turns are confined: what the sandbox of each turn is made of."""
+
+    home: str | None = None
+    """The CLI's ``HOME`` (its ``.claude`` dir and ``.claude.json`` are writable)."""
+    writable: tuple[str, ...] = ()
+    readable: tuple[str, ...] = ()
+    """Paths the turn needs to see under the (private) /tmp: the state dir, the binaries."""
+    network: bool = True
+    api_proxy: ApiProxy | None = None
+
+
+@attrs.frozen
 class TurnPlan:
-    """What every turn of a goal is started with besides the config (the gate's parts)."""
+    """What every turn of a goal is started with besides the config: the gate's parts, the
+    goal's scratch dir (its turns' ``TMPDIR``) and the sandbox (``None``: unconfined)."""
 
     mcp_config: Path | None = None
     socket_path: Path | None = None
@@ -187,6 +204,9 @@ class TurnPlan:
     permission_prompt_tool: str | None = None
     require_mcp_servers: tuple[str, ...] = ()
     env: dict[str, str | None] = attrs.field(factory=dict)
+    scratch: Path | None = None
+    confinement: Confinement | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class GoalRun:
@@ -229,12 +249,16 @@ class GoalRun:
         while True:
             match step:
                 case Begin():
-                    state = self.handle.state
-                    await self.emit(
-                        run_started(
-                            self.goal, step, state, workspace=str(self.workspace), pid=os.getpid()
-                        )
+                    started = run_started(
+                        self.goal,
+                        step,
+                        self.handle.state,
+                        workspace=str(self.workspace),
+                        pid=os.getpid(),
+                        confined=self.plan.confinement is not None,
+                        warnings=self.plan.warnings,
                     )
+                    await self.emit(started)
                     await self.handle.go_live(self.emit)
                 case Record(events=events):
                     for event in events:
@@ -274,14 +298,18 @@ class GoalRun:
                     deadlines=plan.deadlines,  # type: ignore[arg-type]
                 )
             )
+        env = dict(plan.env)
+        if plan.scratch is not None:
+            env["TMPDIR"] = str(plan.scratch)
         command = turn_command(
             step,
             self.config.claude,
             cwd=self.workspace,
             mcp_config=plan.mcp_config,
             permission_prompt_tool=plan.permission_prompt_tool,
-            env=plan.env,
+            env=env,
         )
+        sandbox = await self._sandbox()
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_when_superseded, step, stop)
@@ -294,6 +322,7 @@ class GoalRun:
                 stop=stop,
                 require_mcp_servers=plan.require_mcp_servers,
                 environ=self.environ,
+                sandbox=sandbox,
             )
             nursery.cancel_scope.cancel()
         await self.emit(
@@ -303,6 +332,27 @@ class GoalRun:
                 result.outcome,
                 duration_s=result.duration_s,
                 stop_actions=result.stop_actions,
+            )
+        )
+
+    async def _sandbox(self) -> SandboxPlan | None:
+        """The sandbox of the next turn (its directories made ready), or ``None``."""
+        confinement, scratch = self.plan.confinement, self.plan.scratch
+        if confinement is None:
+            if scratch is not None:
+                await trio.to_thread.run_sync(partial(scratch.mkdir, 0o700, True, True))
+            return None
+        assert scratch is not None
+        return await trio.to_thread.run_sync(
+            partial(
+                prepare_sandbox,
+                self.workspace,
+                scratch,
+                home=confinement.home,
+                writable=confinement.writable,
+                readable=confinement.readable,
+                network=confinement.network,
+                api_proxy=confinement.api_proxy,
             )
         )
 

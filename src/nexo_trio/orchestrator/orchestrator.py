@@ -22,7 +22,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -53,17 +56,23 @@ from nexo_trio.core.goal_machine import (
     initial_state,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
+from nexo_trio.core.redact import secret_values
+from nexo_trio.core.sandbox import ApiProxy
 from nexo_trio.core.settings import Config
+from nexo_trio.engine.sandbox import probe_bwrap
 from nexo_trio.engine.supervisor import run_turn
 from nexo_trio.gate.deciders import Decider, build_decider, close_decider
 from nexo_trio.gate.goal_gate import GateRouter, GoalGate
+from nexo_trio.gate.human import HumanDecider
 from nexo_trio.gate.mcp_config import PERMISSION_PROMPT_TOOL, SERVER_NAME, GateDeadlines
 from nexo_trio.gate.socket_server import GateServer
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, default_registry
-from nexo_trio.orchestrator.goal_run import GoalHandle, GoalRun, TurnPlan, TurnRunner
+from nexo_trio.orchestrator.control_server import ControlServer
+from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.wire.control_frames import ControlReply, ControlRequest
 from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger, is_ledger_event
 
 log = logging.getLogger("nexo_trio.orchestrator")
@@ -72,6 +81,10 @@ COMPLETION_DEADLINE = 10.0
 """How long recording a goal's end may take when the goal is being torn down."""
 
 DeciderFactory = Callable[[Goal], Decider]
+
+
+class SandboxUnavailable(RuntimeError):
+    """``sandbox.mode: bwrap`` and bubblewrap does not work here (the message says why)."""
 
 
 class Orchestrator:
@@ -118,10 +131,23 @@ class Orchestrator:
         self.environ = dict(os.environ if environ is None else environ)
         self.base_dir = base_dir or Path.cwd()
         self.deadlines = GateDeadlines.from_tool_timeout(self.config.permission.tool_timeout_s)
+        permission = self.config.permission
+        uses_human = permission.decider == "human" or (
+            permission.decider == "chain" and "human" in permission.chain
+        )
+        self.human: HumanDecider | None = None
+        """The people's decider (questions answered on a terminal or by ``nexo-trio
+        approve|deny``), shared by every goal; ``None`` when the config has none."""
+        if decider is None and uses_human:
+            self.human = HumanDecider.for_tool_timeout(permission.tool_timeout_s)
         if decider is None:
             # Build one now so a bad permission config (an LLM decider without its API key
             # or SDK) fails here, before any goal starts; each goal gets its own later.
-            build_decider(self.config.permission, environ=self.environ)
+            build_decider(
+                permission, environ=self.environ, human=self.human, writable=self._writable()
+            )
+        self.confined = False
+        self.sandbox_warning: str | None = None
         self.router = GateRouter()
         self.gate: GateServer | None = None
         self._goals: dict[str, GoalHandle] = {}
@@ -138,6 +164,7 @@ class Orchestrator:
         # The goal machine's clock: the wall clock, advanced by trio's (monotonic, or
         # virtual in tests), so the times of one run are consistent with each other.
         self._epoch = time.time() - trio.current_time()
+        self.confined, self.sandbox_warning = await self._sandbox_status()
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -153,6 +180,8 @@ class Orchestrator:
                 self.socket_path, self.router, request_timeout_s=self.deadlines.gate_timeout_s
             )
             await services.start(self.gate.serve)
+            self.control = ControlServer(self.layout.control_socket(os.getpid()), self._on_control)
+            await services.start(self.control.serve)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
         except BaseException:
             await stack.aclose()
@@ -180,6 +209,51 @@ class Orchestrator:
         """The goal machine's clock: seconds since the epoch."""
         return self._epoch + trio.current_time()
 
+    async def _sandbox_status(self) -> tuple[bool, str | None]:
+        """Whether turns run confined, and the warning to give when ``auto`` cannot."""
+        settings = self.config.sandbox
+        if settings.mode == "none":
+            return False, None
+        problem = await probe_bwrap(network=settings.network)
+        if problem is None:
+            return True, None
+        if settings.mode == "bwrap":
+            raise SandboxUnavailable(f"sandbox.mode is bwrap, but {problem}")
+        return False, f"turns run unconfined: {problem}"
+
+    def _writable(self) -> tuple[str, ...]:
+        """``sandbox.writable``, relative paths taken from :attr:`base_dir`."""
+        return tuple(str(self._resolve(path)) for path in self.config.sandbox.writable)
+
+    def _confinement(self, goal: Goal, env: Mapping[str, str | None]) -> Confinement | None:
+        """What the sandbox of the goal's turns is made of (``None``: unconfined)."""
+        if not self.confined:
+            return None
+        settings = self.config.sandbox
+        environ = {**self.environ, **self.config.claude.env}
+        for key, value in env.items():
+            if value is None:
+                environ.pop(key, None)
+            else:
+                environ[key] = value
+        readable = [str(self.layout.root), str(self.socket_path.parent)]
+        # The interpreter of the permission server and the CLI itself must be visible
+        # under the sandbox's private /tmp (a venv or a CLI installed below /tmp).
+        readable += [sys.prefix, sys.base_prefix, *_binary_dirs(self.config.claude.binary, environ)]
+        api_proxy = None
+        if not settings.network:
+            api_proxy = ApiProxy(
+                socket=str(self.layout.api_proxy_socket(goal.id)),
+                allow=(_api_address(environ.get("ANTHROPIC_BASE_URL")),),
+            )
+        return Confinement(
+            home=environ.get("HOME"),
+            writable=self._writable(),
+            readable=tuple(dict.fromkeys(readable)),
+            network=settings.network,
+            api_proxy=api_proxy,
+        )
+
     @property
     def layout(self) -> StateDir:
         """The state directory and where each of its files lives."""
@@ -204,7 +278,12 @@ class Orchestrator:
 
     def _make_decider(self, goal: Goal) -> Decider:
         if self._decider is None:
-            return build_decider(self.config.permission, environ=self.environ)
+            return build_decider(
+                self.config.permission,
+                environ=self.environ,
+                human=self.human,
+                writable=self._writable(),
+            )
         if callable(self._decider) and not hasattr(self._decider, "decide"):
             return self._decider(goal)
         return self._decider  # type: ignore[return-value]
@@ -299,9 +378,14 @@ class Orchestrator:
                 decider = self._make_decider(goal)
                 if self._decider is None:
                     owned = decider  # built from the config: ours to close
+                goal_env = dict(self.goal_env(goal)) if self.goal_env else {}
+                confinement = self._confinement(goal, goal_env)
+                scratch = self.layout.scratch(goal.id)
                 gate = GoalGate(
                     goal,
                     workspace=str(workspace),
+                    scratch=str(scratch),
+                    confined=confinement is not None,
                     decider=decider,
                     emit=self._emit,
                     timeout_s=self.deadlines.decider_timeout_s,
@@ -309,6 +393,7 @@ class Orchestrator:
                     current_turn=lambda: (
                         handle.state.attempt.turn if handle.state.attempt is not None else None
                     ),
+                    secrets=secret_values(self.environ),
                 )
                 self.router.register(gate)
                 run = GoalRun(
@@ -325,7 +410,10 @@ class Orchestrator:
                         deadlines=self.deadlines,
                         permission_prompt_tool=PERMISSION_PROMPT_TOOL,
                         require_mcp_servers=(SERVER_NAME,),
-                        env=dict(self.goal_env(goal)) if self.goal_env else {},
+                        env=goal_env,
+                        scratch=scratch,
+                        confinement=confinement,
+                        warnings=(self.sandbox_warning,) if self.sandbox_warning else (),
                     ),
                     turn_runner=self.turn_runner,
                     environ=self.environ,
@@ -419,6 +507,30 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ control
 
+    async def _on_control(self, request: ControlRequest) -> ControlReply:
+        """A request of another ``nexo-trio`` process (see :mod:`.control_server`)."""
+        handle = self._goals.get(request.goal_id)
+        if handle is None:
+            return ControlReply(False, f"goal {request.goal_id!r} is not running here")
+        human = self.human
+        if human is None:
+            return ControlReply(
+                False, f"goal {request.goal_id!r} has no human decider to answer (permission)"
+            )
+        waiting = human.pending(request.goal_id)
+        allow = request.op == "approve"
+        if not waiting or not human.answer(
+            None,
+            allow,
+            request.reason,
+            by=request.by or "another terminal",
+            goal_id=request.goal_id,
+        ):
+            return ControlReply(False, f"no permission question of goal {request.goal_id!r} waits")
+        question = waiting[0]
+        verb = "approved" if allow else "denied"
+        return ControlReply(True, f"{verb} {question.tool_name}: {question.summary}")
+
     async def _control(self, control: ControlEvent) -> bool:
         handle = self._goals.get(control.goal_id)
         if handle is None:
@@ -451,3 +563,26 @@ class Orchestrator:
     async def set_goal_max_turns(self, goal_id: str, max_turns: int) -> bool:
         """Raise a goal's turn budget (lowering raises ValueError). False if unknown."""
         return await self._control(MaxTurnsRaised(goal_id, max_turns))
+
+
+def _binary_dirs(binary: str, environ: Mapping[str, str]) -> list[str]:
+    """The directories the CLI's binary lives in (as named and as resolved), and the
+    ``node_modules`` it was installed into, so a sandbox can see them."""
+    found = shutil.which(binary, path=environ.get("PATH")) if os.sep not in binary else binary
+    if found is None:
+        return []
+    named = Path(found).absolute()
+    real = named.resolve()
+    dirs = [str(named.parent), str(real.parent)]
+    for parent in real.parents:
+        if parent.name == "node_modules":
+            dirs.append(str(parent))
+            break
+    return dirs
+
+
+def _api_address(base_url: str | None) -> str:
+    """The ``host:port`` the CLI talks to for the API (``ANTHROPIC_BASE_URL``)."""
+    url = urllib.parse.urlsplit(base_url or "https://api.anthropic.com")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    return f"{url.hostname or 'api.anthropic.com'}:{port}"

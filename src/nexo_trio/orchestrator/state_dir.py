@@ -5,10 +5,14 @@
     STATE_DIR/
       nexo.db                 the SQLite store: the goal ledger and session bindings
       run/gate.sock           the permission gate's Unix socket (mode 0600, dir 0700)
+      run/control-PID.sock    the control socket of the process PID (approve, deny, ...)
+      run/api-DIGEST.sock     a goal's API proxy (sandbox.network: false)
       gate/GOAL.mcp.json      the MCP config of a goal's running turn (mode 0600)
+      scratch/GOAL/           the goal's scratch dir: its turns' TMPDIR, writable in the
+                              sandbox (nothing else of the state dir is)
 
-A socket address holds about 100 bytes: when ``run/gate.sock`` would be longer, the socket
-lives in a private directory under the temp dir instead, named after the state dir.
+A socket address holds about 100 bytes: when a socket's path would be longer, it lives in
+a private directory under the temp dir instead, named after the state dir.
 """
 
 from __future__ import annotations
@@ -40,12 +44,27 @@ class StateDir:
     @property
     def gate_socket(self) -> Path:
         """The permission gate's socket (see the module docstring for long paths)."""
-        preferred = self.root / "run" / "gate.sock"
-        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
-            return preferred
-        digest = hashlib.sha256(os.fsencode(self.root.resolve())).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"nexo-trio-{os.getuid()}" / f"{digest}.sock"
+        return self._socket("gate")
+
+    def control_socket(self, pid: int) -> Path:
+        """The control socket of the process ``pid`` running goals from this state dir."""
+        return self._socket(f"control-{pid}")
+
+    def api_proxy_socket(self, goal_id: str) -> Path:
+        """The socket of the goal's API proxy (turns with no network but the API)."""
+        return self._socket(f"api-{hashlib.sha256(goal_id.encode()).hexdigest()[:12]}")
 
     def mcp_config(self, goal_id: str) -> Path:
         """The MCP config of the goal's running turn (goal ids are safe file names)."""
         return self.root / "gate" / f"{goal_id}.mcp.json"
+
+    def scratch(self, goal_id: str) -> Path:
+        """The goal's scratch directory (its turns' ``TMPDIR``)."""
+        return self.root / "scratch" / goal_id
+
+    def _socket(self, name: str) -> Path:
+        preferred = self.root / "run" / f"{name}.sock"
+        if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.root.resolve())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"nexo-trio-{os.getuid()}" / f"{digest}-{name}.sock"

@@ -251,14 +251,25 @@ class FakeClaude:
 
     @classmethod
     def create(
-        cls, directory: Path, turns: Sequence[Turn], *, max_lifetime: float = 600.0
+        cls,
+        directory: Path,
+        turns: Sequence[Turn],
+        *,
+        max_lifetime: float = 600.0,
+        state_dir: Path | None = None,
     ) -> FakeClaude:
-        """Write the scenario and an executable ``claude`` shim into ``directory``."""
+        """Write the scenario and an executable ``claude`` shim into ``directory``.
+
+        The fake keeps its records (invocations, sessions) in ``state_dir``, by default
+        ``directory/state``. A confined turn can write only a few places: put it under the
+        CLI's ``$HOME/.claude`` (as the real CLI keeps its own state), or name it in
+        ``sandbox.writable``.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         scenario = directory / "scenario.json"
         scenario.write_text(json.dumps({"turns": [t.to_json() for t in turns]}, indent=1))
-        state = directory / "state"
-        state.mkdir(exist_ok=True)
+        state = state_dir or directory / "state"
+        state.mkdir(parents=True, exist_ok=True)
         binary = directory / "claude"
         write_shim(binary)
         return cls(

@@ -57,12 +57,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from nexo_trio.core.goal import Budget, Criterion, CustomCheck, FileMatchCheck, Goal, ShellCheck
 from nexo_trio.core.settings import (
     DECIDER_NAMES,
+    SANDBOX_MODES,
     STUCK_ACTIONS,
+    UNKNOWN_POLICIES,
     Config,
     DeciderName,
     LlmSettings,
     PermissionSettings,
+    SandboxMode,
     StuckAction,
+    UnknownPolicy,
 )
 from nexo_trio.core.validation import FieldError
 
@@ -488,6 +492,11 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook_func(lambda t: t == DeciderName, _one_of(DECIDER_NAMES))
     conv.register_structure_hook_func(lambda t: t == StuckAction, _one_of(STUCK_ACTIONS))
+    conv.register_structure_hook_func(lambda t: t == UnknownPolicy, _one_of(UNKNOWN_POLICIES))
+    conv.register_structure_hook_func(
+        lambda t: t == UnknownPolicy | None, _optional(_one_of(UNKNOWN_POLICIES))
+    )
+    conv.register_structure_hook_func(lambda t: t == SandboxMode, _one_of(SANDBOX_MODES))
     conv.register_structure_hook_func(lambda t: t == Criterion, _criterion)
     conv.register_structure_hook_factory(_is_tuple, _tuple_hook)
     conv.register_structure_hook_factory(_is_dict, _dict_hook)

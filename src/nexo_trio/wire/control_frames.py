@@ -1,0 +1,115 @@
+"""Frames of the control socket: another ``nexo-trio`` process asks the one running a goal
+to do something to it, and gets one answer.
+
+One JSON object per line, one request per connection::
+
+    {"v": 1, "op": "approve", "goal_id": "g1", "reason": null, "by": "uid 1000"}
+    {"v": 1, "ok": true, "message": "approved Bash: rm -rf build"}
+
+``op`` is one of :data:`OPS`. The records are typed; :func:`encode_request` /
+:func:`decode_request` and :func:`encode_reply` / :func:`decode_reply` are the only code that
+reads or writes the JSON, and decoding validates (:class:`ControlFrameError`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, TypeAlias, get_args
+
+import attrs
+import cattrs
+import orjson
+
+PROTOCOL_VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 1024 * 1024
+
+Op: TypeAlias = Literal["approve", "deny"]
+OPS: tuple[Op, ...] = get_args(Op)
+
+
+class ControlFrameError(ValueError):
+    """A control frame that is not JSON or not of the protocol's shape."""
+
+
+@attrs.frozen
+class ControlRequest:
+    """What the asking process wants done to a goal."""
+
+    op: Op = attrs.field(validator=attrs.validators.in_(OPS))
+    goal_id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    reason: str | None = None
+    by: str = ""
+
+
+@attrs.frozen
+class ControlReply:
+    """Whether it was done, and what happened, in words."""
+
+    ok: bool
+    message: str
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+
+    def strict_str(value: object, _: object) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return value
+
+    def strict_bool(value: object, _: object) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {type(value).__name__}")
+        return value
+
+    converter.register_structure_hook(str, strict_str)
+    converter.register_structure_hook(bool, strict_bool)
+    return converter
+
+
+_converter: Final = _make_converter()
+
+
+def _encode(obj: ControlRequest | ControlReply) -> bytes:
+    data: dict[str, Any] = {"v": PROTOCOL_VERSION, **_converter.unstructure(obj)}
+    return orjson.dumps(data) + b"\n"
+
+
+def _decode(line: bytes, cls: type[Any]) -> Any:
+    if len(line) > MAX_FRAME_BYTES:
+        raise ControlFrameError(f"frame of {len(line)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ControlFrameError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != PROTOCOL_VERSION:
+        raise ControlFrameError(f"not a version-{PROTOCOL_VERSION} control frame")
+    data.pop("v")
+    try:
+        return _converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc))
+        raise ControlFrameError(f"malformed {cls.__name__}: {problems}") from None
+    except (ValueError, TypeError) as exc:  # the record's own validators
+        raise ControlFrameError(f"malformed {cls.__name__}: {exc}") from None
+
+
+def encode_request(request: ControlRequest) -> bytes:
+    """One request as a line."""
+    return _encode(request)
+
+
+def decode_request(line: bytes) -> ControlRequest:
+    """A request line, validated."""
+    request: ControlRequest = _decode(line, ControlRequest)
+    return request
+
+
+def encode_reply(reply: ControlReply) -> bytes:
+    """One reply as a line."""
+    return _encode(reply)
+
+
+def decode_reply(line: bytes) -> ControlReply:
+    """A reply line, validated."""
+    reply: ControlReply = _decode(line, ControlReply)
+    return reply
