@@ -28,7 +28,8 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         bench_mcp_startup.run,
     ),
     "gate": (
-        "permission decisions through the gate's Unix socket (AllowAll) vs a line echo floor",
+        "permission decisions through the gate's Unix socket (AllowAll; the default rules "
+        "decider, classifying and resolving paths) vs a line echo floor",
         "",
         bench_gate.run,
     ),

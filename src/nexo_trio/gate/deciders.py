@@ -359,7 +359,12 @@ def build_decider(
                 raise ValueError("a chain cannot contain another chain")
 
     if settings.decider == "chain":
-        inner: Decider = Chain([one(name, in_chain=True) for name in settings.chain])
+        members = [one(name, in_chain=True) for name in settings.chain]
+        if human is not None and human in members:
+            # The person sees why the deciders before them left the call open.
+            at = members.index(human)
+            members = [*(human.noting(d) for d in members[:at]), *members[at:]]
+        inner: Decider = Chain(members)
     else:
         inner = one(settings.decider, in_chain=False)
     if settings.allow or settings.deny:
