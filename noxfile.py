@@ -28,8 +28,10 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (warnings are errors, every test has a timeout)."""
+    """The test suite (warnings are errors, every test has a timeout). Installs bubblewrap
+    for the sandbox tests when it is missing, as root (see :func:`_ensure_bubblewrap`)."""
     session.install("-e", ".", *_group("test"))
+    _ensure_bubblewrap(session)
     # The real-CLI tests are the e2e session's. Exit code 5 means "no tests collected": not
     # a failure of the suite.
     session.run("pytest", "-m", "not real_claude", *session.posargs, success_codes=[0, 5])

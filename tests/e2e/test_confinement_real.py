@@ -22,6 +22,7 @@ import trio
 from nexo_trio.core.goal import ShellCheck
 from nexo_trio.core.goal_events import DecisionMade, GoalStarted
 from nexo_trio.core.goal_outcome import GoalEndKind
+from nexo_trio.core.settings import SandboxSettings
 from nexo_trio.testing.messages_api import Reply, nth, text, tool_use
 from tests.e2e.conftest import E2E
 
@@ -138,3 +139,29 @@ async def test_a_dozen_ways_to_destroy_a_directory_outside_the_workspace(
     # The legitimate work is there.
     assert (e2e.workspace / "hello.txt").read_text() == "hi\n"
     assert (e2e.workspace / "notes.md").read_text() == "# Notes\n"
+
+
+async def test_sandbox_network_false_leaves_only_the_api(e2e: E2E) -> None:
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed: apt-get install bubblewrap")
+    fetch = (
+        "python3 -c \"import urllib.request as u; u.urlopen('http://example.com/', timeout=5)\""
+        " 2>&1 | tail -1; python3 -c \"import socket; socket.create_connection(('1.1.1.1', 80),"
+        ' 3)" 2>&1 | tail -1'
+    )
+    e2e.api.add(
+        Reply(nth(0), tool_use("Bash", {"command": fetch}, id="toolu_net")),
+        Reply(nth(1), text("No network but you. Done.")),
+    )
+    config = e2e.config(sandbox=SandboxSettings(network=False))
+    goal = e2e.goal("Check the network.", [ShellCheck("true")])
+
+    run = await e2e.run(goal, config)
+
+    assert run.outcome.kind is GoalEndKind.DONE, run.outcome
+    (started,) = run.of(GoalStarted)
+    assert started.confined
+    (result,) = e2e.api.tool_results(1)
+    output = str(result.get("content"))
+    assert "HTTP Error 403: Forbidden" in output  # the API proxy lets nothing else through
+    assert "Network is unreachable" in output  # and there is no way around it

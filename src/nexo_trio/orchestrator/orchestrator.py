@@ -239,7 +239,10 @@ class Orchestrator:
         readable = [str(self.layout.root), str(self.socket_path.parent)]
         # The interpreter of the permission server and the CLI itself must be visible
         # under the sandbox's private /tmp (a venv or a CLI installed below /tmp).
-        readable += [sys.prefix, sys.base_prefix, *_binary_dirs(self.config.claude.binary, environ)]
+        # (and this package: an editable install's sources may be anywhere).
+        package = str(Path(__file__).resolve().parents[2])
+        readable += [sys.prefix, sys.base_prefix, package]
+        readable += _binary_dirs(self.config.claude.binary, environ)
         api_proxy = None
         if not settings.network:
             api_proxy = ApiProxy(
