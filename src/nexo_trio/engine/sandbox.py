@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -152,17 +153,33 @@ def prepare_sandbox(
             cli_home = real_home
         else:
             extra_writable += [cli_dir, cli_file]
+    # The permission server the CLI spawns is this interpreter running this package: both
+    # must stay visible when the private /tmp hides them (a venv or a checkout below /tmp);
+    # elsewhere the read-only root shows them already.
+    hidden = [p for p in _python_paths() if private_tmp and _below(p, "/tmp")]
+    seen = [*readable, *hidden]
     return SandboxPlan(
         workspace=str(ws),
         scratch=os.path.realpath(tmp),
         writable=tuple(dict.fromkeys(extra_writable)),
         cli_home=cli_home,
-        readable=tuple(dict.fromkeys(os.path.realpath(p) for p in readable if os.path.exists(p))),
+        readable=tuple(dict.fromkeys(os.path.realpath(p) for p in seen if os.path.exists(p))),
         network=network,
         private_tmp=private_tmp,
         bwrap=bwrap,
         api_proxy=api_proxy,
     )
+
+
+def _below(path: str, root: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _python_paths() -> list[str]:
+    """Where this interpreter and this package live."""
+    package = Path(__file__).resolve().parents[2]  # .../src or .../site-packages
+    return [sys.prefix, sys.base_prefix, sys.exec_prefix, str(package)]
 
 
 def _prepare_cli_home(home: Path) -> tuple[str, str]:

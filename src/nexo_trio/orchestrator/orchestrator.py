@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -237,11 +236,8 @@ class Orchestrator:
             else:
                 environ[key] = value
         readable = [str(self.layout.root), str(self.socket_path.parent)]
-        # The interpreter of the permission server and the CLI itself must be visible
-        # under the sandbox's private /tmp (a venv or a CLI installed below /tmp).
-        # (and this package: an editable install's sources may be anywhere).
-        package = str(Path(__file__).resolve().parents[2])
-        readable += [sys.prefix, sys.base_prefix, package]
+        # The CLI itself must be visible under the sandbox's private /tmp (installed below
+        # /tmp, say); prepare_sandbox adds this interpreter and package.
         readable += _binary_dirs(self.config.claude.binary, environ)
         api_proxy = None
         if not settings.network:
