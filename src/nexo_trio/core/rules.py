@@ -10,8 +10,18 @@ The classifier is built in layers, each module importing only the ones below it:
 
 * :mod:`~nexo_trio.core.effects` — :func:`~nexo_trio.core.effects.classify_call`: tools,
   file tools, and Bash through the judges;
-* :mod:`~nexo_trio.core.judges` — how a Bash command is read, the per-command judges (the
-  read and write allow-lists, what is destructive) and the known limits;
+* :mod:`~nexo_trio.core.judges` — how a Bash command is read: the walk over lists,
+  pipelines and redirections, the dispatch to the family judges, the known limits;
+* the family judges, one module each: :mod:`~nexo_trio.core.file_judges` (rm, cp, mv, dd,
+  chmod…), :mod:`~nexo_trio.core.sed_judges`, :mod:`~nexo_trio.core.find_judges`,
+  :mod:`~nexo_trio.core.git_judges`, :mod:`~nexo_trio.core.code_judges` (shells,
+  interpreters, build tools), :mod:`~nexo_trio.core.download_judges`,
+  :mod:`~nexo_trio.core.reader_judges` (the read-only allow-list),
+  :mod:`~nexo_trio.core.shell_state_judges` (cd, export, set…),
+  :mod:`~nexo_trio.core.system_judges` (kill, power, mkfs…); and what they share:
+  :mod:`~nexo_trio.core.verdicts`, :mod:`~nexo_trio.core.options` (GNU option parsing),
+  :mod:`~nexo_trio.core.targets` (where a written path lands),
+  :mod:`~nexo_trio.core.substitutions`;
 * :mod:`~nexo_trio.core.fork_bomb` — fork bombs, spotted in the raw command text;
 * :mod:`~nexo_trio.core.invocation` — what a simple command runs: its words brace-expanded
   and resolved against the variables and the virtual current directory, its prefixes
