@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from nexo_trio.core.sandbox import (
@@ -169,6 +170,26 @@ def prepare_sandbox(
         bwrap=bwrap,
         api_proxy=api_proxy,
     )
+
+
+def with_binary(plan: SandboxPlan, binary: str, path: str | None) -> SandboxPlan:
+    """``plan`` that also shows the CLI's binary (looked up in ``path`` when it is a bare
+    name) where the private /tmp would hide it: the directories it lives in, as named and
+    as resolved, and the ``node_modules`` it was installed into."""
+    if not plan.private_tmp:
+        return plan
+    found = shutil.which(binary, path=path) if os.sep not in binary else binary
+    if found is None:
+        return plan
+    named = Path(found).absolute()
+    real = named.resolve()
+    dirs = [str(named.parent), str(real.parent)]
+    dirs += [str(parent) for parent in real.parents if parent.name == "node_modules"][:1]
+    hidden = [d for d in dirs if _below(d, "/tmp") and os.path.isdir(d)]
+    if not hidden:
+        return plan
+    readable = tuple(dict.fromkeys([*plan.readable, *map(os.path.realpath, hidden)]))
+    return attrs.evolve(plan, readable=readable)
 
 
 def _below(path: str, root: str) -> bool:

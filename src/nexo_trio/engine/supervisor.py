@@ -71,6 +71,7 @@ from nexo_trio.engine.confined import (
     missing_binary,
 )
 from nexo_trio.engine.process_tree import ProcessTree
+from nexo_trio.engine.sandbox import with_binary
 from nexo_trio.engine.stopping import (
     REAP_TIMEOUT,
     ChildProcess,
@@ -225,6 +226,7 @@ def _start_confined(
         missing = missing_binary(command.binary, command.cwd, env.get("PATH"))
         if missing is not None:
             raise missing
+    plan = with_binary(plan, command.binary, env.get("PATH"))
     gateway = None
     relay: list[str] = []
     if plan.api_proxy is not None:

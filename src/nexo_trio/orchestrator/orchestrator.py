@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -235,10 +234,8 @@ class Orchestrator:
                 environ.pop(key, None)
             else:
                 environ[key] = value
+        # The engine makes the interpreter, this package and the CLI's binary visible.
         readable = [str(self.layout.root), str(self.socket_path.parent)]
-        # The CLI itself must be visible under the sandbox's private /tmp (installed below
-        # /tmp, say); prepare_sandbox adds this interpreter and package.
-        readable += _binary_dirs(self.config.claude.binary, environ)
         api_proxy = None
         if not settings.network:
             api_proxy = ApiProxy(
@@ -562,22 +559,6 @@ class Orchestrator:
     async def set_goal_max_turns(self, goal_id: str, max_turns: int) -> bool:
         """Raise a goal's turn budget (lowering raises ValueError). False if unknown."""
         return await self._control(MaxTurnsRaised(goal_id, max_turns))
-
-
-def _binary_dirs(binary: str, environ: Mapping[str, str]) -> list[str]:
-    """The directories the CLI's binary lives in (as named and as resolved), and the
-    ``node_modules`` it was installed into, so a sandbox can see them."""
-    found = shutil.which(binary, path=environ.get("PATH")) if os.sep not in binary else binary
-    if found is None:
-        return []
-    named = Path(found).absolute()
-    real = named.resolve()
-    dirs = [str(named.parent), str(real.parent)]
-    for parent in real.parents:
-        if parent.name == "node_modules":
-            dirs.append(str(parent))
-            break
-    return dirs
 
 
 def _api_address(base_url: str | None) -> str:
