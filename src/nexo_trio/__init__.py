@@ -105,6 +105,8 @@ _EXPORTS = {
     "build_decider": "nexo_trio.gate.deciders",
     "LlmDecider": "nexo_trio.gate.llm",
     "Orchestrator": "nexo_trio.orchestrator.orchestrator",
+    "LayoutError": "nexo_trio.orchestrator.orchestrator",
+    "SandboxUnavailable": "nexo_trio.orchestrator.orchestrator",
     "GoalHandle": "nexo_trio.orchestrator.goal_run",
     "VerifierRegistry": "nexo_trio.orchestrator.acceptance",
     "CheckContext": "nexo_trio.orchestrator.acceptance",
@@ -209,7 +211,7 @@ if TYPE_CHECKING:
         default_registry,
     )
     from nexo_trio.orchestrator.goal_run import GoalHandle
-    from nexo_trio.orchestrator.orchestrator import Orchestrator
+    from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator, SandboxUnavailable
     from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry, Store
     from nexo_trio.store.memory import MemoryStore
     from nexo_trio.store.sqlite import SQLiteStore, StoreError, open_sqlite_store
@@ -270,6 +272,7 @@ __all__ = [
     "GoalSummary",
     "GuardedDecider",
     "InterruptQueued",
+    "LayoutError",
     "LedgerEntry",
     "LlmDecider",
     "LlmSettings",
@@ -282,6 +285,7 @@ __all__ = [
     "ReplaySettings",
     "RulesDecider",
     "SQLiteStore",
+    "SandboxUnavailable",
     "SessionBound",
     "SessionCache",
     "ShellCheck",

@@ -184,3 +184,21 @@ def test_a_workspace_that_is_a_file(tmp_path: Path) -> None:
         invoke("run", goal, "--config", s.config),
         f"{goal}: workspace: {goal.parent / 'notes.txt'} exists and is not a directory",
     )
+
+
+@pytest.mark.parametrize(
+    ("workspace", "words"),
+    [("STATE", "is the state dir"), ("ROOT", "holds the state dir")],
+)
+def test_a_workspace_that_would_let_turns_write_the_state_dir(
+    tmp_path: Path, workspace: str, words: str
+) -> None:
+    """Issue 10: a goal whose workspace is (above) the state dir never runs a turn."""
+    s = make_setup(tmp_path, [])
+    where = {"STATE": s.state_dir, "ROOT": tmp_path}[workspace]
+    goal = s.goal(workspace=str(where))
+    line = assert_usage_error(invoke("run", goal, "--config", s.config), words)
+    assert line == (
+        f"Error: goal 'g1': the workspace {where} {words} {s.state_dir}: turns could write it"
+    )
+    assert s.fake.invocations() == []

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexo_trio.core.redact import REDACTED, redact, secret_values
+from nexo_trio.core.redact import MIN_PIECE, REDACTED, redact, secret_values
 
 ENV = {
     "ANTHROPIC_API_KEY": "sk-ant-0123456789",
@@ -53,3 +53,19 @@ def test_a_secret_value_never_survives_and_redacting_again_changes_nothing(
     once = redact(f"{text}{secret}{text}", secrets)
     assert secret not in once
     assert redact(once, secrets) == once
+
+
+@given(
+    st.text(max_size=50),
+    st.sampled_from(sorted(secret_values(ENV))),
+    st.integers(min_value=4, max_value=20),
+)
+def test_a_piece_of_a_secret_left_at_a_cut_is_redacted(text: str, secret: str, size: int) -> None:
+    """A tail or head cut out of a longer text (a check's last lines) may hold part of a
+    secret at its edge: that part is redacted too."""
+    size = min(size, len(secret) - 1)
+    secrets = secret_values(ENV)
+    for cut in (redact(secret[-size:] + text, secrets), redact(text + secret[:size], secrets)):
+        for piece in range(MIN_PIECE, len(secret)):
+            assert not cut.startswith(secret[-piece:])
+            assert not cut.endswith(secret[:piece])

@@ -366,6 +366,57 @@ def test_malformed_lines(data: bytes, error: str) -> None:
     assert event.excerpt == data.decode("utf-8", errors="replace")
 
 
+@pytest.mark.parametrize(
+    ("escapes", "expected"),
+    [
+        ("\\ud800", "\ufffd"),  # a high surrogate alone
+        ("\\udfff", "\ufffd"),  # a low one alone
+        ("\\udc00\\ud800", "\ufffd\ufffd"),  # a pair the wrong way round
+        ("\\uD83D x", "\ufffd x"),  # upper-case hex, then no low half
+        ("\\ud83d\\ude00\\ud800", "\U0001f600\ufffd"),  # a valid pair is kept
+    ],
+)
+def test_a_lone_surrogate_escape_keeps_the_frame(escapes: str, expected: str) -> None:
+    # Valid JSON (Node's JSON.stringify writes it for half a surrogate pair), refused by
+    # orjson: the whole result frame used to be dropped as malformed.
+    line = (
+        '{"type":"result","subtype":"success","is_error":false,"session_id":"s-1",'
+        f'"result":"cut {escapes}","errors":["{escapes}"],'
+        f'"nested":{{"k{escapes}":[{{"deep":"{escapes}"}}]}}}}'
+    ).encode()
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(line)
+    frame = parse_line(7, line)
+    assert isinstance(frame, Result)
+    assert frame.result == f"cut {expected}"
+    assert frame.errors == (expected,)
+    assert frame.session_id == "s-1"
+    assert frame.raw["nested"] == {f"k{expected}": [{"deep": expected}]}
+    orjson.dumps(frame.raw)  # no surrogate left anywhere: the frame can be stored as is
+    decoder = StreamDecoder()
+    events = decoder.feed(line[:20]) + decoder.feed(line[20:] + b"\n") + decoder.close()
+    assert events == [frame]
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        # Raw surrogate bytes are not UTF-8 at all (only the escape is valid JSON).
+        (b'{"type":"result","result":"\xed\xa0\x80"}', "invalid UTF-8"),
+        # The slow path is not more lenient than orjson in anything else.
+        (b'{"type":"result","result":"\\ud800","n":NaN}', "invalid JSON"),
+        (b'{"type":"result","result":"\\ud800","n":1e400}', "invalid JSON"),
+        (b'{"type":"result","result":"\\ud800"', "invalid JSON"),
+        (b'["\\ud800"]', "not a JSON object but list"),
+        (b"[" * 5000 + b'"\\ud800"' + b"]" * 5000, "invalid JSON"),
+    ],
+)
+def test_lines_with_surrogates_that_stay_malformed(data: bytes, error: str) -> None:
+    event = parse_line(3, data)
+    assert isinstance(event, MalformedLine)
+    assert event.error.startswith(error), event.error
+
+
 def test_malformed_excerpt_is_bounded() -> None:
     data = b"{" + b"x" * 10_000
     event = parse_line(3, data)

@@ -101,6 +101,7 @@ async def serving_gate(e2e: E2E) -> AsyncIterator[Gate]:
         socket_path=socket_path,
         goal_id=GOAL_ID,
         deadlines=DEADLINES,
+        token=gate.begin_turn(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)

@@ -10,9 +10,10 @@ with the right counters.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from nexo_trio.core.permission import (
 from nexo_trio.core.settings import PermissionSettings
 from nexo_trio.gate.deciders import Decider, DenyAll, RulesDecider, build_decider
 from nexo_trio.gate.goal_gate import GateRouter, GoalGate
-from nexo_trio.gate.mcp_config import GateDeadlines, server_command
+from nexo_trio.gate.mcp_config import GateDeadlines, server_command, server_env
 from nexo_trio.gate.socket_server import GateServer
 from tests.gate.helpers import McpServer, assert_deny, text_json
 
@@ -79,12 +80,23 @@ class Bridge:
 
 
 @asynccontextmanager
-async def spawn_mcp(argv: list[str], directory: Path) -> AsyncIterator[McpServer]:
-    """The MCP server as a subprocess, killed and reaped at the end if still running."""
-    stderr_path = directory / "mcp-stderr.log"
+async def spawn_mcp(
+    argv: list[str],
+    directory: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    name: str = "mcp-stderr.log",
+) -> AsyncIterator[McpServer]:
+    """The MCP server as a subprocess (``env`` added to this process's environment, as
+    Claude Code adds the config's), killed and reaped at the end if still running."""
+    stderr_path = directory / name
     with stderr_path.open("wb") as err:
         process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **(env or {})},
         )
     server = McpServer(process, stderr_path)
     try:
@@ -111,7 +123,8 @@ async def bridge(
     serve: bool = True,
 ) -> AsyncIterator[Bridge]:
     """A GateServer (unless ``serve`` is false) routing to one goal's gate, and the MCP
-    server for ``mcp_goal_id``, handshake done."""
+    server for ``mcp_goal_id``, handshake done, started as the orchestrator starts a turn's
+    (the gate's turn open, its token in the server's environment)."""
     socket_path = sock_dir / "run" / "gate.sock"
     workspace = sock_dir / "ws"
     workspace.mkdir()
@@ -127,6 +140,7 @@ async def bridge(
         emit=emit,
         timeout_s=deadlines.decider_timeout_s,
     )
+    token = gate.begin_turn()
     router = GateRouter()
     router.register(gate)
     server = GateServer(socket_path, router, request_timeout_s=deadlines.gate_timeout_s)
@@ -144,7 +158,7 @@ async def bridge(
         else:
             stopped.set()
         argv = server_command(socket_path, mcp_goal_id, deadlines.server_deadline_s)
-        async with spawn_mcp(argv, sock_dir) as mcp:
+        async with spawn_mcp(argv, sock_dir, env=server_env(token)) as mcp:
             listed = await mcp.handshake()
             assert [tool["name"] for tool in listed["result"]["tools"]] == ["permission_prompt"]
             yield Bridge(

@@ -258,6 +258,39 @@ async def test_invalid_session_starts_fresh_without_counting_and_redelivers_inte
     assert fresh["prompt"].startswith(block)
 
 
+async def test_with_no_retries_an_invalid_session_escalates_and_the_rerun_starts_fresh(
+    h: Harness,
+) -> None:
+    """``max_retries: 0``: the stale session escalates, and it is still dropped, so the re-run
+    starts a fresh session instead of escalating the same way forever."""
+    stale = str(uuid.uuid4())
+    store = SpyStore()
+    await store.put_binding("g1", stale)
+    await store.append_events("g1", [event_to_ledger(SessionBound("g1", stale))])
+    fake = h.fake(turn(*does_it()))
+    config = h.config(fake, replay=ReplaySettings(max_retries=0))
+    async with orchestrator(config, store=store) as (orch, rec):
+        first = await orch.run_goal(h.goal())
+
+    assert first.kind is GoalEndKind.ESCALATED
+    assert first.reason is not None
+    assert "session invalid" in first.reason
+    (decided,) = judged(rec.events())
+    assert decided.action == "escalate"
+    assert decided.invalid_session == stale
+    assert await store.get_binding("g1") is None
+    every = await store.list_bindings(include_invalid=True)
+    assert [(b.session_id, b.invalid) for b in every] == [(stale, True)]
+
+    async with orchestrator(config, store=store) as (orch, _):
+        second = await orch.run_goal(h.goal())
+    assert second.kind is GoalEndKind.DONE
+    bad, fresh = fake.invocations()
+    assert resume_arg(bad["argv"]) == stale
+    assert resume_arg(fresh["argv"]) is None
+    assert second.session_id == fresh["session_id"] != stale
+
+
 # --------------------------------------------------------------------------- escalation
 
 

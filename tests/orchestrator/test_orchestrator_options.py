@@ -87,6 +87,6 @@ def test_the_state_dir_layout(tmp_path: Path) -> None:
     layout = StateDir(tmp_path)
     assert layout.database == tmp_path / "nexo.db"
     assert layout.mcp_config("g1") == tmp_path / "gate" / "g1.mcp.json"
-    assert layout.gate_socket == tmp_path / "run" / "gate.sock"
+    assert layout.gate_socket(42) == tmp_path / "run" / "gate-42.sock"
     deep = StateDir(tmp_path / ("x" * 120))
-    assert len(os.fsencode(deep.gate_socket)) <= 100
+    assert len(os.fsencode(deep.gate_socket(4_194_304))) <= 100

@@ -16,6 +16,8 @@ from nexo_trio.wire.files import FileFormatError, load_config, load_goal
 EXIT_DONE = 0
 EXIT_NOT_DONE = 1
 EXIT_USAGE = 2
+EXIT_STATE_UNWRITABLE = 3
+"""The state dir could not be written for good: the outcome is printed, not all recorded."""
 EXIT_CANCELLED = 130
 
 

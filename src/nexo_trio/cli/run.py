@@ -22,6 +22,7 @@ from nexo_trio.cli.common import (
     EXIT_CANCELLED,
     EXIT_DONE,
     EXIT_NOT_DONE,
+    EXIT_STATE_UNWRITABLE,
     STATE_DIR_ERRORS,
     UserError,
     read_config,
@@ -33,7 +34,8 @@ from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.settings import Config
 from nexo_trio.gate.human import HumanDecider, TerminalPrompter
-from nexo_trio.orchestrator.orchestrator import Orchestrator, SandboxUnavailable
+from nexo_trio.gate.socket_server import GateSocketError
+from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator, SandboxUnavailable
 from nexo_trio.wire.goal_json import goal_outcome_to_json
 from nexo_trio.wire.outcome_json import dumps
 
@@ -82,13 +84,17 @@ async def run_with_progress(
     """
     orch = orchestrator or Orchestrator(config)
     handle = None
+    try:
+        await orch.check_goal(goal)  # before the orchestrator's nurseries: one clear line
+    except LayoutError as exc:
+        raise UserError(str(exc)) from None
     with trio.CancelScope() as hard_stop:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(orch)
             except STATE_DIR_ERRORS as exc:
                 raise state_dir_error(orch.state_dir, exc) from None
-            except SandboxUnavailable as exc:
+            except (SandboxUnavailable, LayoutError, GateSocketError) as exc:
                 raise UserError(str(exc)) from None
             nursery = await stack.enter_async_context(trio.open_nursery())
             if orch.human is not None:
@@ -213,4 +219,9 @@ def run(  # noqa: PLR0917 - click passes every option by position
         )
     )
     print_outcome(outcome, as_json=as_json)
+    unwritable = orchestrator.store_unwritable
+    if unwritable is not None:
+        # The outcome above is what happened; the ledger may not know all of it.
+        click.echo(f"Error: state dir unwritable: {unwritable}", err=True)
+        sys.exit(EXIT_STATE_UNWRITABLE)
     sys.exit(exit_code(outcome))

@@ -438,6 +438,8 @@ def _judge(state: GoalState, event: ReplayDecided) -> GoalState:
         "consecutive_errors": state.consecutive_errors + 1 if event.is_error else 0,
         "replay": replay_after(state.replay, action),
     }
+    if event.invalid_session is not None:
+        changes["session_id"] = None
     if action is ReplayAction.FRESH_SESSION:
         # The turn never reached Claude: its messages go out again, ahead of newer ones.
         changes["session_id"] = None
@@ -684,7 +686,9 @@ def _judgement(state: GoalState, goal: Goal, config: Config, now: float) -> Reco
     )
     decision, _ = decide_replay(outcome, state.replay, max_retries=config.replay.max_retries)
     counted = decision.counts_as_turn and not completed.compact
-    invalid = ended.resume_session if decision.action is ReplayAction.FRESH_SESSION else None
+    # The CLI refused the session: it is dropped whatever the policy does next (retry with a
+    # fresh one or escalate), so a re-run never resumes it again.
+    invalid = ended.resume_session if completed.session_invalid else None
     judged = ReplayDecided(
         goal.id,
         completed.turn,

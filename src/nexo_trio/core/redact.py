@@ -13,6 +13,10 @@ A variable is secret-looking when its name contains ``KEY``, ``TOKEN``, ``SECRET
   ``--token=abc``, ``"password": "hunter2"``, ``password: hunter2`` at the start of a
   line; not ``the token: ...`` in prose);
 * ``Authorization:`` header values (``Authorization: Bearer ...``), in any case.
+
+A text cut from a longer one (the tail of a check's output, the head of a long result) may
+begin with the end of a secret or end with its start: :func:`redact` also replaces such a
+piece when it is at least :data:`MIN_PIECE` characters long.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Final
 REDACTED: Final = "[redacted]"
 MIN_SECRET: Final = 6
 """Values shorter than this are not redacted by value (too likely to be ordinary text)."""
+MIN_PIECE: Final = 4
+"""A piece of a secret at the very start or end of a text is redacted from this length."""
 
 _SECRET_NAME: Final = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_-]*"
@@ -41,11 +47,12 @@ _AUTHORIZATION: Final = re.compile(
 )
 
 
-def secret_values(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The values to redact from an environment: those of secret-looking names, longest
-    first (so a value containing another is redacted whole)."""
+def secret_values(*environs: Mapping[str, str]) -> tuple[str, ...]:
+    """The values to redact from environments: those of secret-looking names in any of
+    them, longest first (so a value containing another is redacted whole)."""
     values = {
         value
+        for environ in environs
         for name, value in environ.items()
         if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET
     }
@@ -58,6 +65,7 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for value in secrets:
         if value in text:
             text = text.replace(value, REDACTED)
+    text = _cut_pieces(text, secrets)
 
     def assignment(match: re.Match[str]) -> str:
         if not _SECRET_NAME.search(match["name"]) or match["value"] == REDACTED:
@@ -67,3 +75,19 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for pattern in _ASSIGNMENTS:
         text = pattern.sub(assignment, text)
     return _AUTHORIZATION.sub(lambda m: f"{m[1]}{REDACTED}", text)
+
+
+def _cut_pieces(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` without a secret's end at its start or a secret's start at its end."""
+    for value in secrets:
+        longest = min(len(value) - 1, len(text))
+        for size in range(longest, MIN_PIECE - 1, -1):
+            if text.startswith(value[-size:]):
+                text = REDACTED + text[size:]
+                break
+        longest = min(len(value) - 1, len(text))
+        for size in range(longest, MIN_PIECE - 1, -1):
+            if text.endswith(value[:size]):
+                text = text[:-size] + REDACTED
+                break
+    return text

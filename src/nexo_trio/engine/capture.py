@@ -6,37 +6,77 @@
   runs, so a command printing megabytes on both never blocks on a full pipe;
 - memory is bounded: the last ``stdout_cap`` bytes of stdout and the last ``stderr_cap``
   bytes of stderr are kept;
-- the command runs in its own session, hence its own process group. On timeout or on
-  cancellation of the caller the group gets SIGTERM, a short grace, then SIGKILL. After a
-  normal exit, whatever the command left running in its group (``sleep 300 &``) is
-  SIGKILLed: nothing of a check may outlive it;
+- **nothing the command starts outlives it**, not even a daemon that left its process group
+  (``setsid env -i nohup sleep 300 >/dev/null 2>&1 &``): when the command exits, times out,
+  or the caller is cancelled (a Ctrl-C), everything it started is killed;
 - the process is always reaped, in a shielded scope with a bounded deadline.
 
-The stop sequence is the engine's (:mod:`nexo_trio.engine.stopping`), with this module's
-strategy: the group alone is signalled, its SIGKILL always goes, and the leader is awaited
-without being reaped until the group is dead.
+How everything is found depends on the confinement, one of three:
 
-Signalling a process group by the leader's pid is only safe while that pid is reserved:
-the kernel does not reuse a pid that is still some process's id or process group id. So
-the group is signalled before the leader is reaped: its exit is awaited through a pidfd,
-which does not reap it (trio's ``Process.wait`` reaps).
+``sandbox=plan`` (bubblewrap, :mod:`nexo_trio.engine.confined`)
+    The command runs in a PID namespace of its own, with the plan's file system: read-only
+    but for the workspace, the scratch dir (its ``TMPDIR``) and the plan's writable paths,
+    a private ``/tmp``, no network with ``network=False`` (a captured command gets no API
+    relay: the plan's ``api_proxy`` is dropped). bwrap exits when the command does, and the
+    namespace's init with it, which takes every process of the namespace along: nothing
+    can leave a PID namespace. bwrap is forked in the trio thread, so that
+    ``--die-with-parent`` holds even if the orchestrator is SIGKILLed (see ``confined``).
+    A stop is SIGTERM to the command's process group inside, ``kill_grace``, then SIGKILL
+    to the namespace's init. bwrap reports a command killed by signal N as exit code
+    ``128 + N``, as shells do.
+
+``subreaper=True`` (the default without a sandbox; :mod:`nexo_trio.engine.reaper`)
+    The command's parent is a small helper process that made itself a child subreaper: a
+    process that detaches from the command is re-parented to it, stays its descendant and is
+    killed when the command ends. A stop is the end of the helper's *lifeline* (a pipe on its
+    stdin that only we hold; it also ends when the orchestrator dies): the helper SIGTERMs
+    every descendant, waits ``kill_grace``, SIGKILLs what is left and exits. Should it not
+    exit in time, its process group (the command's too) is SIGKILLed.
+
+``subreaper=False``, no sandbox (the plain process group)
+    The command runs in a session of its own, hence its own process group. On timeout or
+    on cancellation the group gets SIGTERM, a short grace, then SIGKILL; after a normal exit
+    whatever is left in the group (``sleep 300 &``) is SIGKILLed. A process that started a
+    session of its own escapes.
+
+The stop sequence is the engine's (:mod:`nexo_trio.engine.stopping`). Signalling a process
+group by the leader's pid is only safe while that pid is reserved: the kernel does not reuse
+a pid that is still some process's id or process group id. So the group is signalled before
+the leader is reaped: its exit is awaited through a pidfd, which does not reap it (trio's
+``Process.wait`` reaps).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
 
+from nexo_trio.core.sandbox import SandboxPlan, bwrap_argv
+from nexo_trio.engine import reaper
+from nexo_trio.engine.confined import (
+    BWRAP_PREFIX,
+    ConfinedProcess,
+    Sandbox,
+    SandboxStartError,
+    StatusPipe,
+    describe_bwrap_spawn_error,
+    missing_binary,
+)
+from nexo_trio.engine.sandbox import with_binary
 from nexo_trio.engine.stopping import (
+    REAP_TIMEOUT,
+    ChildProcess,
     close_pipes,
     escalate,
     reap,
@@ -49,11 +89,13 @@ READ_CHUNK: Final = 64 * 1024
 DEFAULT_STDOUT_CAP: Final = 16 * 1024 * 1024
 DEFAULT_STDERR_CAP: Final = 64 * 1024
 KILL_GRACE: Final = 1.0
-"""Time between SIGTERM and SIGKILL to the process group."""
+"""Time between SIGTERM and SIGKILL."""
 PIPE_LINGER: Final = 1.0
-"""How long to wait for end-of-file on the pipes once the whole process group is dead.
-
-Only a process that left the group (its own session) can still hold a pipe open then."""
+"""How long to wait for end-of-file on the pipes once the command and what it started are
+dead. Only a process that escaped (its own session, without a subreaper or a sandbox) can
+still hold a pipe open then."""
+HELPER_MARGIN: Final = 1.0
+"""Time on top of its own bounds for the subreaper helper to exit before it is SIGKILLed."""
 
 
 @attrs.frozen
@@ -62,7 +104,8 @@ class Captured:
 
     argv: tuple[str, ...]
     exit_code: int | None
-    """The exit status; negative: killed by that signal; ``None``: could not be reaped."""
+    """The exit status; negative: killed by that signal (in a sandbox: ``128 + N``, as
+    bwrap reports it); ``None``: could not be reaped."""
     stdout: bytes
     """The last ``stdout_cap`` bytes of stdout."""
     stdout_truncated: bool
@@ -93,30 +136,34 @@ async def run_captured(
     stderr_cap: int = DEFAULT_STDERR_CAP,
     env: Mapping[str, str] | None = None,
     kill_grace: float = KILL_GRACE,
+    sandbox: SandboxPlan | None = None,
+    subreaper: bool = True,
 ) -> Captured:
     """Run ``argv`` in ``cwd`` until it exits or ``timeout`` seconds pass.
 
+    ``sandbox`` confines the command (bubblewrap; the plan's paths must exist); without one,
+    ``subreaper`` (the default) runs it under the subreaper helper, else in a plain process
+    group of its own (see the module docstring). ``env`` is the command's environment
+    (default: ours); in a sandbox ``TMPDIR`` is the plan's scratch dir.
+
     A timeout is a result (``timed_out``), not an exception. Raises ``OSError`` when the
-    process can't be started (no such program, ``cwd`` missing, ...) and ``ValueError`` for
+    command can't be started (no such program, ``cwd`` missing, a sandbox that could not be
+    set up: :class:`~nexo_trio.engine.confined.SandboxStartError`) and ``ValueError`` for
     a non-positive ``timeout`` or negative caps. A cancellation of the caller kills the
-    process group, reaps the process and propagates.
+    command and everything it started, reaps, and propagates.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     if stdout_cap < 0 or stderr_cap < 0:
         raise ValueError("output caps must not be negative")
     started = trio.current_time()
-    process = await trio.lowlevel.open_process(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        # Own session, so own process group: one killpg reaches the command and everything
-        # it started (unless something of it started a session of its own).
-        start_new_session=True,
-    )
+    if sandbox is not None:
+        run: _Run = await _Confined.start(argv, cwd, env, sandbox, kill_grace)
+    elif subreaper:
+        run = await _Reaped.start(argv, cwd, env, kill_grace)
+    else:
+        run = await _Group.start(argv, cwd, env, kill_grace)
+    process = run.process
     assert process.stdout is not None
     assert process.stderr is not None
     stdout = _TailBuffer(stdout_cap)
@@ -126,29 +173,35 @@ async def run_captured(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, process.stdout, stdout)
             nursery.start_soon(_drain, process.stderr, stderr)
+            nursery.start_soon(run.serve)
             exited = False
             with trio.move_on_at(started + timeout):
-                await _wait_exited_unreaped(process)
+                await run.exited()
                 exited = True
             if exited:
                 # Stragglers (background jobs of the command) must not outlive the check.
-                signal_group(process.pid, signal.SIGKILL)
-                await reap(process)
+                await run.finish()
             else:
                 timed_out = True
-                await _terminate_group(process, kill_grace)
+                await run.stop()
             # The pipes may still hold output the readers haven't taken yet: read to EOF.
             with trio.move_on_after(PIPE_LINGER):
                 await stdout.eof.wait()
                 await stderr.eof.wait()
             nursery.cancel_scope.cancel()
     finally:
-        await _cleanup(process, kill_grace)
+        with shielded_within(run.stop_budget):
+            if not run.ended:
+                await run.stop()
+        await close_pipes(process)
+        run.release()
     out, out_truncated = stdout.value()
     err, err_truncated = stderr.value()
+    if not timed_out and (error := run.start_error(err)) is not None:
+        raise error
     return Captured(
         argv=tuple(argv),
-        exit_code=process.returncode,
+        exit_code=run.exit_code,
         stdout=out,
         stdout_truncated=out_truncated,
         stderr=err,
@@ -156,6 +209,356 @@ async def run_captured(
         timed_out=timed_out,
         duration_s=trio.current_time() - started,
     )
+
+
+# ----------------------------------------------------------------------------- the three ways
+
+
+class _Run(Protocol):
+    """One started command, confined one way or another."""
+
+    @property
+    def process(self) -> ChildProcess:
+        """The process we started (the command, the helper, or bwrap)."""
+        ...
+
+    @property
+    def stop_budget(self) -> float:
+        """The longest :meth:`stop` takes."""
+        ...
+
+    @property
+    def ended(self) -> bool:
+        """The process has been reaped: nothing is left to stop."""
+        ...
+
+    @property
+    def exit_code(self) -> int | None:
+        """The command's exit status, once it ended."""
+        ...
+
+    async def serve(self) -> None:
+        """Read what the process reports besides its output (a task of the run's nursery)."""
+
+    async def exited(self) -> None:
+        """Return once the command has ended."""
+
+    async def finish(self) -> None:
+        """After the command ended: kill whatever it left, reap."""
+
+    async def stop(self) -> None:
+        """SIGTERM, grace, SIGKILL to the command and everything it started; reap."""
+
+    def start_error(self, stderr: bytes) -> OSError | None:
+        """After a run that was not stopped: why the command never started, if it did not."""
+
+    def release(self) -> None:
+        """Close what is left open (the process's pipes are closed by then)."""
+
+
+class _Group:
+    """The command in a session (so a process group) of its own; nothing else."""
+
+    def __init__(self, process: trio.Process, kill_grace: float) -> None:
+        self.process = process
+        self.kill_grace = kill_grace
+        self.stop_budget = stop_budget(kill_grace)
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], cwd: Path | str, env: Mapping[str, str] | None, grace: float
+    ) -> _Group:
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            # Own session, so own process group: one killpg reaches the command and
+            # everything it started (unless something of it started a session of its own).
+            start_new_session=True,
+        )
+        return cls(process, grace)
+
+    @property
+    def ended(self) -> bool:
+        return self.process.returncode is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.returncode
+
+    async def serve(self) -> None:
+        return
+
+    async def exited(self) -> None:
+        await _wait_exited_unreaped(self.process)
+
+    async def finish(self) -> None:
+        signal_group(self.process.pid, signal.SIGKILL)
+        await reap(self.process)
+
+    async def stop(self) -> None:
+        """SIGTERM to the group, up to the grace for the leader to exit (unreaped), SIGKILL
+        to the group, then reap the leader. SIGKILL goes to the group even when the leader
+        exited: a member may ignore SIGTERM."""
+        if self.ended:
+            return
+        await escalate(
+            functools.partial(signal_group, self.process.pid),
+            functools.partial(_wait_exited_unreaped, self.process),
+            grace=self.kill_grace,
+            wait_killed=self.process.wait,
+        )
+
+    def start_error(self, stderr: bytes) -> OSError | None:
+        return None
+
+    def release(self) -> None:
+        return
+
+
+class _Reaped:
+    """The command under the subreaper helper (:mod:`nexo_trio.engine.reaper`)."""
+
+    def __init__(
+        self, process: trio.Process, status: trio.lowlevel.FdStream, kill_grace: float
+    ) -> None:
+        self.process = process
+        self.status = status
+        self.kill_grace = kill_grace
+        self.helper_bound = kill_grace + reaper.KILL_BOUND + HELPER_MARGIN
+        """How long the helper may take to stop the command and exit."""
+        self.stop_budget = self.helper_bound + REAP_TIMEOUT
+        self.command_status: int | None = None
+        self.error: OSError | None = None
+        self.reported = trio.Event()
+        """The helper said how the command ended, or closed its status pipe."""
+        self.status_done = trio.Event()
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], cwd: Path | str, env: Mapping[str, str] | None, grace: float
+    ) -> _Reaped:
+        read_fd, write_fd = os.pipe()
+        helper = [sys.executable, "-I", "-S", reaper.__file__, "--status-fd", str(write_fd)]
+        helper += ["--grace", repr(grace), "--", *argv]
+        try:
+            process = await trio.lowlevel.open_process(
+                helper,
+                # The lifeline: the helper stops the command when this pipe ends (we close
+                # it, or we die). The command itself gets /dev/null.
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return cls(process, trio.lowlevel.FdStream(read_fd), grace)
+
+    @property
+    def ended(self) -> bool:
+        return self.process.returncode is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.command_status is not None:
+            return self.command_status
+        return self.process.returncode  # the helper itself was killed: how
+
+    async def serve(self) -> None:
+        """Read the helper's reports until it closes the pipe (when it exits)."""
+        buffer = b""
+        try:
+            while chunk := await self.status.receive_some(4096):
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for line in lines:
+                    self._report(line)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            self.reported.set()
+            self.status_done.set()
+
+    def _report(self, line: bytes) -> None:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(report, dict):
+            return
+        if isinstance(code := report.get("exit"), int):
+            self.command_status = code
+            self.reported.set()
+        if isinstance(errno := report.get("error"), int):
+            message, filename = report.get("message"), report.get("filename")
+            self.error = OSError(errno, message or os.strerror(errno), filename)
+
+    async def exited(self) -> None:
+        await self.reported.wait()
+
+    async def finish(self) -> None:
+        """The helper kills what the command left and exits: wait for that (bounded)."""
+        with trio.move_on_after(reaper.KILL_BOUND + HELPER_MARGIN):
+            await _wait_exited_unreaped(self.process)
+        # The helper's group is the command's: whatever is left in it (the helper too, if
+        # it is stuck) goes. Safe: the helper is not reaped yet, its pid stays reserved.
+        signal_group(self.process.pid, signal.SIGKILL)
+        await reap(self.process)
+        with trio.move_on_after(1.0):
+            await self.status_done.wait()  # its last reports, if any are still in the pipe
+
+    async def stop(self) -> None:
+        """End the lifeline; the helper stops the command (SIGTERM to everything it started,
+        the grace, SIGKILL) and exits. Past its bound, SIGKILL to its process group."""
+        if self.ended:
+            return
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+        with trio.move_on_after(self.helper_bound):
+            await _wait_exited_unreaped(self.process)
+        signal_group(self.process.pid, signal.SIGKILL)
+        await reap(self.process)
+
+    def start_error(self, stderr: bytes) -> OSError | None:
+        return self.error
+
+    def release(self) -> None:
+        self.status.close()
+
+
+class _Confined:
+    """The command inside bubblewrap: its own PID namespace, dying with it."""
+
+    def __init__(self, process: ConfinedProcess, sandbox: Sandbox, kill_grace: float) -> None:
+        self.process = process
+        self.sandbox = sandbox
+        self.kill_grace = kill_grace
+        self.stop_budget = stop_budget(kill_grace, rounds=2)
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        cwd: Path | str,
+        env: Mapping[str, str] | None,
+        plan: SandboxPlan,
+        grace: float,
+    ) -> _Confined:
+        # No API relay for a captured command (with network=False it has no network).
+        plan = attrs.evolve(plan, api_proxy=None)
+        environ = {**(os.environ if env is None else env), **plan.env}
+        # Looking the program up touches the file system: not in the event loop.
+        plan, chdir = await trio.to_thread.run_sync(_check_program, argv[0], cwd, plan, environ)
+        status = StatusPipe()
+        full = [*bwrap_argv(plan, chdir=chdir, json_status_fd=status.write_fd), *argv]
+        try:
+            # In this (the trio) thread: --die-with-parent is tied to the forking thread.
+            process = ConfinedProcess.start(
+                full, stdin_pipe=False, cwd=cwd, env=environ, pass_fds=(status.write_fd,)
+            )
+        except OSError as exc:
+            status.close()
+            reason = describe_bwrap_spawn_error(plan.bwrap, exc)
+            if reason is not None:
+                raise SandboxStartError(reason) from exc
+            raise
+        except BaseException:
+            status.close()
+            raise
+        return cls(process, Sandbox(process.pid, status.child_started()), grace)
+
+    @property
+    def ended(self) -> bool:
+        return self.process.returncode is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.returncode
+
+    async def serve(self) -> None:
+        await self.sandbox.read_status()
+
+    async def exited(self) -> None:
+        # bwrap exits once the command has (and takes the namespace along).
+        await _wait_exited_unreaped(self.process)
+
+    async def finish(self) -> None:
+        await self._end_sandbox()
+        signal_group(self.process.pid, signal.SIGKILL)
+        await reap(self.process)
+        with trio.move_on_after(1.0):
+            await self.sandbox.status_done.wait()  # did it report the command's exit?
+
+    async def stop(self) -> None:
+        """SIGTERM to the command inside (bwrap forwards no signal, its init ignores it),
+        the grace, SIGKILL to the namespace's init and bwrap; reap."""
+        if self.ended:
+            return
+        await escalate(
+            self._signal,
+            functools.partial(_wait_exited_unreaped, self.process),
+            grace=self.kill_grace,
+            wait_killed=self.process.wait,
+        )
+        await self._end_sandbox()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if sig is signal.SIGKILL:
+            self.sandbox.kill()
+        elif not self.sandbox.terminate_command(sig) and self.process.returncode is None:
+            # No command (yet, or any more): end bwrap, and the namespace with it.
+            signal_group(self.process.pid, sig)
+
+    async def _end_sandbox(self) -> None:
+        """Make sure the namespace is gone: its init dies with bwrap; kill it otherwise."""
+        if self.sandbox.init is None or await self.sandbox.wait_init_gone(1.0):
+            return
+        self.sandbox.kill_init()
+        await self.sandbox.wait_init_gone(REAP_TIMEOUT)
+
+    def start_error(self, stderr: bytes) -> OSError | None:
+        if self.sandbox.command_ran:
+            return None
+        return SandboxStartError(_describe_sandbox_failure(stderr, self.process.returncode))
+
+    def release(self) -> None:
+        self.process.release()
+
+
+def _check_program(
+    program: str, cwd: Path | str, plan: SandboxPlan, env: Mapping[str, str]
+) -> tuple[SandboxPlan, str]:
+    """Raise the ``OSError`` an exec of ``program`` would (inside the sandbox it would only
+    be a line of bwrap's on stderr); ``plan`` showing it if the private /tmp hides it, and
+    the working directory as an absolute path."""
+    path = env.get("PATH")
+    if os.path.isdir(cwd):
+        missing = missing_binary(program, Path(cwd), path)
+        if missing is not None:
+            raise missing
+    return with_binary(plan, program, path), os.path.abspath(cwd)
+
+
+def _describe_sandbox_failure(stderr: bytes, returncode: int | None) -> str:
+    text = stderr.decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.startswith(BWRAP_PREFIX)]
+    if lines:
+        return f"the sandbox could not be set up ({'; '.join(lines[-3:])})"
+    if returncode is not None and returncode < 0:
+        return f"the sandbox (bwrap) was killed by signal {-returncode} before the command ran"
+    return f"the sandbox (bwrap) exited with code {returncode} before the command ran"
+
+
+# ----------------------------------------------------------------------------- output
 
 
 class _TailBuffer:
@@ -193,7 +596,7 @@ async def _drain(stream: trio.abc.ReceiveStream, buffer: _TailBuffer) -> None:
     buffer.eof.set()
 
 
-async def _wait_exited_unreaped(process: trio.Process) -> None:
+async def _wait_exited_unreaped(process: ChildProcess) -> None:
     """Wait until ``process`` has exited, leaving it a zombie (its pid stays reserved)."""
     if process.returncode is not None:
         return
@@ -213,25 +616,3 @@ async def _wait_exited_unreaped(process: trio.Process) -> None:
     finally:
         trio.lowlevel.notify_closing(fd)
         os.close(fd)
-
-
-async def _terminate_group(process: trio.Process, kill_grace: float) -> None:
-    """SIGTERM to the group, up to ``kill_grace`` for the leader to exit (unreaped), SIGKILL
-    to the group, then reap the leader.
-
-    SIGKILL goes to the group even when the leader exited: a member may ignore SIGTERM.
-    """
-    await escalate(
-        functools.partial(signal_group, process.pid),
-        functools.partial(_wait_exited_unreaped, process),
-        grace=kill_grace,
-        wait_killed=process.wait,
-    )
-
-
-async def _cleanup(process: trio.Process, kill_grace: float) -> None:
-    """Runs on every path out: the process group is dead, the process reaped, pipes closed."""
-    with shielded_within(stop_budget(kill_grace)):
-        if process.returncode is None:
-            await _terminate_group(process, kill_grace)
-    await close_pipes(process)

@@ -35,9 +35,11 @@ set the sandbox up (or to exec the command), and its ``bwrap: ...`` lines on std
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
+import struct
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -348,7 +350,9 @@ def missing_binary(binary: str, cwd: Path | None, path: str | None) -> OSError |
 
     A confined CLI is exec'd by bwrap inside the sandbox, where a missing binary is only a
     line on stderr; the sandbox sees the host's file system, so this check on the host
-    gives the same answer, in time to report it like an unconfined spawn failure.
+    gives the same answer, in time to report it like an unconfined spawn failure. That
+    includes a script whose ``#!`` interpreter is missing or not executable (the kernel's
+    ``ENOENT`` / ``EACCES`` for the script itself): :func:`interpreter_problem`.
     """
     if "/" in binary:
         candidate = binary if os.path.isabs(binary) else os.path.join(cwd or os.getcwd(), binary)
@@ -356,12 +360,131 @@ def missing_binary(binary: str, cwd: Path | None, path: str | None) -> OSError |
             return FileNotFoundError(2, "No such file or directory", binary)
         if os.path.isdir(candidate) or not os.access(candidate, os.X_OK):
             return PermissionError(13, "Permission denied", binary)
+    else:
+        found = find_binary(binary, cwd, path)
+        if found is None:
+            return FileNotFoundError(2, "No such file or directory", binary)
+        candidate = found
+    problem = interpreter_problem(candidate, cwd)
+    if problem is None:
         return None
+    error = FileNotFoundError if problem[0] == errno.ENOENT else PermissionError
+    return error(problem[0], os.strerror(problem[0]), binary)
+
+
+def find_binary(binary: str, cwd: Path | None, path: str | None) -> str | None:
+    """The file an exec of ``binary`` runs: a path (relative to ``cwd``) as it is, a bare name
+    looked up on ``path`` (``None``: the default search path) like ``execvp`` does; ``None``
+    when there is no such executable file."""
+    if "/" in binary:
+        candidate = binary if os.path.isabs(binary) else os.path.join(cwd or os.getcwd(), binary)
+        return candidate if os.path.exists(candidate) else None
     for directory in (path if path is not None else os.defpath).split(os.pathsep):
         candidate = os.path.join(directory or ".", binary)
+        if not os.path.isabs(candidate):
+            candidate = os.path.join(cwd or os.getcwd(), candidate)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+_MAX_INTERPRETERS: Final = 4
+"""How deep the kernel follows ``#!`` interpreters that are scripts themselves."""
+_PT_INTERP: Final = 3
+
+
+def interpreter_problem(executable: str, cwd: Path | None = None) -> tuple[int, str] | None:
+    """Why the kernel would refuse to exec ``executable`` (an existing file) for want of the
+    interpreter it names: ``(errno, description)``, e.g. ``(ENOENT, "its interpreter
+    /no/such/python does not exist")``; ``None`` when there is none to blame.
+
+    The kernel reports a missing ``#!`` interpreter (or an ELF binary's missing dynamic
+    loader) as ``ENOENT`` for the file it was asked to run, which exists: "no such file"
+    then names the wrong file. A script's interpreter may be a script itself (followed as
+    deep as the kernel follows it); a relative one is relative to ``cwd``, as for the
+    kernel.
+    """
+    current = executable
+    whose = "its"
+    for _ in range(_MAX_INTERPRETERS + 1):
+        named = _shebang_interpreter(current)
+        kind = "interpreter"
+        if named is None:
+            named, kind = _elf_interpreter(current), "ELF interpreter (dynamic loader)"
+            if named is None:
+                return None
+        interpreter = os.path.join(cwd or os.getcwd(), named)  # an absolute one stays
+        shown = named if named.isprintable() else ascii(named)
+        if named.endswith("\r"):
+            shown += " (the #! line ends in a carriage return: Windows line endings?)"
+        if not os.path.exists(interpreter):
+            hint = "" if kind == "interpreter" else " (a build for another C library or system?)"
+            return errno.ENOENT, f"{whose} {kind} {shown} does not exist{hint}"
+        if os.path.isdir(interpreter) or not os.access(interpreter, os.X_OK):
+            return errno.EACCES, f"{whose} {kind} {shown} is not executable"
+        if kind != "interpreter":
             return None
-    return FileNotFoundError(2, "No such file or directory", binary)
+        current = interpreter
+        whose = f"the {kind} {named} is a script, and its"
+    return None
+
+
+def _head(path: str, size: int = 256) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def _shebang_interpreter(path: str) -> str | None:
+    """The interpreter a ``#!`` line names as the kernel reads it (within the file's first
+    256 bytes: after ``#!`` and any blanks, up to a space, a tab or the newline), or
+    ``None``."""
+    head = _head(path)
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].lstrip(b" \t")
+    name = line.replace(b"\t", b" ").split(b" ", 1)[0]
+    return os.fsdecode(name) if name else None
+
+
+# Where an ELF header keeps e_phoff, e_phentsize, e_phnum; where a program header keeps
+# p_offset and p_filesz; and their formats: for 32-bit and 64-bit files.
+_ELF_LAYOUT: Final = {
+    1: ((28, "I"), (42, "H"), (44, "H"), (4, "I"), (16, "I")),
+    2: ((32, "Q"), (54, "H"), (56, "H"), (8, "Q"), (32, "Q")),
+}
+
+
+def _elf_interpreter(path: str) -> str | None:
+    """The dynamic loader (``PT_INTERP``) an ELF executable names, or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+            if len(header) < 64 or not header.startswith(b"\x7fELF"):
+                return None
+            layout = _ELF_LAYOUT.get(header[4])
+            if layout is None:
+                return None
+            order = "<" if header[5] == 1 else ">"
+
+            def field(data: bytes, at: tuple[int, str]) -> int:
+                value: int = struct.unpack_from(order + at[1], data, at[0])[0]
+                return value
+
+            phoff, phentsize, phnum = (field(header, at) for at in layout[:3])
+            for index in range(min(phnum, 256)):
+                f.seek(phoff + index * phentsize)
+                entry = f.read(phentsize)
+                if field(entry, (0, "I")) != _PT_INTERP:
+                    continue
+                f.seek(field(entry, layout[3]))
+                name = f.read(min(field(entry, layout[4]), 4096)).split(b"\0", 1)[0]
+                return os.fsdecode(name) if name else None
+    except (OSError, ValueError, struct.error):  # unreadable, truncated, nonsense offsets
+        return None
+    return None
 
 
 def _children(proc: psutil.Process) -> list[psutil.Process]:

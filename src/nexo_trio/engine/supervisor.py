@@ -68,6 +68,8 @@ from nexo_trio.engine.confined import (
     StatusPipe,
     describe_bwrap_spawn_error,
     describe_sandbox_failure,
+    find_binary,
+    interpreter_problem,
     missing_binary,
 )
 from nexo_trio.engine.process_tree import ProcessTree
@@ -259,10 +261,22 @@ def _start_confined(
 
 
 def describe_spawn_error(command: ClaudeCommand, exc: OSError) -> str:
-    """Say in words why the CLI could not be started."""
+    """Say in words why the CLI could not be started (naming the file that is really
+    missing: for a script whose ``#!`` interpreter is missing, the kernel's ``ENOENT`` is
+    about the interpreter, not the script)."""
     where = exc.filename if exc.filename is not None else command.binary
     if command.cwd is not None and str(where) == str(command.cwd):
         return f"working directory {where} does not exist or is not a directory"
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        # The PATH the exec searched: the command's own, else the inherited one (a run
+        # given another ``environ`` may have searched another, rarely).
+        path = command.env.get("PATH") if "PATH" in command.env else os.environ.get("PATH")
+        found = find_binary(command.binary, command.cwd, path)
+        if found is not None and os.path.isfile(found):
+            problem = interpreter_problem(found, command.cwd)
+            if problem is not None:
+                shown = command.binary if found == command.binary else f"{command.binary} ({found})"
+                return f"{shown}: {problem[1]}"
     if isinstance(exc, FileNotFoundError):
         return f"{command.binary}: no such file (is Claude Code installed and on PATH?)"
     if isinstance(exc, PermissionError):

@@ -7,8 +7,8 @@
   sandboxed turn, denied otherwise).
 * :class:`SessionCache` — remembers ``allow_session`` answers (bounded, LRU).
 * :class:`Chain` — asks each decider in turn until one does not abstain; all abstain: deny.
-* :class:`GuardedDecider` — any exception or overrun of its deadline becomes
-  ``unavailable`` (a deny): the gate fails closed.
+* :class:`GuardedDecider` — any exception, overrun of its deadline or return value that is
+  not a valid decision becomes ``unavailable`` (a deny): the gate fails closed.
 
 :func:`build_decider` makes the one a config asks for; :func:`close_decider` releases what
 it holds (a decider that has ``aclose()``; the composites close what they wrap).
@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Final, Literal
 
 import trio
 
@@ -37,7 +37,7 @@ from nexo_trio.core.permission import (
 )
 from nexo_trio.core.permission_rules import format_rule, match_rules
 from nexo_trio.core.settings import DeciderName, PermissionSettings, UnknownPolicy
-from nexo_trio.gate.decider import Decider, close_decider
+from nexo_trio.gate.decider import Decider, close_decider, decision_problem
 from nexo_trio.gate.human import HumanDecider
 from nexo_trio.gate.resolve import DEFAULT_MAX_PATHS, classify_on_disk
 
@@ -245,7 +245,9 @@ class Chain:
 
 
 class GuardedDecider:
-    """Fail closed: an exception or a decision slower than ``timeout_s`` is ``unavailable``."""
+    """Fail closed: an exception, a decision slower than ``timeout_s`` (also one that comes
+    back late because it blocked the event loop, which no deadline can interrupt) or a
+    return value that is not a valid :class:`Decision` is ``unavailable``."""
 
     def __init__(self, inner: Decider, *, timeout_s: float, name: str = "") -> None:
         self.inner = inner
@@ -258,15 +260,23 @@ class GuardedDecider:
 
     async def decide(self, request: PermissionRequest) -> Decision:
         """The inner decision, or ``unavailable`` with the reason it could not be had."""
-        decision: Decision | None = None
-        with trio.move_on_after(self.timeout_s):
+        deadline = trio.current_time() + self.timeout_s
+        decision: object = _NO_DECISION
+        with trio.move_on_at(deadline):
             try:
                 decision = await self.inner.decide(request)
             except Exception as exc:
                 return unavailable(f"decider error: {exc!r}", self.name)
-        if decision is None:
+        if decision is _NO_DECISION or trio.current_time() > deadline:
             return unavailable(f"decider timed out after {self.timeout_s:g}s", self.name)
+        problem = decision_problem(decision)
+        if problem is not None:
+            return unavailable(f"decider {problem}", self.name)
+        assert isinstance(decision, Decision)
         return decision.with_decider(self.name)
+
+
+_NO_DECISION: Final = object()
 
 
 class ConfigRules:

@@ -1,7 +1,9 @@
 """The per-goal MCP config that points Claude Code at our permission server.
 
-Written outside the workspace (it must never land in the user's repository), one per goal.
-The deadlines nest so that Claude always gets an answer, never a failed call:
+Written outside the workspace (it must never land in the user's repository), one per goal,
+fresh before each turn: it carries the turn's token (:func:`server_env`), which the goal's
+gate checks on every request, so the server of an earlier turn (an orphan that outlived its
+run) is denied. The deadlines nest so that Claude always gets an answer, never a failed call:
 decider < gate request < MCP server < the CLI's per-server tool timeout.
 """
 
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Final
 
 import attrs
+
+from nexo_trio.gate.mcp_protocol import TOKEN_ENV
 
 SERVER_NAME: Final = "nexo"
 TOOL_NAME: Final = "permission_prompt"
@@ -61,10 +65,19 @@ def server_command(socket_path: Path, goal_id: str, deadline_s: float) -> list[s
     ]
 
 
+def server_env(token: str) -> dict[str, str]:
+    """The permission MCP server's environment additions: the turn's ``token`` goes in the
+    environment rather than on the command line, which any user can read in ``/proc``."""
+    return {"PYTHONDONTWRITEBYTECODE": "1", TOKEN_ENV: token}
+
+
 def write_mcp_config(
-    path: Path, *, socket_path: Path, goal_id: str, deadlines: GateDeadlines
+    path: Path, *, socket_path: Path, goal_id: str, deadlines: GateDeadlines, token: str
 ) -> Path:
-    """Write the goal's MCP config file (mode 0600); return its path."""
+    """Write the MCP config of the goal's next turn (mode 0600); return its path. ``token``
+    is that turn's (:meth:`nexo_trio.gate.goal_gate.GoalGate.begin_turn`)."""
+    if not token:
+        raise ValueError("a turn's MCP config needs the turn's token")
     command = server_command(socket_path, goal_id, deadlines.server_deadline_s)
     config = {
         "mcpServers": {
@@ -72,7 +85,7 @@ def write_mcp_config(
                 "type": "stdio",
                 "command": command[0],
                 "args": command[1:],
-                "env": {"PYTHONDONTWRITEBYTECODE": "1"},
+                "env": server_env(token),
                 "timeout": int(deadlines.tool_timeout_s * 1000),
             }
         }

@@ -43,6 +43,8 @@ LATEST_PROTOCOL_VERSION: Final = SUPPORTED_PROTOCOL_VERSIONS[-1]
 DEFAULT_DEADLINE_S: Final = 50.0
 DEFAULT_TOOL_NAME: Final = "permission_prompt"
 DEFAULT_SERVER_NAME: Final = "nexo"
+TOKEN_ENV: Final = "NEXO_TRIO_GATE_TOKEN"
+"""The environment variable holding the turn's token (set in the turn's MCP config)."""
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -159,6 +161,8 @@ class McpPermissionProtocol:
     """The server's state; every method returns the actions it calls for (see the module
     docstring). ``id_prefix`` makes the request ids unique per process, so a reply meant for
     another server (or an earlier connection of this one) never matches a call of ours.
+    ``token``, the secret of the turn this server was started for, goes with every request:
+    the orchestrator denies a request whose token is not the goal's current turn's.
     ``frame_cap`` bounds a socket frame (a stdin line may be twice as long)."""
 
     def __init__(
@@ -169,9 +173,11 @@ class McpPermissionProtocol:
         tool_name: str = DEFAULT_TOOL_NAME,
         server_name: str = DEFAULT_SERVER_NAME,
         id_prefix: str = "",
+        token: str | None = None,
         frame_cap: int | None = None,
     ) -> None:
         self.goal_id = goal_id
+        self.token = token
         self.deadline_s = deadline_s
         self.tool_name = tool_name
         self.server_name = server_name
@@ -449,7 +455,12 @@ class McpPermissionProtocol:
         tool_name: str = arguments["tool_name"]
         tool_input: JsonObject = arguments["input"]
         request = PermissionFrame(
-            request_id, self.goal_id, tool_name, tool_input, arguments.get("tool_use_id")
+            request_id,
+            self.goal_id,
+            tool_name,
+            tool_input,
+            arguments.get("tool_use_id"),
+            self.token,
         )
         try:
             frame = gate_frames.encode_request(request)

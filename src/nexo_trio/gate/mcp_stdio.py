@@ -3,7 +3,11 @@
 Run as::
 
     python -m nexo_trio.gate.mcp_stdio --socket PATH --goal-id ID [--deadline 50]
-        [--tool-name permission_prompt] [--server-name nexo]
+        [--tool-name permission_prompt] [--server-name nexo] [--token TOKEN]
+
+The turn's token (``--token``, else the ``NEXO_TRIO_GATE_TOKEN`` environment variable, which
+the orchestrator sets in each turn's MCP config) goes with every request: the orchestrator
+denies requests that do not come from the goal's current turn.
 
 It speaks newline-delimited JSON-RPC 2.0 on stdin/stdout (MCP's stdio transport) and
 offers one tool, ``permission_prompt``. Each ``tools/call`` becomes a permission request
@@ -282,6 +286,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--tool-name", default=mcp.DEFAULT_TOOL_NAME, help="the tool's name")
     parser.add_argument("--server-name", default=mcp.DEFAULT_SERVER_NAME, help="serverInfo name")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"the turn's token (default: ${mcp.TOKEN_ENV}); requests without the goal's "
+        "current one are denied",
+    )
     args = parser.parse_args(argv)
     if not args.deadline > 0:
         parser.error(f"--deadline must be positive, got {args.deadline:g}")
@@ -300,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         server_name=args.server_name,
         # Unique per process, so a reply meant for another server never matches a call.
         id_prefix=f"{os.getpid()}-",
+        token=args.token if args.token is not None else os.environ.get(mcp.TOKEN_ENV) or None,
     )
     return PermissionServer(protocol, socket_path=args.socket).run()
 

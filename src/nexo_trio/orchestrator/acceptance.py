@@ -6,12 +6,24 @@ evaluation: whatever goes wrong inside one (a timeout, a bad regex, a verifier t
 becomes that check's failed result, with the reason in its message. Only cancellation of
 the caller propagates, and it leaves no process of a check behind.
 
+Nothing a check starts outlives it. With ``evaluate(..., sandbox=plan)`` every command (a
+``shell`` check, the ``git`` of the built-ins, a custom verifier's :meth:`CheckContext.run`)
+runs in bubblewrap, in a PID namespace of its own that ends with the command, under the same
+file system rules as a turn: only the workspace, the scratch dir and the plan's writable
+paths can be written (a check is no way around the turn's confinement). Without a plan each
+runs under a subreaper helper that kills whatever the command left, even a daemon in a
+session of its own (:mod:`nexo_trio.engine.capture` says how).
+
+No file access blocks the event loop: ``file_match`` resolves, opens and reads in a worker
+thread, bounded by :data:`FILE_TIMEOUT`, and refuses what is not a regular file (a FIFO
+would block an open or a read forever, a device never ends).
+
 Kinds:
 
 - ``shell``: ``/bin/sh -c COMMAND`` in the workspace, with a timeout; passes when it exits
   with the expected code and, if set, its stdout matches the regex.
 - ``file_match``: a workspace file contains a regex. Paths leaving the workspace (absolute,
-  ``..``, symlinks pointing out) are refused.
+  ``..``, symlinks pointing out) are refused, and so is anything but a regular file.
 - ``custom``: a named async verifier of a :class:`VerifierRegistry`; built-ins ``git_clean``
   and ``no_paths_touched``.
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, assert_never, overload
@@ -30,6 +43,7 @@ import trio
 
 from nexo_trio.core.acceptance import EVIDENCE_CHARS, CheckResult, Verdict, tail
 from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, ShellCheck
+from nexo_trio.core.sandbox import SandboxPlan
 from nexo_trio.engine.capture import Captured, run_captured
 
 __all__ = [
@@ -45,6 +59,12 @@ __all__ = [
 
 FILE_READ_CAP: Final = 16 * 1024 * 1024
 """``file_match`` reads at most this much of a file (its beginning)."""
+FILE_TIMEOUT: Final = 60.0
+"""How long a ``file_match`` may take to resolve, open and read its file (a hung network
+file system must not hang the goal)."""
+FILE_THREADS: Final = 8
+"""Worker threads ``file_match`` reads may hold at once (per ``trio.run``): a hung file
+system strands at most these, never the threads the rest of the program needs."""
 STDOUT_CAP: Final = 16 * 1024 * 1024
 """A ``shell`` check's stdout kept for its pattern (its end)."""
 GIT_TIMEOUT: Final = 60.0
@@ -73,6 +93,17 @@ class CheckContext:
     workspace: Path
     args: dict[str, Any]
     goal_id: str
+    sandbox: SandboxPlan | None = None
+    """The evaluation's confinement (``None``: the subreaper fallback); :meth:`run` uses it."""
+
+    async def run(
+        self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    ) -> Captured:
+        """Run a command in the workspace the way the evaluation runs its checks: confined
+        like them, and leaving nothing running (see :func:`run_captured`)."""
+        return await run_captured(
+            argv, cwd=self.workspace, timeout=timeout, env=env, sandbox=self.sandbox
+        )
 
 
 @attrs.frozen
@@ -144,12 +175,18 @@ async def evaluate(
     workspace: Path,
     registry: VerifierRegistry | None = None,
     goal_id: str = "",
+    sandbox: SandboxPlan | None = None,
 ) -> Verdict:
     """Evaluate every criterion, concurrently, in ``workspace``.
 
     Results come in criterion order (``index`` is the position). A failing or broken check
     is a failed result, never an exception; cancellation propagates. ``registry`` defaults
     to :func:`default_registry`.
+
+    ``sandbox`` confines every command of the evaluation (the plan of the goal's turns does:
+    its ``api_proxy`` is dropped, so with ``network=False`` a check has no network at all);
+    its paths must exist (``engine.sandbox.prepare_sandbox``). ``None``: each command runs
+    under the subreaper helper instead. Either way nothing a check starts outlives it.
     """
     if registry is None:
         registry = default_registry()
@@ -157,7 +194,12 @@ async def evaluate(
 
     async def run(index: int, criterion: Criterion) -> None:
         results[index] = await _run_check(
-            index, criterion, workspace=workspace, registry=registry, goal_id=goal_id
+            index,
+            criterion,
+            workspace=workspace,
+            registry=registry,
+            goal_id=goal_id,
+            sandbox=sandbox,
         )
 
     async with trio.open_nursery() as nursery:
@@ -182,11 +224,13 @@ async def _run_check(
     workspace: Path,
     registry: VerifierRegistry,
     goal_id: str,
+    sandbox: SandboxPlan | None,
 ) -> CheckResult:
     started = trio.current_time()
     required = criterion.required if isinstance(criterion, FileMatchCheck) else True
+    context = CheckContext(workspace=workspace, args={}, goal_id=goal_id, sandbox=sandbox)
     try:
-        outcome = await _check(criterion, workspace=workspace, registry=registry, goal_id=goal_id)
+        outcome = await _check(criterion, context, registry)
     except Exception as exc:
         # A broken check is a failed check, not a broken evaluation. (trio.Cancelled is a
         # BaseException, so cancellation still propagates.)
@@ -203,24 +247,21 @@ async def _run_check(
 
 
 async def _check(
-    criterion: Criterion, *, workspace: Path, registry: VerifierRegistry, goal_id: str
+    criterion: Criterion, context: CheckContext, registry: VerifierRegistry
 ) -> _Outcome:
     if isinstance(criterion, ShellCheck):
-        return await _shell(criterion, workspace)
+        return await _shell(criterion, context.workspace, context.sandbox)
     if isinstance(criterion, FileMatchCheck):
-        # Synchronous on purpose: the project's only threads are SQLite's. A read is capped
-        # (FILE_READ_CAP), so the event loop is held for milliseconds at most.
-        await trio.lowlevel.checkpoint()
-        return _file_match(criterion, workspace)
+        return await _file_match(criterion, context.workspace)
     if isinstance(criterion, CustomCheck):
-        return await _custom(criterion, workspace, registry, goal_id)
+        return await _custom(criterion, context, registry)
     assert_never(criterion)
 
 
 # ----------------------------------------------------------------------------- shell
 
 
-async def _shell(check: ShellCheck, workspace: Path) -> _Outcome:
+async def _shell(check: ShellCheck, workspace: Path, sandbox: SandboxPlan | None) -> _Outcome:
     # The check validated its pattern when it was built.
     regex = re.compile(check.stdout_pattern) if check.stdout_pattern is not None else None
     try:
@@ -229,6 +270,7 @@ async def _shell(check: ShellCheck, workspace: Path) -> _Outcome:
             cwd=workspace,
             timeout=check.timeout_s,
             stdout_cap=STDOUT_CAP,
+            sandbox=sandbox,
         )
     except OSError as exc:
         return _Outcome(False, f"could not run the command in {workspace}: {exc}")
@@ -281,33 +323,35 @@ def _describe_exit(code: int | None) -> str:
 # ----------------------------------------------------------------------------- file_match
 
 
-def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
-    """Resolve, read (capped) and search, synchronously."""
+async def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
+    """Resolve, open and read (capped) in a worker thread, bounded; then search."""
     regex = re.compile(check.pattern)  # validated when the check was built
     if os.path.isabs(check.path):
         return _Outcome(
             False, f"absolute path {check.path} refused: paths are relative to the workspace"
         )
-    try:
-        root = workspace.resolve()
-        # ``resolve`` follows symlinks, so a link pointing out of the workspace is caught too.
-        target = (root / check.path).resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
-        return _Outcome(False, f"cannot resolve {check.path}: {exc}")
-    if not target.is_relative_to(root):
-        return _Outcome(False, f"path {check.path} resolves outside the workspace: refused")
-    try:
-        with target.open("rb") as f:
-            data = f.read(FILE_READ_CAP + 1)
-    except FileNotFoundError:
-        return _Outcome(False, f"no such file: {check.path}")
-    except IsADirectoryError:
-        return _Outcome(False, f"{check.path} is a directory, not a file")
-    except OSError as exc:
-        return _Outcome(False, f"cannot read {check.path}: {exc.strerror or exc}")
+    read = _FileRead(check.path, workspace)
+    outcome: bytes | _Outcome | None = None
+    with trio.move_on_after(FILE_TIMEOUT):
+        # abandon_on_cancel: a thread stuck in the kernel (a hung NFS server) cannot be
+        # interrupted. On the timeout, or a cancellation (Ctrl-C), it is abandoned: left to
+        # finish on its own, its result dropped and its file closed when the call returns,
+        # so neither the goal nor the shutdown waits for it. It keeps one of FILE_THREADS.
+        outcome = await trio.to_thread.run_sync(
+            read.run, abandon_on_cancel=True, limiter=_file_limiter()
+        )
+    if outcome is None:
+        return _Outcome(
+            False,
+            f"cannot read {check.path}: no answer from the file system within "
+            f"{FILE_TIMEOUT:g}s (a hung network file system?): gave up",
+        )
+    if isinstance(outcome, _Outcome):
+        return outcome
+    data = outcome
     truncated = len(data) > FILE_READ_CAP
     text = data[:FILE_READ_CAP].decode("utf-8", errors="replace")
-    if regex.search(text):
+    if await _search(regex, text):
         return _Outcome(True, f"{check.path} matches /{check.pattern}/")
     message = f"{check.path} does not match /{check.pattern}/"
     if truncated:
@@ -315,17 +359,102 @@ def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
     return _Outcome(False, message, tail(text))
 
 
+_FILE_LIMITER: Final = trio.lowlevel.RunVar[trio.CapacityLimiter]("nexo_file_match_limiter")
+
+
+def _file_limiter() -> trio.CapacityLimiter:
+    """The threads of ``file_match`` reads: their own, so a hung file system (threads that
+    never return) cannot starve the default limiter the rest of the program uses."""
+    try:
+        return _FILE_LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(FILE_THREADS)
+        _FILE_LIMITER.set(limiter)
+        return limiter
+
+
+_NOT_REGULAR: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+@attrs.frozen
+class _FileRead:
+    """The blocking part of a ``file_match``, for a worker thread: the bytes read (at most
+    ``FILE_READ_CAP + 1``), or why there are none."""
+
+    path: str
+    workspace: Path
+
+    def run(self) -> bytes | _Outcome:
+        try:
+            root = self.workspace.resolve()
+            # ``resolve`` follows symlinks, so a link pointing out of the workspace is caught.
+            target = (root / self.path).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            return _Outcome(False, f"cannot resolve {self.path}: {exc}")
+        if not target.is_relative_to(root):
+            return _Outcome(False, f"path {self.path} resolves outside the workspace: refused")
+        try:
+            # Look before opening: opening a device or a FIFO can have effects of its own.
+            refused = self._refuse(os.stat(target).st_mode)
+            if refused is not None:
+                return refused
+            # Non-blocking, so not even a FIFO swapped in meanwhile blocks the open; not
+            # following a symlink swapped in for the resolved name; no controlling tty.
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+            fd = os.open(target, flags)
+        except FileNotFoundError:
+            return _Outcome(False, f"no such file: {self.path}")
+        except OSError as exc:
+            return _Outcome(False, f"cannot read {self.path}: {exc.strerror or exc}")
+        try:
+            # And look at what was opened: the name may have been swapped since the stat.
+            refused = self._refuse(os.fstat(fd).st_mode)
+            if refused is not None:
+                return refused
+            return _read_up_to(fd, FILE_READ_CAP + 1)
+        except OSError as exc:
+            return _Outcome(False, f"cannot read {self.path}: {exc.strerror or exc}")
+        finally:
+            os.close(fd)
+
+    def _refuse(self, mode: int) -> _Outcome | None:
+        if stat.S_ISREG(mode):
+            return None
+        if stat.S_ISDIR(mode):
+            return _Outcome(False, f"{self.path} is a directory, not a file")
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+        return _Outcome(False, f"{self.path} is {kind}, not a regular file: refused")
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(limit - size, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 # ----------------------------------------------------------------------------- custom
 
 
 async def _custom(
-    check: CustomCheck, workspace: Path, registry: VerifierRegistry, goal_id: str
+    check: CustomCheck, context: CheckContext, registry: VerifierRegistry
 ) -> _Outcome:
     verifier = registry.get(check.name)
     if verifier is None:
         known = ", ".join(registry.names) or "none"
         return _Outcome(False, f"unknown custom check {check.name!r} (known: {known})")
-    context = CheckContext(workspace=workspace, args=dict(check.args), goal_id=goal_id)
+    context = attrs.evolve(context, args=dict(check.args))
     try:
         result: object = await verifier(context)  # checked: verifiers are user code
     except Exception as exc:
@@ -345,7 +474,7 @@ async def git_clean(ctx: CheckContext) -> CustomResult:
     ``.`` limits it to the workspace when the workspace is a subdirectory of a repository.
     Untracked files count as changes; ignored files don't.
     """
-    status = await _git_status(ctx.workspace, ["."])
+    status = await _git_status(ctx, ["."])
     if isinstance(status, CustomResult):
         return status
     if not status.strip():
@@ -371,7 +500,7 @@ async def no_paths_touched(ctx: CheckContext) -> CustomResult:
         return CustomResult(False, "no_paths_touched: args.paths is empty")
     if not all(isinstance(p, str) and p for p in paths):
         return CustomResult(False, problem)
-    status = await _git_status(ctx.workspace, paths)
+    status = await _git_status(ctx, paths)
     if isinstance(status, CustomResult):
         return status
     touched = status.splitlines()
@@ -380,15 +509,16 @@ async def no_paths_touched(ctx: CheckContext) -> CustomResult:
     return CustomResult(False, f"{len(touched)} protected path(s) touched", status)
 
 
-async def _git_status(workspace: Path, pathspecs: Sequence[str]) -> str | CustomResult:
+async def _git_status(ctx: CheckContext, pathspecs: Sequence[str]) -> str | CustomResult:
     """The porcelain status limited to ``pathspecs``, or the failure explaining why not."""
+    workspace = ctx.workspace
     env = {k: v for k, v in os.environ.items() if k not in _GIT_REDIRECTS}
     # Messages in English, so "not a git repository" can be recognised; and no optional
     # locks, so a check never takes the index lock from under a git command of Claude's.
     env.update(LC_ALL="C", GIT_OPTIONAL_LOCKS="0")
 
     async def git(*args: str) -> Captured:
-        return await run_captured(["git", *args], cwd=workspace, timeout=GIT_TIMEOUT, env=env)
+        return await ctx.run(["git", *args], timeout=GIT_TIMEOUT, env=env)
 
     try:
         probe = await git("rev-parse", "--is-inside-work-tree")
@@ -421,7 +551,8 @@ async def _git_status(workspace: Path, pathspecs: Sequence[str]) -> str | Custom
 
 
 async def _search(regex: re.Pattern[str], text: str) -> bool:
-    # In the event loop: the project's only threads are SQLite's, and the text is capped.
+    # In the event loop: ``re`` holds the GIL for the whole search, so a worker thread would
+    # not free the loop anyway; the text is capped.
     await trio.lowlevel.checkpoint()
     return regex.search(text) is not None
 

@@ -66,6 +66,7 @@ from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import TurnState
 from nexo_trio.engine.sandbox import prepare_sandbox
 from nexo_trio.engine.supervisor import TurnResult, run_turn
+from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, evaluate
 from nexo_trio.store.base import Store
@@ -199,6 +200,9 @@ class TurnPlan:
     goal's scratch dir (its turns' ``TMPDIR``) and the sandbox (``None``: unconfined)."""
 
     mcp_config: Path | None = None
+    gate: GoalGate | None = None
+    """The goal's gate: each turn gets a fresh token from it, which goes into the turn's MCP
+    config; it answers no other turn's permission server."""
     socket_path: Path | None = None
     deadlines: GateDeadlines | None = None
     permission_prompt_tool: str | None = None
@@ -288,14 +292,25 @@ class GoalRun:
         for event in turn_started(self.goal.id, step):
             await self.emit(event)
         plan = self.plan
+        try:
+            await self._run_turn(step)
+        finally:
+            if plan.gate is not None:
+                plan.gate.end_turn()  # a straggler of this turn is denied from now on
+
+    async def _run_turn(self, step: RunTurn) -> None:
+        plan = self.plan
         if plan.mcp_config is not None and plan.socket_path is not None and plan.deadlines:
-            # Fresh for every turn: nothing a turn wrote there survives to the next.
+            # Fresh for every turn: nothing a turn wrote there survives to the next, and
+            # the token is this turn's alone.
+            token = plan.gate.begin_turn() if plan.gate is not None else None
             await trio.to_thread.run_sync(
                 lambda: write_mcp_config(
                     plan.mcp_config,  # type: ignore[arg-type]
                     socket_path=plan.socket_path,  # type: ignore[arg-type]
                     goal_id=self.goal.id,
                     deadlines=plan.deadlines,  # type: ignore[arg-type]
+                    token=token or new_turn_token(),
                 )
             )
         env = dict(plan.env)

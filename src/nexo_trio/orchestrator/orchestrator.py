@@ -19,6 +19,7 @@ its recorded outcome without a run.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -54,6 +55,8 @@ from nexo_trio.core.goal_machine import (
     initial_state,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
+from nexo_trio.core.kept_text import kept_event
+from nexo_trio.core.layout import layout_problem, workspace_problem
 from nexo_trio.core.redact import secret_values
 from nexo_trio.core.sandbox import ApiProxy
 from nexo_trio.core.settings import Config
@@ -83,6 +86,11 @@ DeciderFactory = Callable[[Goal], Decider]
 
 class SandboxUnavailable(RuntimeError):
     """``sandbox.mode: bwrap`` and bubblewrap does not work here (the message says why)."""
+
+
+class LayoutError(ValueError):
+    """A workspace, ``workspace_root`` or ``sandbox.writable`` that would let turns write the
+    state directory, or a goal's workspace that is not its own (the message says which)."""
 
 
 class Orchestrator:
@@ -151,6 +159,7 @@ class Orchestrator:
         self._goals: dict[str, GoalHandle] = {}
         self._subscribers: list[trio.MemorySendChannel[GoalEvent]] = []
         self._emit_locks: dict[str, trio.Lock] = {}
+        self._secrets: dict[str, tuple[str, ...]] = {}
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_goals))
@@ -162,6 +171,7 @@ class Orchestrator:
         # The goal machine's clock: the wall clock, advanced by trio's (monotonic, or
         # virtual in tests), so the times of one run are consistent with each other.
         self._epoch = time.time() - trio.current_time()
+        await self._check_layout()
         self.confined, self.sandbox_warning = await self._sandbox_status()
         stack = AsyncExitStack()
         await stack.__aenter__()
@@ -180,6 +190,7 @@ class Orchestrator:
             await services.start(self.gate.serve)
             self.control = ControlServer(self.layout.control_socket(os.getpid()), self._on_control)
             await services.start(self.control.serve)
+            services.start_soon(self._stop_goals_when_the_store_is_gone)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
         except BaseException:
             await stack.aclose()
@@ -206,6 +217,47 @@ class Orchestrator:
     def now(self) -> float:
         """The goal machine's clock: seconds since the epoch."""
         return self._epoch + trio.current_time()
+
+    async def _stop_goals_when_the_store_is_gone(self) -> None:
+        """Once the store is unwritable for good (:attr:`Store.unwritable`: a full disk, a
+        lock held for minutes), cancel every goal: a turn that cannot be recorded would be
+        paid for and lost. Their events stay kept in memory (and are written should the
+        store recover before it closes); ``nexo-trio run`` then says so, with its own exit
+        code."""
+        wait_unwritable = getattr(self.store, "wait_unwritable", None)
+        if wait_unwritable is None:  # a store that cannot become unwritable
+            return
+        while True:
+            reason = await wait_unwritable()
+            for goal_id in self.running():
+                handle = self._goals.get(goal_id)
+                if handle is not None and handle.state.cancel_reason is None:
+                    await self.cancel_goal(goal_id, f"state dir unwritable: {reason}")
+            await trio.sleep(1.0)  # only while unwritable: then for goals started since
+
+    async def _check_layout(self) -> None:
+        """Raise :class:`LayoutError` when turns could write the state directory."""
+        paths = [self.config.state_dir, self.config.workspace_root, *self.config.sandbox.writable]
+        state_dir, root, *writable = await trio.to_thread.run_sync(self._resolved, paths)
+        problem = layout_problem(state_dir=state_dir, workspace_root=root, writable=writable)
+        if problem is not None:
+            raise LayoutError(problem)
+
+    def _resolved(self, paths: Sequence[str]) -> list[Path]:
+        """``paths`` made absolute (from :attr:`base_dir`) with their symlinks followed."""
+        return [self._resolve(path).resolve() for path in paths]
+
+    def _workspace_path(self, goal: Goal) -> Path:
+        if goal.workspace:
+            return self._resolve(goal.workspace)
+        return self._resolve(self.config.workspace_root) / goal.id
+
+    def _workspace_problem(self, goal: Goal) -> str | None:
+        """What is wrong with where the goal's workspace is (blocking: a worker thread's)."""
+        workspace = self._workspace_path(goal).resolve()
+        state_dir, root = self._resolved([self.config.state_dir, self.config.workspace_root])
+        problem = workspace_problem(workspace, state_dir=state_dir, workspace_root=root)
+        return None if problem is None else f"goal {goal.id!r}: {problem}"
 
     async def _sandbox_status(self) -> tuple[bool, str | None]:
         """Whether turns run confined, and the warning to give when ``auto`` cannot."""
@@ -268,9 +320,15 @@ class Orchestrator:
         return self._store
 
     @property
+    def store_unwritable(self) -> str | None:
+        """Why the store could not write for good (also after the orchestrator closed), with
+        how much is not written; ``None`` when everything was written."""
+        return getattr(self._store, "unwritable", None)
+
+    @property
     def socket_path(self) -> Path:
         """The permission gate's Unix socket."""
-        return self.layout.gate_socket
+        return self.layout.gate_socket(os.getpid())
 
     def _make_decider(self, goal: Goal) -> Decider:
         if self._decider is None:
@@ -309,10 +367,19 @@ class Orchestrator:
         A goal the ledger already knows continues where it was (see the module
         docstring); ``restart`` starts it over instead: new session, fresh budget.
         Raises ``ValueError`` when the goal is already running here or names a custom
-        check the registry does not have.
+        check the registry does not have, and :class:`LayoutError` (a ``ValueError``) when
+        its workspace is not its own (the state dir, the shared workspace root, or above).
         """
         if self._nursery is None:
             raise RuntimeError("the Orchestrator is not open: use `async with Orchestrator()`")
+        await self.check_goal(goal)
+        handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
+        self._goals[goal.id] = handle
+        self._nursery.start_soon(self._run_goal, handle, name=f"goal {goal.id}")
+        return handle
+
+    async def check_goal(self, goal: Goal) -> None:
+        """Raise what :meth:`start_goal` would raise for ``goal``, without starting it."""
         if goal.id in self._goals:
             raise ValueError(f"goal {goal.id!r} is already running")
         unknown = [name for name in goal.custom_check_names() if name not in self.registry]
@@ -321,10 +388,9 @@ class Orchestrator:
             raise ValueError(
                 f"goal {goal.id!r}: unknown custom check {unknown[0]!r} (known: {known})"
             )
-        handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
-        self._goals[goal.id] = handle
-        self._nursery.start_soon(self._run_goal, handle, name=f"goal {goal.id}")
-        return handle
+        problem = await trio.to_thread.run_sync(self._workspace_problem, goal)
+        if problem is not None:
+            raise LayoutError(problem)
 
     def running(self) -> list[str]:
         """Ids of the goals started and not yet ended."""
@@ -365,7 +431,7 @@ class Orchestrator:
                 return
             try:
                 try:
-                    workspace = self._workspace(goal)
+                    workspace = await trio.to_thread.run_sync(self._workspace, goal)
                 except OSError as exc:
                     # A user's mistake (a file in the way, no permission): not a bug.
                     reason = f"cannot use the workspace: {exc.strerror or exc}: {exc.filename}"
@@ -375,6 +441,11 @@ class Orchestrator:
                 if self._decider is None:
                     owned = decider  # built from the config: ours to close
                 goal_env = dict(self.goal_env(goal)) if self.goal_env else {}
+                given = {k: v for k, v in goal_env.items() if v is not None}
+                # Checks run in this process's environment, turns in the goal's.
+                self._secrets[goal.id] = secret_values(
+                    os.environ, {**self.environ, **self.config.claude.env, **given}
+                )
                 confinement = self._confinement(goal, goal_env)
                 scratch = self.layout.scratch(goal.id)
                 gate = GoalGate(
@@ -389,7 +460,7 @@ class Orchestrator:
                     current_turn=lambda: (
                         handle.state.attempt.turn if handle.state.attempt is not None else None
                     ),
-                    secrets=secret_values(self.environ),
+                    secrets=self._secrets_of(goal.id),
                 )
                 self.router.register(gate)
                 run = GoalRun(
@@ -402,6 +473,7 @@ class Orchestrator:
                     registry=self.registry,
                     plan=TurnPlan(
                         mcp_config=self.layout.mcp_config(goal.id),
+                        gate=gate,
                         socket_path=self.socket_path,
                         deadlines=self.deadlines,
                         permission_prompt_tool=PERMISSION_PROMPT_TOOL,
@@ -429,6 +501,7 @@ class Orchestrator:
             outcome = await self._conclude(handle, outcome, recorded=recorded, started=started)
             del self._goals[goal.id]
             self._emit_locks.pop(goal.id, None)
+            self._secrets.pop(goal.id, None)
             handle.finish(outcome)
 
     async def _conclude(
@@ -446,8 +519,10 @@ class Orchestrator:
             outcome = end_outcome(handle.state, goal.id, GoalEndKind.CANCELLED, reason, self.now())
         if recorded:
             return outcome
-        # Elapsed since the goal was started here (a wait for a slot included).
+        # Elapsed since the goal was started here (a wait for a slot included); what the
+        # caller gets is what the ledger keeps (an internal error's text redacted).
         outcome = attrs.evolve(outcome, elapsed_s=trio.current_time() - started)
+        outcome = kept_event(outcome, self._secrets_of(goal.id))
         events: list[GoalEvent] = [*cancels[:1], GoalCompleted(goal.id, outcome)]
         # Shielded: a goal torn down by cancellation still records how it ended.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + COMPLETION_DEADLINE):
@@ -462,14 +537,25 @@ class Orchestrator:
                 log.exception("could not record %s of goal %s", type(event).__name__, goal.id)
 
     def _workspace(self, goal: Goal) -> Path:
-        if goal.workspace:
-            path = self._resolve(goal.workspace)
-        else:
-            path = self._resolve(self.config.workspace_root) / goal.id
+        """The goal's workspace, created (blocking: a worker thread's). Raises ``OSError``
+        when it cannot be, or when it turns out not to be the goal's own after all (a
+        symlink planted since :meth:`start_goal` checked)."""
+        path = self._workspace_path(goal)
         path.mkdir(parents=True, exist_ok=True)
+        problem = self._workspace_problem(goal)
+        if problem is not None:
+            raise OSError(errno.EINVAL, problem, str(path))
         return path.resolve()
 
     # ------------------------------------------------------------------ events
+
+    def _secrets_of(self, goal_id: str) -> tuple[str, ...]:
+        """The secret values to redact from the goal's texts: those of its turns' environment
+        once it is known, else of the orchestrator's and ``claude.env``."""
+        found = self._secrets.get(goal_id)
+        if found is None:
+            found = secret_values(os.environ, {**self.environ, **self.config.claude.env})
+        return found
 
     def subscribe(self) -> trio.MemoryReceiveChannel[GoalEvent]:
         """A channel receiving every event from now on; close it to unsubscribe.
@@ -488,7 +574,8 @@ class Orchestrator:
         # trio.Lock is FIFO.
         lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
         async with lock:
-            event = attrs.evolve(event, at=self.now())
+            # What is recorded, folded and shown is redacted and bounded (see kept_text).
+            event = kept_event(attrs.evolve(event, at=self.now()), self._secrets_of(event.goal_id))
             handle = self._goals.get(event.goal_id)
             if is_ledger_event(event):
                 await self.store.append_events(event.goal_id, [event_to_ledger(event)])

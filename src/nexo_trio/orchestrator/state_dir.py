@@ -4,7 +4,10 @@
 
     STATE_DIR/
       nexo.db                 the SQLite store: the goal ledger and session bindings
-      run/gate.sock           the permission gate's Unix socket (mode 0600, dir 0700)
+      run/gate-PID.sock       the permission gate's Unix socket of the process PID (mode
+                              0600, dir 0700): one per process, so neither a second
+                              process nor a leftover blocks a run, and the permission
+                              server of a turn orphaned by a killed run finds no gate
       run/control-PID.sock    the control socket of the process PID (approve, deny, ...)
       run/api-DIGEST.sock     a goal's API proxy (sandbox.network: false)
       gate/GOAL.mcp.json      the MCP config of a goal's running turn (mode 0600)
@@ -41,10 +44,10 @@ class StateDir:
         """The SQLite store."""
         return self.root / DB_NAME
 
-    @property
-    def gate_socket(self) -> Path:
-        """The permission gate's socket (see the module docstring for long paths)."""
-        return self._socket("gate")
+    def gate_socket(self, pid: int) -> Path:
+        """The permission gate's socket of the process ``pid`` (see the module docstring
+        for long paths)."""
+        return self._socket(f"gate-{pid}")
 
     def control_socket(self, pid: int) -> Path:
         """The control socket of the process ``pid`` running goals from this state dir."""

@@ -7,7 +7,9 @@ from nexo_trio.store.sqlite import (
     SQLiteStore,
     StoreClosedError,
     StoreError,
+    StoreUnwritableError,
     open_sqlite_store,
+    raise_if_unwritable,
 )
 
 __all__ = [
@@ -20,5 +22,7 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "StoreUnwritableError",
     "open_sqlite_store",
+    "raise_if_unwritable",
 ]

@@ -42,13 +42,18 @@ class Binding:
 
 @attrs.frozen
 class LedgerEntry:
-    """One recorded goal event."""
+    """One recorded goal event.
+
+    ``pending``: appended but not written yet (the store could not write, and keeps it in
+    memory, in order, until it can); its ``seq`` is 0 until then.
+    """
 
     seq: int
     goal_id: str
     at: float
     kind: str
     data: dict[str, Any]
+    pending: bool = False
 
 
 @attrs.frozen
@@ -65,7 +70,35 @@ class GoalSummary:
 
 
 class Store(Protocol):
-    """Session bindings and the goal ledger."""
+    """Session bindings and the goal ledger.
+
+    Writes the goals depend on (``append_events``, ``put_binding``, ``mark_invalid``,
+    ``touch``) do not fail for the store's own trouble (a lock held by another process, a
+    full disk): they are kept in memory, in order, and written once the store can again;
+    :attr:`write_problem` and :attr:`unwritable` tell. Bugs (data that is not JSON, a
+    closed store) raise.
+    """
+
+    @property
+    def write_problem(self) -> str | None:
+        """Why the latest write failed while writes are kept or failing; ``None`` when
+        the store writes fine."""
+        ...
+
+    @property
+    def unwritable(self) -> str | None:
+        """Set (to why, and how much is not written) once kept writes could not be written
+        for longer than the store's bound, or the store closed with writes not written;
+        ``None`` otherwise (again ``None`` if it recovers before closing)."""
+        ...
+
+    def unwritten(self) -> list[LedgerEntry]:
+        """The events appended but not written (yet), in order (``pending`` entries)."""
+        ...
+
+    async def wait_flushed(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until every write so far is written; whether it is."""
+        ...
 
     async def get_binding(
         self,
@@ -128,11 +161,15 @@ class Store(Protocol):
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Append ``(kind, data)`` events of a goal to the ledger, in order, atomically."""
+        """Append ``(kind, data)`` events of a goal to the ledger, in order, atomically.
+
+        Returns once they are written, or kept in memory to be written before any later
+        event (see the class docstring)."""
         ...
 
     async def events(self, goal_id: str, *, after_seq: int = 0) -> list[LedgerEntry]:
-        """The goal's events with ``seq > after_seq``, in order."""
+        """The goal's events with ``seq > after_seq``, in order; events not written yet
+        come last, ``pending``."""
         ...
 
     async def goals(self) -> list[GoalSummary]:

@@ -127,6 +127,27 @@ class MemoryStore:
         self._ledger: dict[str, list[_Row]] = {}
         self._seq = 0
 
+    # -- health: memory never fails to write ----------------------------------------------
+
+    @property
+    def write_problem(self) -> str | None:
+        """Always ``None``: memory does not fail to write."""
+        return None
+
+    @property
+    def unwritable(self) -> str | None:
+        """Always ``None``."""
+        return None
+
+    def unwritten(self) -> list[LedgerEntry]:
+        """Always empty."""
+        return []
+
+    async def wait_flushed(self, timeout_s: float) -> bool:
+        """Everything is written as soon as it is appended."""
+        await trio.lowlevel.checkpoint()
+        return True
+
     def _current(self, goal_id: str) -> tuple[int, Binding] | None:
         latest = latest_row(self._bindings.get(goal_id, {}).values())
         return None if latest is None or latest[1].invalid else latest

@@ -15,25 +15,55 @@ SAVEPOINT, so a failing request is rolled back alone and the rest of the batch c
 
 The only threads are ``trio.to_thread`` calls, never abandoned: a statement that started
 always finishes, which is what makes shutdown and cancellation safe to reason about.
+
+When the file cannot be written (a lock another process holds past the busy timeout, a full
+disk, an I/O error, the file removed), the writes the goals depend on are not failed but
+*kept*::
+
+    append / bindings ──▶ queue ──▶ transaction fails (operational) ──▶ kept, in call order
+          │ (while writes are kept: straight behind them)                 │
+          └──────────────────────────────────────────────────────────────▶│
+                              retry: 50 ms, doubling to 5 s ◀─────────────┘
+                              writes the oldest kept first, then the rest
+
+A read sees every kept event exactly once (retries hold off reads): in the file, or last,
+``pending``. Health: :attr:`SQLiteStore.write_problem`, :attr:`SQLiteStore.unwritable`.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import logging
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Generic, NoReturn, TypeVar
 
 import trio
 
-from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry, Store
+from nexo_trio.store.faults import (
+    RETRY_BUSY_TIMEOUT_S,
+    RETRY_INITIAL_S,
+    RETRY_MAX_S,
+    UNWRITABLE_AFTER_S,
+    describe,
+    is_operational,
+    next_backoff,
+    replaced_error,
+)
+from nexo_trio.store.files import file_identity, prepare_database_file
 from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
 from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
 
 T = TypeVar("T")
+U = TypeVar("U")
+
+log = logging.getLogger("nexo_trio.store")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v1: session bindings and the goal ledger.
@@ -94,7 +124,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 Append only: never edit a released step."""
 
 BUSY_TIMEOUT_S = 5.0
-"""How long SQLite waits for a lock held by another process before failing."""
+"""How long a write waits for a lock held by another process before it fails (a write the
+goals depend on is then kept in memory and retried; see :class:`SQLiteStore`)."""
 
 
 class StoreError(Exception):
@@ -103,6 +134,16 @@ class StoreError(Exception):
 
 class StoreClosedError(StoreError):
     """The store's service is not running (not started yet, or shut down)."""
+
+
+class StoreUnwritableError(StoreError):
+    """The store could not write for good: ``reason`` (what :attr:`SQLiteStore.unwritable`
+    says) and the events it did not write, in order (``pending`` entries)."""
+
+    def __init__(self, reason: str, unwritten: Sequence[LedgerEntry] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unwritten = list(unwritten)
 
 
 class SchemaVersionError(StoreError):
@@ -118,26 +159,83 @@ class SchemaVersionError(StoreError):
         self.supported = supported
 
 
+_Row = tuple[str, float, str, str]
+"""A ledger row as inserted: ``(goal_id, at, kind, data as JSON)``."""
+
+
 class _Request(Generic[T]):
-    """One write: an operation to run on the writer connection, and its result slot."""
+    """One write: an operation to run on the writer connection, and its result slot.
 
-    __slots__ = ("done", "error", "op", "result", "settled")
+    A *kept* request is one the store could not write yet: it waits in memory, in call
+    order (``ticket``), and its caller no longer waits for it (it was told)."""
 
-    def __init__(self, op: Callable[[sqlite3.Connection], T]) -> None:
+    __slots__ = ("done", "error", "kept", "op", "resilient", "result", "rows", "ticket", "what")
+
+    def __init__(
+        self,
+        op: Callable[[sqlite3.Connection], T],
+        *,
+        resilient: bool = False,
+        what: str = "a write",
+        rows: Sequence[_Row] = (),
+    ) -> None:
         self.op = op
         self.done = trio.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
-        # Set (in the worker thread) once the request is committed or failed for good.
-        self.settled = False
+        self.resilient = resilient
+        """Kept in memory, not failed, when the store cannot write."""
+        self.what = what
+        self.rows = rows
+        """Of an append: its ledger rows (to read back and report while not written)."""
+        self.ticket = 0
+        self.kept = False
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _ticket(request: _Request[Any]) -> int:
+    return request.ticket
+
+
+class _Attempt:
+    """One write transaction, filled in by the worker thread that runs it."""
+
+    __slots__ = ("batch", "busy_ms", "failure", "finished", "flush")
+
+    def __init__(self, batch: list[_Request[Any]], *, flush: bool, busy_ms: int) -> None:
+        self.batch = batch
+        self.flush = flush
+        """The batch is the oldest of the kept writes, not new requests."""
+        self.busy_ms = busy_ms
+        """SQLite's busy timeout for this transaction."""
+        self.failure: Exception | None = None
+        self.finished = False
+
+
+def _ms(seconds: float) -> int:
+    return max(0, math.ceil(seconds * 1000)) if math.isfinite(seconds) else 2**31 - 1
+
+
+def _pending(requests: Iterable[_Request[Any]]) -> list[LedgerEntry]:
+    """The events of (kept) requests, as ``pending`` ledger entries."""
+    return [
+        LedgerEntry(seq=0, goal_id=goal_id, at=at, kind=kind, data=decode_data(data), pending=True)
+        for request in requests
+        for goal_id, at, kind, data in request.rows
+    ]
+
+
+def _write_failed(path: Path, exc: BaseException) -> StoreError:
+    error = StoreError(f"{path}: write transaction failed: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
+def _connect(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     # check_same_thread=False: trio.to_thread may run us on any cached worker thread; the
     # store guarantees that one connection is only ever used by one thread at a time.
     # isolation_level=None: we issue BEGIN / COMMIT ourselves.
     conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
     )
     try:
         conn.execute("PRAGMA foreign_keys = ON")
@@ -213,18 +311,34 @@ class SQLiteStore:
 
     Start :meth:`run` in a nursery (``await nursery.start(store.run)``), or use
     :func:`open_sqlite_store`. ``transactions`` counts the write transactions committed,
-    which shows the batching at work.
+    which shows the batching at work. The file's directory is created 0700, the file (and
+    its ``-wal`` / ``-shm``) 0600.
 
     A write returns once its transaction committed. A write whose caller is cancelled
     (or times out) while waiting may still be committed (it is already in the queue); it
     is never half-applied.
 
-    ``timeout_s`` bounds how long a caller waits for its write to commit, or for its turn
-    to read (:class:`StoreError` after that); ``None`` waits as long as it takes.
-    ``flush_timeout_s`` bounds the flush of queued writes at shutdown; what is still
-    queued then fails with :class:`StoreClosedError`. ``max_batch`` caps the writes in
-    one transaction and ``queue_size`` the writes waiting for one (senders wait beyond
-    that).
+    The writes the goals depend on (``append_events``, ``put_binding``, ``mark_invalid``,
+    ``touch``) never fail for the store's own trouble (see
+    :func:`~nexo_trio.store.faults.is_operational`: a lock held by another process past
+    ``busy_timeout_s``, a full disk, an I/O error, the file removed or replaced): they are
+    *kept* in memory, in call order, and return. While any write is kept, later ones go
+    straight behind it. The service retries the kept writes, the oldest first, after
+    ``retry_initial_s``, doubling up to ``retry_max_s``; reads show kept events last, as
+    ``pending``. :attr:`write_problem` says what fails; :attr:`unwritable` is set once
+    writes have stayed kept for ``unwritable_after_s`` with none written, or the store
+    closed with writes kept: each is then logged at error level, and the events stay
+    available from :meth:`unwritten`. Bugs raise: data that is not JSON, a closed store,
+    an operation that fails by itself. ``purge_older_than`` (an answer, not a record)
+    fails with :class:`StoreError` like any read.
+
+    ``timeout_s`` bounds how long a caller waits for its write to commit (a kept kind of
+    write then returns, still queued), or for its turn to read (:class:`StoreError` after
+    that); ``None`` waits as long as it takes. ``flush_timeout_s`` bounds the flush of
+    queued and kept writes at close; queued writes that may fail then fail with
+    :class:`StoreClosedError`, the others stay kept (and are reported). ``max_batch``
+    caps the writes in one transaction and ``queue_size`` the writes waiting for one
+    (senders wait beyond that).
     """
 
     def __init__(
@@ -236,6 +350,10 @@ class SQLiteStore:
         flush_timeout_s: float = 5.0,
         max_batch: int = 1000,
         queue_size: int = 10_000,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        unwritable_after_s: float = UNWRITABLE_AFTER_S,
+        retry_initial_s: float = RETRY_INITIAL_S,
+        retry_max_s: float = RETRY_MAX_S,
     ) -> None:
         self.path = Path(path)
         self.transactions = 0
@@ -244,19 +362,94 @@ class SQLiteStore:
         self._timeout_s = timeout_s
         self._flush_timeout_s = flush_timeout_s
         self._max_batch = max_batch
+        self._busy_timeout_s = busy_timeout_s
+        self._unwritable_after_s = unwritable_after_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
         self._send, self._recv = trio.open_memory_channel[_Request[Any]](queue_size)
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._busy_ms = _ms(busy_timeout_s)
+        self._identity: tuple[int, int] | None = None
         self._read_lock = trio.Lock()
+        self._attempt: _Attempt | None = None
         self._inflight: list[_Request[Any]] = []
         self._started = False
         self._accepting = False
+        # The writes kept in memory (in ticket order) and the health they make.
+        self._tickets = itertools.count(1)
+        self._kept: list[_Request[Any]] = []
+        self._lost: list[_Request[Any]] = []
+        self._problem: str | None = None
+        self._kept_since: float | None = None
+        self._retry_at = math.inf
+        self._backoff = retry_initial_s
+        self._gone = False
+        self._gone_event = trio.Event()  # set while _gone
+        self._written_late = 0
+        self._progress = trio.lowlevel.ParkingLot()
+
+    # -- health ----------------------------------------------------------------------------
+
+    @property
+    def write_problem(self) -> str | None:
+        """What the latest write failure was (``PATH: database is locked``), while writes
+        are kept or failing; ``None`` once the store writes again."""
+        return self._problem
+
+    @property
+    def unwritable(self) -> str | None:
+        """Why the store counts as unwritable and what is not written, e.g. ``PATH:
+        database is locked; 3 event(s) of 1 goal(s) not written``: set once writes stayed
+        kept for ``unwritable_after_s`` with none written, or the store closed with writes
+        kept; ``None`` otherwise (again ``None`` if the store recovers before closing)."""
+        if not self._gone:
+            return None
+        events = self.unwritten()
+        others = sum(not request.rows for request in [*self._kept, *self._lost])
+        counts = f"{len(events)} event(s) of {len({e.goal_id for e in events})} goal(s)"
+        if others:
+            counts += f" and {others} binding write(s)"
+        return f"{self._problem or f'{self.path}: not written'}; {counts} not written"
+
+    async def wait_unwritable(self) -> str:
+        """Wait until the store is :attr:`unwritable`; why (see there)."""
+        while True:
+            await self._gone_event.wait()
+            reason = self.unwritable
+            if reason is not None:
+                return reason
+
+    def _set_gone(self, gone: bool) -> None:
+        if gone and not self._gone:
+            self._gone_event.set()
+        elif not gone and self._gone:
+            self._gone_event = trio.Event()
+        self._gone = gone
+
+    def unwritten(self) -> list[LedgerEntry]:
+        """The events appended but not written (yet), in order, as ``pending`` entries:
+        while the store cannot write, and after it closed without writing them."""
+        return _pending(sorted([*self._lost, *self._kept], key=_ticket))
+
+    async def wait_flushed(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until no write is queued or kept; whether every
+        write so far is written."""
+        with trio.move_on_after(timeout_s):
+            while not self._settled():
+                await self._progress.park()
+        await trio.lowlevel.checkpoint()
+        return self._settled() and not self._lost
+
+    def _settled(self) -> bool:
+        return not (self._kept or self._inflight or self._recv.statistics().current_buffer_used)
 
     # -- the service -----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer service: open and migrate the database, then commit write batches
-        until cancelled; on the way out flush what is pending and close the file.
+        (and retry kept writes) until cancelled; on the way out flush what is pending and
+        close the file.
 
         Run it once, with ``await nursery.start(store.run)``.
         """
@@ -277,16 +470,17 @@ class SQLiteStore:
 
     def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
         # Runs in a worker thread: directory creation and file I/O.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(self.path)
+        prepare_database_file(self.path)
+        writer = _connect(self.path, self._busy_timeout_s)
         try:
             _migrate(writer, self.path)
-            reader = _connect(self.path)
+            reader = _connect(self.path, self._busy_timeout_s)
         except BaseException:
             writer.close()
             raise
         try:
             reader.execute("PRAGMA query_only = ON")
+            self._identity = file_identity(self.path)
         except BaseException:
             reader.close()
             writer.close()
@@ -295,9 +489,23 @@ class SQLiteStore:
 
     async def _serve(self) -> None:
         while True:
-            batch = [await self._recv.receive()]
+            batch: list[_Request[Any]] = []
+            with trio.move_on_at(self._wake_at()):
+                batch.append(await self._recv.receive())
             self._drain_into(batch)
             await self._commit(batch)
+            if self._kept and trio.current_time() >= self._retry_at:
+                await self._flush_kept()
+            self._check_unwritable()
+
+    def _wake_at(self) -> float:
+        """When the service must act without a request: the next retry, or the moment the
+        kept writes make the store unwritable."""
+        if not self._kept:
+            return math.inf
+        if self._gone or self._kept_since is None:
+            return self._retry_at
+        return min(self._retry_at, self._kept_since + self._unwritable_after_s)
 
     def _drain_into(self, batch: list[_Request[Any]]) -> None:
         # No checkpoint in here: whatever is queued right now joins this batch.
@@ -307,63 +515,200 @@ class SQLiteStore:
             except trio.WouldBlock:
                 return
 
-    async def _commit(self, batch: list[_Request[Any]]) -> None:
-        self._inflight = batch
+    async def _commit(self, batch: list[_Request[Any]], *, deadline: float = math.inf) -> None:
+        """Write new requests in one transaction; while writes are kept, the kinds that are
+        kept join them instead (behind them: order is what the ledger means)."""
+        if self._kept:
+            for request in batch:
+                if request.resilient:
+                    self._keep(request)
+            batch = [request for request in batch if not request.resilient]
+        if batch:
+            busy = min(self._busy_timeout_s, deadline - trio.current_time())
+            await self._run_attempt(_Attempt(batch, flush=False, busy_ms=_ms(busy)))
+
+    async def _flush_kept(self, *, deadline: float = math.inf) -> None:
+        """Try to write the oldest kept writes. Reads wait meanwhile, so that a read sees
+        each kept event once: in the file, or still kept (pending); the attempt waits
+        briefly for a lock, which keeps that wait short."""
+        busy = min(self._busy_timeout_s, RETRY_BUSY_TIMEOUT_S, deadline - trio.current_time())
+        async with self._read_lock:
+            chunk = self._kept[: self._max_batch]
+            await self._run_attempt(_Attempt(chunk, flush=True, busy_ms=_ms(busy)))
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        self._attempt, self._inflight = attempt, attempt.batch
         # Not abandonable: once started, the transaction finishes and every request in it
         # is settled, even if we are cancelled meanwhile (Cancelled then comes after).
-        if await trio.to_thread.run_sync(self._apply, batch):
-            self.transactions += 1
-        self._inflight = []
-        for request in batch:
-            request.done.set()
+        await trio.to_thread.run_sync(self._apply, attempt)
+        self._settle()
 
-    def _apply(self, batch: list[_Request[Any]]) -> bool:
-        """Run a batch in one transaction (in a worker thread); True if it committed."""
+    def _apply(self, attempt: _Attempt) -> None:
+        """Run a batch in one transaction (in a worker thread)."""
         conn = self._writer
         assert conn is not None
-        committed = False
         try:
+            self._check_file()
+            if conn.in_transaction:  # what a failed attempt may leave behind
+                conn.execute("ROLLBACK")
+            if attempt.busy_ms != self._busy_ms:
+                conn.execute(f"PRAGMA busy_timeout = {attempt.busy_ms:d}")
+                self._busy_ms = attempt.busy_ms
             conn.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                # One savepoint per request: a failing request is undone alone.
+            for request in attempt.batch:
+                # One savepoint per request: a failing request is undone alone...
                 conn.execute("SAVEPOINT request")
                 try:
                     request.result = request.op(conn)
                 except Exception as exc:
+                    # ...unless the store failed under it: then the whole batch did.
+                    if is_operational(exc):
+                        raise
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
                     request.error = exc
                 else:
                     conn.execute("RELEASE request")
             conn.execute("COMMIT")
-            committed = True
         except Exception as exc:
             # The transaction itself failed (disk full, I/O error, lock timeout...):
-            # nothing of the batch is stored and every caller learns it.
+            # nothing of the batch is stored.
             if conn.in_transaction:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            for request in batch:
+            for request in attempt.batch:
                 request.result = None
-                error = StoreError(f"{self.path}: write transaction failed: {exc!r}")
-                error.__cause__ = exc
-                request.error = error
+                request.error = None
+            attempt.failure = exc
+        finally:
+            attempt.finished = True
+
+    def _check_file(self) -> None:
+        """Refuse to write through a connection whose file is gone from its path: nobody
+        would ever read what it writes."""
+        if self._identity is not None and file_identity(self.path) != self._identity:
+            raise replaced_error(str(self.path))
+
+    def _settle(self) -> list[_Request[Any]]:
+        """Settle the requests of the last attempt (once its thread finished, or when it
+        was interrupted); return the new requests it never got to, to be tried again."""
+        attempt, self._attempt, self._inflight = self._attempt, None, []
+        if attempt is None:
+            return []
+        if not attempt.finished:  # cancelled before its thread started
+            return [] if attempt.flush else attempt.batch
+        now = trio.current_time()
+        failure = attempt.failure
+        if failure is None:
+            self.transactions += 1
+            if attempt.flush:
+                self._written(attempt.batch)
+            for request in attempt.batch:
+                request.done.set()
+            self._healthy(now)
+        elif attempt.flush or is_operational(failure):
+            self._failed(failure, now, retry=attempt.flush)
+            for request in [] if attempt.flush else attempt.batch:
+                if request.resilient:
+                    self._keep(request)
+                else:
+                    request.error = _write_failed(self.path, failure)
+                    request.done.set()
+        else:
+            for request in attempt.batch:
+                request.error = _write_failed(self.path, failure)
+                request.done.set()
+        self._progress.unpark_all()
+        return []
+
+    def _written(self, batch: list[_Request[Any]]) -> None:
+        """Kept writes were committed: they are kept no more."""
+        written = {id(request) for request in batch}
+        self._kept = [request for request in self._kept if id(request) not in written]
         for request in batch:
-            request.settled = True
-        return committed
+            request.kept = False
+            if request.error is None:
+                self._written_late += 1
+            else:
+                # Its operation failed by itself (a bug): nobody waits to be told.
+                self._lost.append(request)
+                log.error("%s: %s failed, not written: %r", self.path, request.what, request.error)
+
+    def _healthy(self, now: float) -> None:
+        """A transaction committed: the store writes."""
+        if self._kept:
+            # Progress: write the rest at once, and the clock of the outage starts over.
+            self._kept_since = now
+            self._retry_at = now
+            self._backoff = self._retry_initial_s
+            self._set_gone(False)
+            return
+        if self._problem is not None:
+            late = self._written_late
+            log.warning(
+                "%s: writing again%s",
+                self.path,
+                f"; wrote the {late} write(s) kept in memory" if late else "",
+            )
+        self._problem = None
+        self._kept_since = None
+        self._retry_at = math.inf
+        self._set_gone(False)
+        self._written_late = 0
+
+    def _failed(self, failure: BaseException, now: float, *, retry: bool) -> None:
+        """A transaction failed for the store's trouble (or kept writes failed again)."""
+        problem = f"{self.path}: {describe(failure)}"
+        if self._problem is None:
+            log.warning("%s (cannot write)", problem)
+        if not is_operational(failure) and problem != self._problem:
+            log.error("%s: kept writes fail: %r", self.path, failure)
+        self._problem = problem
+        if retry:
+            self._retry_at = now + self._backoff
+            self._backoff = next_backoff(self._backoff, maximum=self._retry_max_s)
+
+    def _keep(self, request: _Request[Any]) -> None:
+        """Keep a write in memory, in call order, and release its caller."""
+        if not self._kept:
+            now = trio.current_time()
+            self._kept_since = now
+            self._retry_at = now + self._retry_initial_s
+            self._backoff = next_backoff(self._retry_initial_s, maximum=self._retry_max_s)
+            log.warning("%s: keeping writes in memory until it can write them", self.path)
+        bisect.insort(self._kept, request, key=_ticket)
+        request.kept = True
+        request.done.set()
+        self._progress.unpark_all()
+
+    def _check_unwritable(self) -> None:
+        if (
+            self._kept
+            and not self._gone
+            and self._kept_since is not None
+            and trio.current_time() >= self._kept_since + self._unwritable_after_s
+        ):
+            self._set_gone(True)
+            log.error("unwritable for %g s: %s", self._unwritable_after_s, self.unwritable)
 
     async def _shutdown(self) -> None:
-        """Flush queued writes (bounded by ``flush_timeout_s``), fail the rest, close."""
-        pending = self._take_inflight()
-        with trio.move_on_after(self._flush_timeout_s):
+        """Flush queued and kept writes (bounded by ``flush_timeout_s``), then close: what
+        is still queued fails, unless it is of the kinds kept (then kept, and reported)."""
+        pending = self._settle()
+        deadline = trio.current_time() + self._flush_timeout_s
+        with trio.move_on_at(deadline):
             while self._writer is not None:
                 self._drain_into(pending)
-                if not pending:
+                if pending:
+                    batch, pending = pending, []
+                    await self._commit(batch, deadline=deadline)
+                elif not self._kept:
                     break
-                batch, pending = pending, []
-                await self._commit(batch)
-        # Past the deadline (or never opened): whatever is left fails instead of hanging.
-        pending.extend(self._take_inflight())
+                else:
+                    await trio.sleep_until(self._retry_at)
+                    await self._flush_kept(deadline=deadline)
+        # Past the deadline (or never opened): whatever is left fails or stays kept.
+        pending.extend(self._settle())
         while True:
             try:
                 pending.append(self._recv.receive_nowait())
@@ -372,22 +717,31 @@ class SQLiteStore:
         # Senders still blocked on a full queue get BrokenResourceError from here on.
         self._recv.close()
         for request in pending:
-            request.error = StoreClosedError(f"{self.path}: store closed before commit")
-            request.settled = True
-            request.done.set()
+            if request.resilient:
+                self._keep(request)
+            else:
+                request.error = StoreClosedError(f"{self.path}: store closed before commit")
+                request.done.set()
+        if self._kept or self._lost:
+            self._set_gone(True)
+            if self._problem is None:
+                self._problem = f"{self.path}: closed before it could write"
+            self._report_unwritten()
+        self._progress.unpark_all()
         # Wait for an in-flight read to finish before closing its connection.
         async with self._read_lock:
             reader, self._reader = self._reader, None
         writer, self._writer = self._writer, None
         await trio.to_thread.run_sync(_close_all, reader, writer)
 
-    def _take_inflight(self) -> list[_Request[Any]]:
-        """Wake the callers of an interrupted batch that did settle; return the rest."""
-        batch, self._inflight = self._inflight, []
-        for request in batch:
-            if request.settled:
-                request.done.set()
-        return [r for r in batch if not r.settled]
+    def _report_unwritten(self) -> None:
+        """Never silently: every write the store closes without, at error level."""
+        for request in sorted([*self._lost, *self._kept], key=_ticket):
+            if not request.rows:
+                log.error("%s: not written: %s", self.path, request.what)
+            for goal_id, _, kind, _ in request.rows:
+                log.error("%s: not written: event %s of goal %s", self.path, kind, goal_id)
+        log.error("closed unwritable: %s", self.unwritable)
 
     # -- plumbing for the operations -------------------------------------------------------
 
@@ -419,8 +773,45 @@ class SQLiteStore:
             raise request.error
         return request.result  # type: ignore[return-value]  # settled without error
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the read connection in a worker thread, one read at a time."""
+    async def _write_kept(self, request: _Request[Any]) -> bool:
+        """Queue a write that must not be lost: True once committed, False once kept in
+        memory (or still queued after ``timeout_s``); either way it will be written, in
+        call order, before any later one. Bugs raise."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._accepting:
+            raise StoreClosedError(f"{self.path}: store is not running")
+        request.ticket = next(self._tickets)
+        if self._kept:
+            # Straight behind the kept writes, never past them.
+            self._keep(request)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return False
+        wait = math.inf if self._timeout_s is None else self._timeout_s
+        with trio.move_on_after(wait) as sending:
+            try:
+                await self._send.send(request)
+            except trio.BrokenResourceError:
+                raise StoreClosedError(f"{self.path}: store closed before commit") from None
+        if sending.cancelled_caught:
+            # The writer took no write for that long (a stuck disk, say): keep it.
+            stuck = StoreError(f"the writer took no write for {wait:g} s")
+            self._failed(stuck, trio.current_time(), retry=False)
+            self._keep(request)
+            return False
+        with trio.move_on_after(wait):
+            await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.done.is_set() and not request.kept
+
+    async def _read(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        then: Callable[[T], U] | None = None,
+    ) -> T | U:
+        """Run ``fn`` on the read connection in a worker thread, one read at a time (and
+        never while kept writes are being written); ``then`` runs on the result before the
+        next read or retry."""
         try:
             # Bounds the wait for the lock; a read that started always runs to its end.
             with trio.fail_after(math.inf if self._timeout_s is None else self._timeout_s):
@@ -431,9 +822,27 @@ class SQLiteStore:
             conn = self._reader
             if conn is None:
                 raise StoreClosedError(f"{self.path}: store is not running")
-            return await trio.to_thread.run_sync(fn, conn)
+            result = await trio.to_thread.run_sync(fn, conn)
+            return result if then is None else then(result)
         finally:
             self._read_lock.release()
+
+    async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
+        """The ``(goal_id, session_id)`` row in the file, ``None`` if none or unreadable."""
+
+        def read(conn: sqlite3.Connection) -> Binding | None:
+            row = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
+                (goal_id, session_id),
+            ).fetchone()
+            return None if row is None else _binding(row)
+
+        try:
+            return await self._read(read)
+        except Exception as exc:
+            if isinstance(exc, StoreError) or is_operational(exc):
+                return None
+            raise
 
     # -- Store -----------------------------------------------------------------------------
 
@@ -505,7 +914,15 @@ class SQLiteStore:
             )
             return binding
 
-        return await self._write(op)
+        request = _Request(
+            op, resilient=True, what=f"binding of goal {goal_id} to session {session_id}"
+        )
+        if await self._write_kept(request):
+            assert request.result is not None
+            return request.result
+        # Kept (or still queued): the row it will be, as far as the file tells now.
+        stored = await self._stored_binding(goal_id, session_id)
+        return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
 
     async def mark_invalid(self, goal_id: str, session_id: str) -> None:
         """Flag the goal's ``session_id`` row invalid, keeping it (and its times); a no-op
@@ -517,7 +934,8 @@ class SQLiteStore:
                 (goal_id, session_id),
             )
 
-        await self._write(op)
+        what = f"invalid mark of goal {goal_id}'s session {session_id}"
+        await self._write_kept(_Request(op, resilient=True, what=what))
 
     async def touch(self, goal_id: str) -> None:
         """Set the current binding's ``last_active_at`` to now; a no-op without one."""
@@ -530,7 +948,7 @@ class SQLiteStore:
                 (now, goal_id),
             )
 
-        await self._write(op)
+        await self._write_kept(_Request(op, resilient=True, what=f"touch of goal {goal_id}"))
 
     async def list_bindings(
         self,
@@ -577,7 +995,10 @@ class SQLiteStore:
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Append ``(kind, data)`` events of a goal to the ledger, in order, atomically."""
+        """Append ``(kind, data)`` events of a goal to the ledger, in order, atomically.
+
+        Returns once they are committed, or kept in memory to be written before any later
+        write (the store cannot write now: see :attr:`write_problem`)."""
         # Encode here, in the caller: bad data fails its caller before anything is queued.
         now = self._clock()
         rows = [(goal_id, now, kind, encode_data(data).decode()) for kind, data in events]
@@ -590,10 +1011,12 @@ class SQLiteStore:
                 "INSERT INTO ledger (goal_id, at, kind, data) VALUES (?, ?, ?, ?)", rows
             )
 
-        await self._write(op)
+        what = f"{len(rows)} event(s) of goal {goal_id}"
+        await self._write_kept(_Request(op, resilient=True, what=what, rows=rows))
 
     async def events(self, goal_id: str, *, after_seq: int = 0) -> list[LedgerEntry]:
-        """The goal's events with ``seq > after_seq``, in order."""
+        """The goal's events with ``seq > after_seq``, in order; events kept in memory (not
+        written yet) come last, ``pending``, with ``seq`` 0."""
 
         def read(conn: sqlite3.Connection) -> list[LedgerEntry]:
             rows = conn.execute(
@@ -605,7 +1028,17 @@ class SQLiteStore:
                 for seq, at, kind, data in rows
             ]
 
-        return await self._read(read)
+        def with_kept(entries: list[LedgerEntry]) -> list[LedgerEntry]:
+            # Under the read lock no kept write is being written: each kept event is in
+            # what was just read or still kept, never both, never neither.
+            kept = [
+                request
+                for request in self._kept
+                if request.rows[:1] and request.rows[0][0] == goal_id
+            ]
+            return entries + _pending(kept)
+
+        return await self._read(read, with_kept)
 
     async def goals(self) -> list[GoalSummary]:
         """Every goal in the ledger, most recently active first."""
@@ -653,15 +1086,30 @@ def _close_all(*conns: sqlite3.Connection | None) -> None:
 
 @asynccontextmanager
 async def open_sqlite_store(
-    path: Path, *, clock: Callable[[], float] = time.time
+    path: Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    timeout_s: float | None = 30.0,
+    flush_timeout_s: float = 5.0,
+    busy_timeout_s: float = BUSY_TIMEOUT_S,
+    unwritable_after_s: float = UNWRITABLE_AFTER_S,
 ) -> AsyncIterator[SQLiteStore]:
-    """A running :class:`SQLiteStore` on ``path`` (created with its parent directory if
-    missing), flushed and closed on exit.
+    """A running :class:`SQLiteStore` on ``path`` (created 0600, with its parent directory
+    0700 if missing), flushed and closed on exit (see :class:`SQLiteStore` for the options).
 
     Errors from opening (e.g. :class:`SchemaVersionError`) and from the body come out as
     themselves, not wrapped in an exception group: the nursery is an implementation detail.
+    Writes the store could not make do not raise at exit: check :attr:`SQLiteStore.unwritable`
+    (or :func:`raise_if_unwritable`) after it.
     """
-    store = SQLiteStore(path, clock=clock)
+    store = SQLiteStore(
+        path,
+        clock=clock,
+        timeout_s=timeout_s,
+        flush_timeout_s=flush_timeout_s,
+        busy_timeout_s=busy_timeout_s,
+        unwritable_after_s=unwritable_after_s,
+    )
     # The writer stops when the body is over, not when an enclosing scope is cancelled:
     # code tearing down under that cancellation (in shielded scopes, say recording how a
     # goal ended) still needs it until the body exits.
@@ -684,6 +1132,14 @@ async def open_sqlite_store(
         raise
 
 
+def raise_if_unwritable(store: Store) -> None:
+    """Raise :class:`StoreUnwritableError` if ``store`` is
+    :attr:`~nexo_trio.store.base.Store.unwritable` (with the events it did not write)."""
+    reason = store.unwritable
+    if reason is not None:
+        raise StoreUnwritableError(reason, store.unwritten())
+
+
 def _reraise_alone(exc: BaseException) -> NoReturn:
     """Raise ``exc`` out of the group handler without chaining the group as its context
     (as trio's own ``nursery.start`` does)."""
@@ -696,10 +1152,13 @@ def _reraise_alone(exc: BaseException) -> NoReturn:
 
 
 __all__ = [
+    "BUSY_TIMEOUT_S",
     "MIGRATIONS",
     "SQLiteStore",
     "SchemaVersionError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnwritableError",
     "open_sqlite_store",
+    "raise_if_unwritable",
 ]

@@ -83,6 +83,8 @@ Steps (JSON objects with an "op"):
   raw            raw bytes           text | b64 (no newline added)
   huge_line      one line of N bytes size
   stderr         write to stderr     text
+  close_stdout   close stdout (the pipe's write end; later output goes nowhere) and
+                                      carry on: the process stays alive
   sleep          sleep               seconds
   spawn          start a process     argv, [own_session=true, pidfile, inherit_stdout]
   ignore_sigterm SIGTERM is ignored from now on
@@ -708,6 +710,14 @@ class Invocation:
             self._write(chunk[:n])
             pad -= n
         self._write(tail)
+
+    def _op_close_stdout(self, step: dict[str, Any]) -> None:
+        sys.stdout.flush()
+        # /dev/null in its place rather than a bare close: fd 1 must not be reused by the
+        # next file opened (and later frames are simply lost, as from a closed pipe).
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
 
     def _op_stderr(self, step: dict[str, Any]) -> None:
         sys.stderr.write(step.get("text", ""))

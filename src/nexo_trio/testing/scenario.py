@@ -161,6 +161,11 @@ def huge_line(size: int) -> Step:
     return {"op": "huge_line", "size": size}
 
 
+def close_stdout() -> Step:
+    """Close stdout and carry on (the process stays alive; later output is lost)."""
+    return {"op": "close_stdout"}
+
+
 def stderr(value: str) -> Step:
     """Text on stderr."""
     return {"op": "stderr", "text": value}

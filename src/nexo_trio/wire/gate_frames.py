@@ -7,7 +7,12 @@ Many requests may be in flight on one connection; replies carry the request's ``
 Request (MCP server -> orchestrator), :class:`PermissionFrame`::
 
     {"v": 1, "type": "permission", "id": "r1", "goal_id": "...", "tool_name": "Bash",
-     "input": {...}, "tool_use_id": "toolu_..."}
+     "input": {...}, "tool_use_id": "toolu_...", "token": "..."}
+
+``token`` (optional, so frames without it still decode) is the secret of the turn whose MCP
+server sends the request: the orchestrator writes a fresh one into each turn's MCP config
+and denies a request whose token is not the goal's current turn's (an orphaned turn of an
+earlier run, say). A frame without a token is never from a current turn.
 
 Replies (orchestrator -> MCP server), :class:`DecisionFrame` and :class:`ErrorFrame`::
 
@@ -56,6 +61,8 @@ class PermissionFrame(NamedTuple):
     tool_name: str
     input: JsonObject
     tool_use_id: str | None = None
+    token: str | None = None
+    """The secret of the turn that asks (``None``: the sender has none)."""
 
 
 class DecisionFrame(NamedTuple):
@@ -82,28 +89,30 @@ ReplyFrame: TypeAlias = DecisionFrame | ErrorFrame
 # --------------------------------------------------------------------------- encoding
 
 
-def _line(frame: JsonObject) -> bytes:
-    return json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+def _line(frame: JsonObject, *, allow_nan: bool = True) -> bytes:
+    return json.dumps(frame, separators=(",", ":"), allow_nan=allow_nan).encode() + b"\n"
 
 
 def encode_request(frame: PermissionFrame) -> bytes:
-    """A permission request as a line."""
-    return _line(
-        {
-            "v": PROTOCOL_VERSION,
-            "type": "permission",
-            "id": frame.id,
-            "goal_id": frame.goal_id,
-            "tool_name": frame.tool_name,
-            "input": frame.input,
-            "tool_use_id": frame.tool_use_id,
-        }
-    )
+    """A permission request as a line (``token`` only when there is one)."""
+    request: JsonObject = {
+        "v": PROTOCOL_VERSION,
+        "type": "permission",
+        "id": frame.id,
+        "goal_id": frame.goal_id,
+        "tool_name": frame.tool_name,
+        "input": frame.input,
+        "tool_use_id": frame.tool_use_id,
+    }
+    if frame.token is not None:
+        request["token"] = frame.token
+    return _line(request)
 
 
 def encode_reply(frame: ReplyFrame) -> bytes:
     """A decision or error frame as a line (raises ``TypeError`` or ``ValueError`` for an
-    ``updated_input`` that is not JSON)."""
+    ``updated_input`` that is not JSON, NaN and infinities included: Claude Code could not
+    read them)."""
     if isinstance(frame, ErrorFrame):
         return _line({"v": PROTOCOL_VERSION, "type": "error", "id": frame.id, "error": frame.error})
     reply: JsonObject = {"v": PROTOCOL_VERSION, "type": "decision", "id": frame.id}
@@ -113,7 +122,7 @@ def encode_reply(frame: ReplyFrame) -> bytes:
     else:
         reply["behavior"] = "deny"
         reply["message"] = frame.message if frame.message is not None else DEFAULT_DENY
-    return _line(reply)
+    return _line(reply, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -152,8 +161,11 @@ def decode_request(line: bytes) -> PermissionFrame:
     tool_use_id = frame.get("tool_use_id")
     if tool_use_id is not None and not isinstance(tool_use_id, str):
         raise FrameError("'tool_use_id' must be a string or null")
+    token = frame.get("token")
+    if token is not None and not isinstance(token, str):
+        raise FrameError("'token' must be a string or null")
     return PermissionFrame(
-        frame["id"], frame["goal_id"], frame["tool_name"], tool_input, tool_use_id
+        frame["id"], frame["goal_id"], frame["tool_name"], tool_input, tool_use_id, token
     )
 
 

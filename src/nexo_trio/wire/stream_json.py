@@ -5,11 +5,20 @@ fields and changes shapes between versions, so a field of an unexpected type rea
 default instead of failing the frame, and every frame keeps the object it came from in
 ``raw``. Nothing a line can contain makes :func:`parse_line` raise.
 
+A lone surrogate escape in a string (``"\\ud800"``, valid JSON that Node's ``JSON.stringify``
+writes for a string holding half a surrogate pair, e.g. a tool output cut mid-character) is
+read as U+FFFD rather than dropping the whole frame: orjson refuses such lines, so they
+alone take a slower path through :mod:`json` (:func:`_loads_lone_surrogates`).
+
 :class:`StreamDecoder` joins the sans-IO line framer and this parser: bytes in, events out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, get_args, get_origin
 
@@ -289,18 +298,80 @@ def _excerpt(data: bytes) -> str:
     return data[:EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape: JSON that orjson refuses when it is unpaired."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER: Final = "\ufffd"
+_NOT_READ: Final = object()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # orjson refuses 1e400 too: the slow path must agree
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _loads_lone_surrogates(text: str) -> Any:
+    """``text`` decoded by :mod:`json` (which accepts unpaired surrogate escapes), each
+    unpaired surrogate then replaced by U+FFFD. Raises ``ValueError`` or ``RecursionError``
+    like a decoder. Only for lines orjson refused: slower, and more lenient than orjson
+    nowhere else (``NaN``, ``Infinity`` and out-of-range numbers are refused here too)."""
+    obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    return _replace_surrogates(obj)
+
+
+def _clean(text: str) -> str:
+    return _SURROGATE.sub(REPLACEMENT_CHARACTER, text)
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """``value`` with every surrogate in its strings (keys too) replaced by U+FFFD: after
+    :mod:`json`, which joins the valid pairs, only unpaired ones are left. In place and
+    without recursion (the nesting is as deep as the line made it)."""
+    if isinstance(value, str):
+        return _clean(value)
+    stack = [value] if isinstance(value, dict | list) else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                if isinstance(item, str):
+                    node[i] = _clean(item)
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+            continue
+        items = list(node.items())
+        node.clear()
+        for key, item in items:
+            if isinstance(item, dict | list):
+                stack.append(item)
+            node[_clean(key)] = _clean(item) if isinstance(item, str) else item
+    return value
+
+
 def parse_line(line_no: int, data: bytes) -> LineEvent:
     """Read one stdout line into a frame, or a :class:`MalformedLine` saying what is wrong."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         try:
-            data.decode("utf-8")
+            # Strict: raw surrogate bytes (CESU-8) stay invalid UTF-8, as orjson has it.
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
-            error = "invalid UTF-8"
-        else:
-            error = f"invalid JSON: {exc}"
-        return MalformedLine(line_no=line_no, excerpt=_excerpt(data), error=error)
+            return MalformedLine(line_no=line_no, excerpt=_excerpt(data), error="invalid UTF-8")
+        obj = _NOT_READ
+        if _SURROGATE_ESCAPE.search(data) is not None:
+            with contextlib.suppress(ValueError, RecursionError):
+                obj = _loads_lone_surrogates(text)
+        if obj is _NOT_READ:
+            return MalformedLine(
+                line_no=line_no, excerpt=_excerpt(data), error=f"invalid JSON: {exc}"
+            )
     if not isinstance(obj, dict):
         return MalformedLine(
             line_no=line_no,
