@@ -1,4 +1,6 @@
-"""Sessions: ``nox`` runs lint, typecheck, tests and e2e; ``nox -s bench`` runs the benchmarks."""
+"""Sessions: ``nox`` runs lint, typecheck, tests and e2e; ``nox -s bench`` runs the benchmarks,
+``nox -s fuzz`` the fuzz tests with 130 000 examples, ``nox -s deep`` the goal machine's
+properties with more examples."""
 
 from __future__ import annotations
 
@@ -137,6 +139,32 @@ def deep(session: nox.Session) -> None:
         "--timeout=3600",
         *session.posargs,
         env={"NEXO_GOAL_EXAMPLES": os.environ.get("NEXO_GOAL_EXAMPLES", "3000")},
+    )
+
+
+FUZZ_EXAMPLES = "130000"
+"""``nox -s fuzz``'s default NEXO_FUZZ_EXAMPLES, some 10 minutes on 2 cores: 106 600 of them
+are byte streams and JSON frames through the framer, the parser and the reducer (see
+tests/fuzz/profile.py); the default suite runs the same tests with 2 000."""
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests with 130 000 examples (NEXO_FUZZ_EXAMPLES), in one process.
+
+    Arbitrary byte streams and JSON frames through the turn's framer, parser and reducer;
+    garbage at the MCP permission server (its protocol and a real process) and at the gate's
+    socket server. One process (``-p no:xdist``): the examples run are counted in-process
+    and printed at the end. Each test runs for minutes: an hour's timeout per test."""
+    session.install("-e", ".", *_group("test"))
+    session.run(
+        "pytest",
+        "tests/fuzz",
+        "-p",
+        "no:xdist",
+        "--timeout=3600",
+        *session.posargs,
+        env={"NEXO_FUZZ_EXAMPLES": os.environ.get("NEXO_FUZZ_EXAMPLES", FUZZ_EXAMPLES)},
     )
 
 

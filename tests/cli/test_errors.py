@@ -75,6 +75,8 @@ def test_missing_goal_file(tmp_path: Path) -> None:
             ("acceptance[0].name: unknown custom check 'lint_clean' (known: git_clean,",),
         ),
         ("id: ..\ndescription: x\n", ("id: must be a non-empty string", "got '..'")),
+        ("id: .\ndescription: x\n", ("id: must be", "got '.'")),
+        ("id: -x\ndescription: x\n", ("id: must be", "not starting with '.' or '-'")),
         ("id: -rf\ndescription: x\n", ("id: must be", "not starting with '.' or '-'")),
         ("id: a/b\ndescription: x\n", ("id: must be", "got 'a/b'")),
     ],

@@ -817,3 +817,111 @@ async def test_permission_server_that_fails_to_start_escalates(
     assert run.rows("goal_completed")[0]["outcome"]["outcome"]["kind"] == "escalated"
     # The per-goal MCP config is removed when the goal ends.
     assert list((e2e.state_dir / "gate").glob("*.mcp.json")) == []
+
+
+# ----------------------------------------------------------------------------- 11
+
+
+@pytest.mark.parametrize("mode", ["auto", "none"])
+async def test_kill_9_mid_turn_leaves_no_orphan_and_the_rerun_finishes(e2e: E2E, mode: str) -> None:
+    # Issue 10, defect 2: after `kill -9` of `nexo-trio run` mid-turn the CLI and its
+    # children lived on, and the re-run refused to start ("another process is serving
+    # …/gate.sock") or, once started, answered the orphan's permission requests.
+    sleep = "echo waiting > wait.txt && sleep 600.9"
+    e2e.api.add(Reply(nth(0), tool_use("Bash", {"command": sleep})))
+    e2e.api.add(Reply(nth(1), tool_use("Bash", {"command": "echo hi > hello.txt"})))
+    e2e.api.add(Reply(nth(2), text("Done.")))
+    goal_file = e2e.root / "goal.yaml"
+    goal_file.write_text(
+        yaml.safe_dump(
+            {
+                "id": "killed",
+                "description": "Create hello.txt containing hi.",
+                "acceptance": [{"kind": "shell", "command": "grep -qx hi hello.txt"}],
+                "budget": {"max_turns": 3, "max_wall_time": "100s"},
+                "workspace": str(e2e.workspace),
+            }
+        )
+    )
+    config_file = e2e.root / "config.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "claude": {"binary": str(e2e.claude_bin), "env": e2e.claude_env()},
+                "turn_timeout": "45s",
+                "kill_grace": "3s",
+                "state_dir": str(e2e.state_dir),
+                "sandbox": {"mode": mode},
+            }
+        )
+    )
+    watch = ProcessWatch(e2e.marker)
+    env = {**os.environ, MARKER_VAR: e2e.marker}
+    argv = [str(NEXO_TRIO), "run", str(goal_file), "--config", str(config_file), "--json"]
+
+    async def start(n: int) -> trio.Process:
+        out = (e2e.root / f"run{n}.stdout").open("wb")
+        err = (e2e.root / f"run{n}.stderr").open("wb")
+        with out, err:
+            process = await trio.lowlevel.open_process(
+                argv, cwd=e2e.root, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        e2e.guard.watch(process.pid)
+        return process
+
+    first = await start(1)
+    try:
+        with trio.fail_after(30):
+            while not watch.matching(lambda c: c[:2] == ["sleep", "600.9"]):
+                watch.scan()
+                await trio.sleep(0.05)
+        watch.scan()
+        first.kill()
+        await first.wait()
+        # Nothing of the killed run's turn lives on: not the CLI, its MCP server, the tool.
+        with trio.fail_after(10):
+            while watch.still_running():
+                await trio.sleep(0.05)
+                watch.scan()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            with trio.CancelScope(shield=True):
+                await first.wait()
+    assert watch.matching(lambda c: c[:2] == [str(e2e.claude_bin), "-p"]), watch.seen
+
+    rerun_started = os.stat(e2e.workspace / "wait.txt").st_mtime
+    second = await start(2)
+    try:
+        with trio.fail_after(60):
+            code = await second.wait()
+    finally:
+        if second.returncode is None:
+            second.kill()
+            with trio.CancelScope(shield=True):
+                await second.wait()
+    stderr = (e2e.root / "run2.stderr").read_text()
+    assert code == 0, stderr
+    assert "another process" not in stderr
+    outcome = json.loads((e2e.root / "run2.stdout").read_text())
+    assert outcome["outcome"]["kind"] == "done"
+    assert (e2e.workspace / "hello.txt").read_text() == "hi\n"
+    assert os.stat(e2e.workspace / "wait.txt").st_mtime == rerun_started
+    watch.scan()
+    assert watch.still_running() == []
+
+    # The ledger: the second run knows the first crashed mid-turn, and every decision it
+    # recorded is one the re-run's own turn asked for.
+    listed = await trio.run_process(
+        [str(NEXO_TRIO), "events", "killed", "--json", "--state-dir", str(e2e.state_dir)],
+        capture_stdout=True,
+        capture_stderr=True,
+    )
+    rows = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+    starts = [row for row in rows if row["kind"] == "goal_started"]
+    assert len(starts) == 2
+    assert starts[1]["data"]["abandoned_turn"] == 1
+    decided = [row["data"] for row in rows if row["kind"] == "decision_made"]
+    # The abandoned turn runs again as the same turn (not counted twice).
+    assert [(d["turn"], d["outcome"]) for d in decided] == [(1, "allow_once"), (1, "allow_once")]
+    assert rows[-1]["kind"] == "goal_completed"

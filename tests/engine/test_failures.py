@@ -48,6 +48,19 @@ GRANDCHILD = ("sleep", "30")
 """A grandchild that would outlive the test if the engine missed it (bounded, just in case)."""
 
 
+QUIET_BEFORE_A_JUMP = 0.05
+"""Seconds of real time every task must have been waiting before the virtual clock jumps."""
+
+
+@pytest.fixture
+def virtual_clock() -> trio.testing.MockClock:
+    """Virtual time for a turn of real processes: it jumps to the next deadline only once they
+    have been quiet a moment. A clock that jumps the instant all tasks wait races them: it
+    would skip a stop's grace before the killed CLI's exit, reported by the subreaper helper
+    a few milliseconds later, could be read."""
+    return trio.testing.MockClock(autojump_threshold=QUIET_BEFORE_A_JUMP)
+
+
 def assert_process_gone(res: TurnResult) -> None:
     assert res.pid is not None
     assert res.state.exit is not None, "the CLI's exit was never observed"
@@ -58,7 +71,7 @@ def assert_process_gone(res: TurnResult) -> None:
 
 
 async def test_timeout_on_a_silent_child(
-    autojump_clock: trio.testing.MockClock, make_fake: FakeClaudeFactory
+    virtual_clock: trio.testing.MockClock, make_fake: FakeClaudeFactory
 ) -> None:
     fake = make_fake(turn(init(), hang()))
     log = EventLog()
@@ -310,7 +323,7 @@ async def test_stop_event_mid_stream_gives_a_cancelled_outcome(
 
 
 async def test_stop_set_before_the_run_cancels_at_once(
-    autojump_clock: trio.testing.MockClock, make_fake: FakeClaudeFactory
+    virtual_clock: trio.testing.MockClock, make_fake: FakeClaudeFactory
 ) -> None:
     fake = make_fake(turn(init(), hang()))
     stop = trio.Event()

@@ -183,11 +183,6 @@ def _spawn_failed(reason: str) -> Expected:
 
 SURROGATE_RESULT = "done \ud800 half a pair"
 INVALID_UTF8 = b'{"type":"assistant","message":{"content":[{"type":"text","text":"\xff\xfe"}]}}\n'
-SCRUBBED_GAP = (
-    "unconfined, a daemon behind `setsid env -i` (setsid forks and its parent exits at once, "
-    "so it is no descendant of the CLI even while the CLI runs) holding no pipe of the turn "
-    "has no trace tying it to the turn: it survives. Confined, it dies with the PID namespace."
-)
 
 FAULTS: tuple[Fault, ...] = (
     Fault(
@@ -216,14 +211,12 @@ FAULTS: tuple[Fault, ...] = (
         "grandchild-scrubbed-env-cli-exits",
         lambda m: [init(), _grandchild(m, scrubbed=True), text("left"), result("left")],
         _done("left", _INIT, ("assistant", "left"), ("result", "success", "left")),
-        unconfined_gap=SCRUBBED_GAP,
     ),
     Fault(
         "grandchild-scrubbed-env-cli-hangs",
         lambda m: [init(), _grandchild(m, scrubbed=True), text("ready"), hang()],
         _timeout(_INIT, ("assistant", "ready")),
         timeout=TIMEOUT,
-        unconfined_gap=SCRUBBED_GAP,
     ),
     Fault(
         "crash-mid-line",

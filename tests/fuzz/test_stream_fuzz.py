@@ -42,26 +42,11 @@ from nexo_trio.wire.stream_json import StreamDecoder, parse_line
 from tests.conftest import FIXTURES
 from tests.core.strategies import engine_events, frame_objects, split_at
 from tests.fuzz.profile import count, examples
+from tests.fuzz.strategies import wild_json, wild_text
 
 # --------------------------------------------------------------------------- strategies
 
 STREAMS = FIXTURES / "stream-json"
-
-surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
-wild_text: st.SearchStrategy[str] = st.text(
-    st.one_of(st.characters(), surrogates, st.sampled_from('"\\\n\r\t\x00\u2028')), max_size=12
-)
-"""Any text, lone surrogates included (which only a JSON escape can carry)."""
-
-wild_json: st.SearchStrategy[Any] = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | wild_text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(wild_text, inner, max_size=4),
-    max_leaves=12,
-)
 
 
 def _with_extras(obj: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:

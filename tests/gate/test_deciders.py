@@ -633,3 +633,28 @@ def test_input_digest_is_canonical(
     assert input_digest(tool, first) == input_digest(tool, reordered)
     if first != second:
         assert input_digest(tool, first) != input_digest(tool, second)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo '{{}}' > {state}/gate/g1.mcp.json",
+        "cp evil.json {state}/gate/g1.mcp.json",
+        "cd {scratch} && echo x > ../../gate/g1.mcp.json",
+        "ln -sf /dev/null {state}/nexo.db",
+    ],
+)
+async def test_rules_never_let_a_turn_write_the_state_dir_beside_its_scratch(
+    tmp_path: Path, command: str
+) -> None:
+    # Issue 10, defect 3: with the state dir under /tmp, a redirect into the goal's MCP
+    # config was allowed. The scratch dir is inside the state dir; nothing else of it is
+    # the turn's.
+    state, ws = tmp_path / "state", tmp_path / "ws"
+    scratch = state / "scratch" / "g1"
+    for d in (ws, scratch, state / "gate"):
+        d.mkdir(parents=True)
+    req = attrs.evolve(request(workspace=str(ws)), scratch=str(scratch))
+    call = attrs.evolve(req, input={"command": command.format(state=state, scratch=scratch)})
+    decision = await RulesDecider().decide(call)
+    assert not decision.allowed, decision

@@ -4,6 +4,7 @@ events in, actions out. The subprocess tests (test_mcp_stdio.py) cover the shell
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from typing import Any
 
@@ -170,6 +171,16 @@ def test_bad_requests() -> None:
     ]
 
 
+def test_a_request_whose_method_is_null_is_answered_not_taken_for_a_response() -> None:
+    # Found by the fuzz (tests/fuzz/test_mcp_fuzz.py): only a message without a method
+    # member is a response; a null method is an invalid request, whose id gets an answer.
+    proto = protocol()
+    out = written(proto.receive_stdin(line({"jsonrpc": "2.0", "id": 3, "method": None}), now=0))
+    assert [(m["id"], m["error"]["code"]) for m in out] == [(3, INVALID_REQUEST)]
+    notification = line({"jsonrpc": "2.0", "method": None})
+    assert written(proto.receive_stdin(notification, now=0)) == []
+
+
 def test_a_stdin_line_over_the_cap_is_a_parse_error_as_soon_as_it_passes_it() -> None:
     proto = protocol(frame_cap=50)  # stdin lines up to 100 bytes
     assert proto.receive_stdin(b"x" * 100, now=0) == []
@@ -212,6 +223,56 @@ def test_rewritten_input_and_deny_message_pass_through() -> None:
         1,
         {"behavior": "allow", "updatedInput": {"command": "ls -a"}},
     )
+
+
+def test_an_allow_that_is_not_json_for_claude_code_is_a_deny() -> None:
+    # Found by the fuzz: NaN and infinities (in the call's input, or in the rewritten one)
+    # went out inside the allow's text, which Claude Code's JSON cannot read.
+    proto = protocol()
+    calls = [
+        rpc(n, "tools/call", {"name": TOOL, "arguments": {"tool_name": "Bash", "input": given}})
+        for n, given in enumerate([{"n": math.nan}, {"n": 1}, {"n": 1e400}])
+    ]
+    first, second, third = connected_with(proto, *calls)
+    replies = [
+        reply(DecisionFrame(first.id, True)),
+        # Not as the gate encodes it (it refuses to), but Python's JSON reads it.
+        line(
+            {
+                "v": 1,
+                "type": "decision",
+                "id": second.id,
+                "behavior": "allow",
+                "updated_input": {"n": math.inf},
+            }
+        ),
+        reply(DecisionFrame(third.id, True, {"n": 2})),
+    ]
+    out = written(proto.receive_socket(b"".join(replies)))
+    assert [m["id"] for m in out] == [0, 1, 2]
+    for message in out[:2]:
+        decision = answer(message)
+        assert decision["behavior"] == "deny"
+        assert "cannot be sent to Claude Code" in decision["message"]
+    assert answer(out[2]) == {"behavior": "allow", "updatedInput": {"n": 2}}
+    for message in out:  # strict JSON all through, as Claude Code reads it
+        json.loads(message["result"]["content"][0]["text"], parse_constant=_refuse)
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"not JSON: {constant}")
+
+
+def test_a_blank_deny_message_from_the_orchestrator_is_never_passed_on() -> None:
+    # Found by the fuzz: a deny's message Claude reads is never blank.
+    proto = protocol()
+    first, second = connected_with(proto, call(1), call(2))
+    blank = [
+        DecisionFrame(first.id, False, message=""),
+        DecisionFrame(second.id, False, message=" "),
+    ]
+    out = written(proto.receive_socket(b"".join(reply(frame) for frame in blank)))
+    assert [answer(m) for m in out] == [{"behavior": "deny", "message": "Permission denied"}] * 2
 
 
 def test_calls_made_while_connecting_wait_and_go_out_together() -> None:

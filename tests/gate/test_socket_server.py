@@ -569,6 +569,39 @@ async def test_a_frame_just_under_the_cap_is_served(
         assert reply["behavior"] == "allow"
 
 
+async def test_every_reply_stays_within_the_frame_cap(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the fuzz (tests/fuzz/test_socket_fuzz.py): an error frame echoes what it was
+    # sent (the id, the bad value in its message), which JSON escapes can make several times
+    # longer than the line; and a request whose id nearly fills a frame made a deny over the
+    # cap. The MCP server drops a connection that sends a line over the cap.
+    cap = 4096
+    monkeypatch.setattr(gate_frames, "MAX_FRAME_BYTES", cap)
+    path = sock_dir / "gate.sock"
+    async with serving(GateServer(path, allow_reads)), Client.connect(path) as client:
+        # An unknown type of 1000 non-ASCII characters: 2 bytes each in, 6 in the message.
+        bad_type = {"v": 1, "type": "\xe9" * 1000, "id": "named"}
+        await client.send(json.dumps(bad_type, ensure_ascii=False).encode() + b"\n")
+        # An id that fits in the request, but not in any reply naming it, with an input
+        # too large to send back (raw UTF-8 in, escaped out): even the deny is too large.
+        request = {"v": 1, "type": "permission", "id": "\x00" * 655, "goal_id": "g"}
+        request |= {"tool_name": "Read", "input": {"c": "\xe9" * 30}}
+        line = json.dumps(request, ensure_ascii=False).encode()
+        assert len(line) <= cap
+        await client.send(line + b"\n")
+        first, second = await client.recv(), await client.recv()
+        assert (first["type"], first["id"]) == ("error", "named")
+        assert first["error"].startswith("unknown frame type")
+        assert first["error"].endswith("...")
+        assert (second["type"], second["id"]) == ("error", None)
+        assert "the request's id is too long" in second["error"]
+        assert (await client.decide())["behavior"] == "allow"  # and it goes on
+    # (Client.recv checked each reply is a valid frame; the cap is checked here.)
+    for frame in (first, second):
+        assert len(json.dumps(frame, separators=(",", ":"))) <= cap
+
+
 # ---------------------------------------------------------------------------- failing closed
 
 

@@ -3,7 +3,6 @@ the turn count from the ledger, and ``status`` / ``events`` show the goal afterw
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -11,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil
 import trio
 
 from nexo_trio.orchestrator.state_dir import DB_NAME
@@ -80,11 +78,8 @@ async def test_a_killed_run_is_resumed_by_the_next(h: Harness) -> None:
         with trio.fail_after(5):
             await first.wait()
     assert first.returncode == -signal.SIGKILL
-    # The hanging fake runs in a session of its own: orphaned, not killed with its parent.
-    orphan = int(fake.invocations()[1]["pid"])
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(orphan).kill()
-    await wait_gone(orphan)
+    # The hanging fake goes with the run (the lifeline of its subreaper helper ended).
+    await wait_gone(int(fake.invocations()[1]["pid"]))
     session = fake.invocations()[0]["session_id"]
 
     # The ledger has the first run's turn, and no end.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 
 import orjson
 import pytest
@@ -70,3 +71,13 @@ async def test_a_huge_result_text_is_kept_capped(h: Harness) -> None:
     ledger_final = [orjson.loads(r).get("final_text") for r in rows if '"final_text"' in r]
     assert completed.final_text in ledger_final
     assert len(rec.of(AttemptStarted)) == 1
+    # The raw copy of the turn's stdout keeps every byte, privately.
+    (stream,) = (h.root / "state" / "streams" / "g1").iterdir()
+    assert stream.name.startswith("turn-1-")
+    assert stream.name.endswith(".ndjson")
+    assert stat.S_IMODE(stream.stat().st_mode) == 0o600
+    assert stat.S_IMODE(stream.parent.stat().st_mode) == 0o700
+    finals = [
+        orjson.loads(line) for line in stream.read_bytes().splitlines() if b'"result"' in line
+    ]
+    assert huge in [frame.get("result") for frame in finals]

@@ -6,6 +6,7 @@ answer Claude Code reads from it."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -247,3 +248,17 @@ def test_tool_answers_are_what_claude_code_reads() -> None:
     assert denied == {
         "content": [{"type": "text", "text": '{"behavior": "deny", "message": "nope"}'}]
     }
+
+
+def test_a_tool_answer_is_always_json_claude_code_reads_and_never_blank() -> None:
+    # Found by the fuzz (tests/fuzz/test_mcp_fuzz.py): NaN and infinities, which Python's
+    # JSON reads from a frame, made a text Claude Code could not read; a blank deny message
+    # went through as it was.
+    for tool_input in ({"n": math.nan}, {"n": [math.inf]}):
+        with pytest.raises(ValueError, match="JSON compliant"):
+            tool_answer(DecisionFrame("r", True), tool_input)
+        with pytest.raises(ValueError, match="JSON compliant"):
+            tool_answer(DecisionFrame("r", True, tool_input), {"command": "ls"})
+    for blank in ("", "  \n"):
+        denied = tool_answer(DecisionFrame("r", False, message=blank), {})
+        assert denied == deny_answer(gate_frames.DEFAULT_DENY)

@@ -4,8 +4,9 @@ Every goal event passes through :func:`kept_event` before it is recorded, folded
 goal's state or shown to a subscriber, so what a child printed (a check running ``env``, a CLI
 dumping its environment on failure, a 64 MiB result) is stored, printed and put into the next
 prompt to the model redacted and bounded, and the live state and the state recovered from the
-ledger are the same fold of the same texts. The CLI's own transcript (under its config
-directory) keeps the whole text.
+ledger are the same fold of the same texts. The whole text is in the turn's raw stdout
+copy (``STATE/streams/GOAL/``, see ``engine/stream_copy.py``) and in the CLI's own session
+transcript.
 """
 
 from __future__ import annotations

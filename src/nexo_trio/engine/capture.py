@@ -49,11 +49,9 @@ the leader is reaped: its exit is awaited through a pidfd, which does not reap i
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,6 +71,7 @@ from nexo_trio.engine.confined import (
     describe_bwrap_spawn_error,
     missing_binary,
 )
+from nexo_trio.engine.reaped import HELPER_MARGIN, Reaped
 from nexo_trio.engine.sandbox import with_binary
 from nexo_trio.engine.stopping import (
     REAP_TIMEOUT,
@@ -83,6 +82,7 @@ from nexo_trio.engine.stopping import (
     shielded_within,
     signal_group,
     stop_budget,
+    wait_exited_unreaped,
 )
 
 READ_CHUNK: Final = 64 * 1024
@@ -94,8 +94,6 @@ PIPE_LINGER: Final = 1.0
 """How long to wait for end-of-file on the pipes once the command and what it started are
 dead. Only a process that escaped (its own session, without a subreaper or a sandbox) can
 still hold a pipe open then."""
-HELPER_MARGIN: Final = 1.0
-"""Time on top of its own bounds for the subreaper helper to exit before it is SIGKILLed."""
 
 
 @attrs.frozen
@@ -293,7 +291,7 @@ class _Group:
         return
 
     async def exited(self) -> None:
-        await _wait_exited_unreaped(self.process)
+        await wait_exited_unreaped(self.process)
 
     async def finish(self) -> None:
         signal_group(self.process.pid, signal.SIGKILL)
@@ -307,7 +305,7 @@ class _Group:
             return
         await escalate(
             functools.partial(signal_group, self.process.pid),
-            functools.partial(_wait_exited_unreaped, self.process),
+            functools.partial(wait_exited_unreaped, self.process),
             grace=self.kill_grace,
             wait_killed=self.process.wait,
         )
@@ -320,49 +318,20 @@ class _Group:
 
 
 class _Reaped:
-    """The command under the subreaper helper (:mod:`nexo_trio.engine.reaper`)."""
+    """The command under the subreaper helper (:mod:`nexo_trio.engine.reaped`)."""
 
-    def __init__(
-        self, process: trio.Process, status: trio.lowlevel.FdStream, kill_grace: float
-    ) -> None:
-        self.process = process
-        self.status = status
-        self.kill_grace = kill_grace
-        self.helper_bound = kill_grace + reaper.KILL_BOUND + HELPER_MARGIN
-        """How long the helper may take to stop the command and exit."""
-        self.stop_budget = self.helper_bound + REAP_TIMEOUT
-        self.command_status: int | None = None
-        self.error: OSError | None = None
-        self.reported = trio.Event()
-        """The helper said how the command ended, or closed its status pipe."""
-        self.status_done = trio.Event()
+    def __init__(self, reaped: Reaped) -> None:
+        self.reaped = reaped
+        self.process = reaped.helper
+        self.stop_budget = reaped.stop_budget
 
     @classmethod
     async def start(
         cls, argv: Sequence[str], cwd: Path | str, env: Mapping[str, str] | None, grace: float
     ) -> _Reaped:
-        read_fd, write_fd = os.pipe()
-        helper = [sys.executable, "-I", "-S", reaper.__file__, "--status-fd", str(write_fd)]
-        helper += ["--grace", repr(grace), "--", *argv]
-        try:
-            process = await trio.lowlevel.open_process(
-                helper,
-                # The lifeline: the helper stops the command when this pipe ends (we close
-                # it, or we die). The command itself gets /dev/null.
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                pass_fds=(write_fd,),
-            )
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        return cls(process, trio.lowlevel.FdStream(read_fd), grace)
+        # The command in the helper's process group, its stdin /dev/null; it ends with the
+        # command (what it left is SIGKILLed then), or when the lifeline does.
+        return cls(await Reaped.start(argv, cwd=cwd, env=env, grace=grace))
 
     @property
     def ended(self) -> bool:
@@ -370,69 +339,35 @@ class _Reaped:
 
     @property
     def exit_code(self) -> int | None:
-        if self.command_status is not None:
-            return self.command_status
+        if self.reaped.command_status is not None:
+            return self.reaped.command_status
         return self.process.returncode  # the helper itself was killed: how
 
     async def serve(self) -> None:
         """Read the helper's reports until it closes the pipe (when it exits)."""
-        buffer = b""
-        try:
-            while chunk := await self.status.receive_some(4096):
-                *lines, buffer = (buffer + chunk).split(b"\n")
-                for line in lines:
-                    self._report(line)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
-        finally:
-            self.reported.set()
-            self.status_done.set()
-
-    def _report(self, line: bytes) -> None:
-        try:
-            report = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(report, dict):
-            return
-        if isinstance(code := report.get("exit"), int):
-            self.command_status = code
-            self.reported.set()
-        if isinstance(errno := report.get("error"), int):
-            message, filename = report.get("message"), report.get("filename")
-            self.error = OSError(errno, message or os.strerror(errno), filename)
+        await self.reaped.serve()
 
     async def exited(self) -> None:
-        await self.reported.wait()
+        await self.reaped.wait_reported()
 
     async def finish(self) -> None:
-        """The helper kills what the command left and exits: wait for that (bounded)."""
-        with trio.move_on_after(reaper.KILL_BOUND + HELPER_MARGIN):
-            await _wait_exited_unreaped(self.process)
-        # The helper's group is the command's: whatever is left in it (the helper too, if
-        # it is stuck) goes. Safe: the helper is not reaped yet, its pid stays reserved.
-        signal_group(self.process.pid, signal.SIGKILL)
-        await reap(self.process)
-        with trio.move_on_after(1.0):
-            await self.status_done.wait()  # its last reports, if any are still in the pipe
+        """The helper kills what the command left and exits: wait for that (bounded). Then
+        its group (the command's too) is SIGKILLed: whatever is left in it, the helper too,
+        if it is stuck."""
+        await self.reaped.finish(reaper.KILL_BOUND + HELPER_MARGIN)
 
     async def stop(self) -> None:
         """End the lifeline; the helper stops the command (SIGTERM to everything it started,
         the grace, SIGKILL) and exits. Past its bound, SIGKILL to its process group."""
         if self.ended:
             return
-        assert self.process.stdin is not None
-        await self.process.stdin.aclose()
-        with trio.move_on_after(self.helper_bound):
-            await _wait_exited_unreaped(self.process)
-        signal_group(self.process.pid, signal.SIGKILL)
-        await reap(self.process)
+        await self.reaped.close()
 
     def start_error(self, stderr: bytes) -> OSError | None:
-        return self.error
+        return self.reaped.error
 
     def release(self) -> None:
-        self.status.close()
+        self.reaped.release()
 
 
 class _Confined:
@@ -489,7 +424,7 @@ class _Confined:
 
     async def exited(self) -> None:
         # bwrap exits once the command has (and takes the namespace along).
-        await _wait_exited_unreaped(self.process)
+        await wait_exited_unreaped(self.process)
 
     async def finish(self) -> None:
         await self._end_sandbox()
@@ -505,7 +440,7 @@ class _Confined:
             return
         await escalate(
             self._signal,
-            functools.partial(_wait_exited_unreaped, self.process),
+            functools.partial(wait_exited_unreaped, self.process),
             grace=self.kill_grace,
             wait_killed=self.process.wait,
         )
@@ -594,25 +529,3 @@ async def _drain(stream: trio.abc.ReceiveStream, buffer: _TailBuffer) -> None:
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         return
     buffer.eof.set()
-
-
-async def _wait_exited_unreaped(process: ChildProcess) -> None:
-    """Wait until ``process`` has exited, leaving it a zombie (its pid stays reserved)."""
-    if process.returncode is not None:
-        return
-    pidfd_open = getattr(os, "pidfd_open", None)
-    try:
-        # Safe: only ``process.wait``/``poll`` reap it, so the pid is still ours.
-        fd = pidfd_open(process.pid) if pidfd_open is not None else None
-    except OSError:
-        fd = None
-    if fd is None:
-        # No pidfd (not Linux, old kernel): wait by reaping; the group kill that follows
-        # then races with pid reuse, which this fallback accepts.
-        await process.wait()
-        return
-    try:
-        await trio.lowlevel.wait_readable(fd)
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)

@@ -3,12 +3,21 @@
 Claude Code runs its Bash-tool children in **their own sessions**, so a signal to the
 CLI's process group does not reach them, and once the CLI is dead they are re-parented
 and can no longer be found from it. So the tree is collected while the CLI lives (now and
-then while it runs, and right before any kill), and every member is signalled by pid.
+then while it runs) and again once it is stopped, and every member is signalled by pid.
 psutil guards each signal against pid reuse (it checks the process's start time).
 
-A descendant that escaped between two collections (the CLI started it and exited) is still
-found by the marker in its environment or by the turn's pipes it holds:
-:meth:`ProcessTree.adopt_strays`.
+An unconfined turn runs the CLI under a child subreaper (:mod:`nexo_trio.engine.reaper`):
+the tree is then rooted at that helper, which every orphan of the turn is re-parented to, so
+a collection finds even a daemon that detached (``setsid env -i``), and the CLI itself is a
+member set apart (``ignore``: it is signalled through the helper, and not counted among its
+own descendants).
+
+A descendant that escaped between two collections (the CLI started it and exited, with no
+subreaper above it) is still found by the marker in its environment or by the turn's pipes
+it holds: :meth:`ProcessTree.adopt_strays`.
+
+The walks over ``/proc`` take milliseconds (more on a busy machine): the event loop's
+callers use :meth:`ProcessTree.collect`, which walks in a worker thread.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from collections.abc import Iterable, Sequence
 
 import psutil
 import trio
@@ -26,10 +36,12 @@ _POLL_S = 0.02
 
 
 class ProcessTree:
-    """The CLI process and every descendant it has been seen to have."""
+    """The root process and every descendant it has been seen to have (but ``ignore``)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, ignore: Iterable[int] = ()) -> None:
         self.pid = pid
+        self.ignore = frozenset(ignore)
+        """Pids never taken as members (the CLI under a subreaper: signalled on its own)."""
         self._members: dict[int, psutil.Process] = {}
         try:
             self._root: psutil.Process | None = psutil.Process(pid)
@@ -42,15 +54,8 @@ class ProcessTree:
         return list(self._members.values())
 
     def snapshot(self) -> None:
-        """Remember the root's current descendants (cheap enough to call every second)."""
-        if self._root is None:
-            return
-        try:
-            children = self._root.children(recursive=True)
-        except psutil.Error:
-            return
-        for child in children:
-            self._members.setdefault(child.pid, child)
+        """Remember the root's current descendants (one walk over ``/proc``)."""
+        self._remember(self._children())
 
     def adopt_strays(self, marker: str, pipe_fds: list[int]) -> int:
         """Remember descendants that escaped the tree; return how many were found.
@@ -60,26 +65,50 @@ class ProcessTree:
         marker variable every turn puts in the CLI's environment (inherited unless a
         program scrubs it), and the far end of the turn's stdout/stderr pipes (our own
         ends are close-on-exec, so only descendants can hold them). One pass over
-        ``/proc``, synchronous: a few milliseconds, once per turn. Linux only.
+        ``/proc``, synchronous (:meth:`collect` makes it in a worker thread). Linux only.
         """
-        targets: set[str] = set()
-        for fd in pipe_fds:
+        return self._remember(self._strays(marker.encode(), _pipe_targets(pipe_fds)))
+
+    async def collect(self, marker: str | None = None, pipe_fds: Sequence[int] = ()) -> int:
+        """:meth:`snapshot` and, given the turn's ``marker``, :meth:`adopt_strays`, walking
+        ``/proc`` in a worker thread (the members are only changed here, in the caller's
+        thread); how many new members were found."""
+        targets = _pipe_targets(pipe_fds) if marker is not None else set()
+        needle = marker.encode() if marker is not None else None
+        found = await trio.to_thread.run_sync(self._scan, needle, targets)
+        return self._remember(found)
+
+    def _scan(self, marker: bytes | None, targets: set[str]) -> list[psutil.Process]:
+        found = self._children()
+        if marker is not None:
+            found += self._strays(marker, targets)
+        return found
+
+    def _children(self) -> list[psutil.Process]:
+        if self._root is None:
+            return []
+        try:
+            return self._root.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def _strays(self, marker: bytes, targets: set[str]) -> list[psutil.Process]:
+        exclude = {os.getpid(), self.pid, *self.ignore}  # known members: _remember skips
+        found = []
+        for pid in find_strays(marker, targets, exclude=exclude):
             try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("pipe:"):
-                targets.add(target)
-        adopted = 0
-        for pid in find_strays(marker.encode(), targets, exclude={os.getpid(), self.pid}):
-            if pid in self._members:
-                continue
-            try:
-                self._members[pid] = psutil.Process(pid)
+                found.append(psutil.Process(pid))
             except psutil.Error:
                 continue
-            adopted += 1
-        return adopted
+        return found
+
+    def _remember(self, found: Iterable[psutil.Process]) -> int:
+        added = 0
+        for proc in found:
+            if proc.pid not in self._members and proc.pid not in self.ignore:
+                self._members[proc.pid] = proc
+                added += 1
+        return added
 
     def signal_root_group(self, sig: signal.Signals) -> bool:
         """Signal the root's process group (the CLI runs as a session and group leader)."""
@@ -107,6 +136,19 @@ class ProcessTree:
             while self.alive_descendants():  # noqa: ASYNC110
                 await trio.sleep(_POLL_S)
         return self.alive_descendants()
+
+
+def _pipe_targets(fds: Sequence[int]) -> set[str]:
+    """The ``/proc`` links (``pipe:[INODE]``) of those of ``fds`` that are pipes."""
+    targets: set[str] = set()
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("pipe:"):
+            targets.add(target)
+    return targets
 
 
 def find_strays(marker: bytes, pipes: set[str], *, exclude: set[int]) -> list[int]:

@@ -124,3 +124,26 @@ async def close_pipes(process: ChildProcess) -> None:
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+async def wait_exited_unreaped(process: ChildProcess) -> None:
+    """Wait until ``process`` (our child) has exited, leaving it a zombie: its pid, and so
+    its process group's id, stays reserved until it is reaped (``process.wait``)."""
+    if process.returncode is not None:
+        return
+    pidfd_open = getattr(os, "pidfd_open", None)
+    try:
+        # Safe: only ``process.wait``/``poll`` reap it, so the pid is still ours.
+        fd = pidfd_open(process.pid) if pidfd_open is not None else None
+    except OSError:
+        fd = None
+    if fd is None:
+        # No pidfd (not Linux, old kernel): wait by reaping; a group kill that follows
+        # then races with pid reuse, which this fallback accepts.
+        await process.wait()
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)

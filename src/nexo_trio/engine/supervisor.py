@@ -10,12 +10,24 @@ A nursery owns everything the run needs::
 The engine only feeds the pure reducer; the outcome is ``classify`` of the final state, the
 same as ``nexo-trio replay`` gives for the same events.
 
+Unconfined, the CLI runs under a child subreaper (:mod:`nexo_trio.engine.reaper`, through
+:class:`~nexo_trio.engine.reaped.Reaped`): a small helper process, the CLI's parent, to which
+every process the turn leaves is re-parented, however it detached (``setsid env -i``, a
+double fork), and which kills all of them when its *lifeline* ends: when the turn ends, and
+when the orchestrator dies, even of a SIGKILL. The CLI runs in a session of its own; the
+helper reports its pid, its exit status, or why it could not be started (the turn then ends
+as a spawn failure, described as for any exec). ``Spawned`` carries the CLI's pid.
+
 Stopping a run (timeout, ``stop`` set, caller cancelled, a wedged CLI): SIGTERM to the CLI's
-process group (the CLI then stops its own Bash children and MCP servers), ``kill_grace``,
-then SIGKILL to the group and to every descendant ever seen (they may live in sessions of
-their own); descendants that outlive the CLI get the same escalation by pid. The process is
-always reaped, in a shielded scope with a bounded deadline. The escalation itself is the
-engine's one stop sequence, :func:`nexo_trio.engine.stopping.escalate`.
+process group (the CLI then stops its own Bash children and MCP servers; sent by the helper,
+which alone knows whether the pid is still the CLI's), ``kill_grace``, then SIGKILL to the
+group and to every descendant ever seen (they may live in sessions of their own);
+descendants that outlive the CLI get the same escalation by pid. The tree is the helper's,
+collected now and then while the CLI runs and before each stop, in a worker thread: no
+``/proc`` walk blocks the event loop. The process is always reaped, in a shielded scope with
+a bounded deadline, and the helper's lifeline ended, which is its last word: whatever is
+still there then is killed by it. The escalation itself is the engine's one stop sequence,
+:func:`nexo_trio.engine.stopping.escalate`.
 
 With a ``sandbox`` plan the CLI runs inside bubblewrap (:mod:`nexo_trio.engine.confined`):
 the argv is prefixed with ``bwrap_argv(plan)``, ``TMPDIR`` is the plan's scratch dir, the
@@ -35,10 +47,10 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -73,6 +85,7 @@ from nexo_trio.engine.confined import (
     missing_binary,
 )
 from nexo_trio.engine.process_tree import ProcessTree
+from nexo_trio.engine.reaped import Reaped, ReaperStartError
 from nexo_trio.engine.sandbox import with_binary
 from nexo_trio.engine.stopping import (
     REAP_TIMEOUT,
@@ -84,6 +97,7 @@ from nexo_trio.engine.stopping import (
     signal_group,
     stop_budget,
 )
+from nexo_trio.engine.stream_copy import StreamCopy
 from nexo_trio.wire.stream_json import StreamDecoder
 
 TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
@@ -129,6 +143,7 @@ async def run_turn(
     require_mcp_servers: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     sandbox: SandboxPlan | None = None,
+    stdout_copy: Path | None = None,
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
@@ -143,6 +158,8 @@ async def run_turn(
     ``sandbox`` confines the run (bubblewrap; see the module docstring): the plan's paths
     must exist (``engine.sandbox.prepare_sandbox`` makes them so), and ``TMPDIR`` is set to
     its scratch dir. The result's ``argv`` and ``pid`` are then bwrap's.
+    ``stdout_copy``: a file (created 0600) to keep the raw stdout in, every byte of it
+    (:mod:`~nexo_trio.engine.stream_copy`).
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
@@ -157,28 +174,24 @@ async def run_turn(
     env[TURN_MARKER_VAR] = marker
     started = trio.current_time()
     sandboxed: Sandbox | None = None
+    reaped: Reaped | None = None
     try:
         if sandbox is None:
-            process: ChildProcess = await trio.lowlevel.open_process(
-                argv,
-                stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=command.cwd,
-                env=env,
-                # Own session: a terminal's Ctrl-C reaches us, not the CLI, and the CLI's
-                # process group can be signalled as one.
-                start_new_session=True,
-            )
+            reaped = await _start_reaped(command, argv, env, stdin_data, kill_grace)
+            process: ChildProcess = reaped
         else:
             env.update(sandbox.env)
-            argv, process, sandboxed = _start_confined(command, argv, sandbox, env, stdin_data)
+            argv, process, sandboxed = await _start_confined(
+                command, argv, sandbox, env, stdin_data
+            )
     except OSError as exc:
-        reason = describe_spawn_error(command, exc)
-        if isinstance(exc, SandboxStartError):
+        if isinstance(exc, SandboxStartError | ReaperStartError):
             reason = str(exc)
-        elif sandbox is not None:
-            reason = describe_bwrap_spawn_error(sandbox.bwrap, exc) or reason
+        else:
+            # Says which file is really missing: reads the binary (not in the event loop).
+            reason = await trio.to_thread.run_sync(describe_spawn_error, command, exc)
+            if sandbox is not None:
+                reason = describe_bwrap_spawn_error(sandbox.bwrap, exc) or reason
         event = SpawnFailed(reason=reason)
         state = reduce(initial, event)
         if on_events is not None:
@@ -190,8 +203,10 @@ async def run_turn(
             pid=None,
             duration_s=trio.current_time() - started,
         )
+    copy = await StreamCopy.open(stdout_copy) if stdout_copy is not None else None
     run = _Run(
         process,
+        copy=copy,
         argv=argv,
         stdin_data=stdin_data,
         marker=f"{TURN_MARKER_VAR}={marker}",
@@ -203,8 +218,13 @@ async def run_turn(
         stop=stop,
         initial=initial,
         sandbox=sandboxed,
+        reaped=reaped,
     )
-    state = await run.supervise()
+    try:
+        state = await run.supervise()
+    finally:
+        if copy is not None:
+            await copy.aclose()
     return TurnResult(
         outcome=classify(state),
         state=state,
@@ -215,25 +235,110 @@ async def run_turn(
     )
 
 
-def _start_confined(
+async def _start_reaped(
+    command: ClaudeCommand,
+    argv: list[str],
+    env: dict[str, str],
+    stdin_data: bytes | None,
+    kill_grace: float,
+) -> Reaped:
+    """Start the CLI under the subreaper helper, in a session of its own (a terminal's
+    Ctrl-C reaches us, not the CLI, and the CLI's process group can be signalled as one),
+    and wait for the helper to say it did; raises ``OSError`` like a spawn (the exec's
+    error as the helper saw it, or :class:`ReaperStartError`)."""
+    try:
+        reaped = await Reaped.start(
+            argv,
+            cwd=command.cwd,
+            env=env,
+            grace=kill_grace,
+            stdin_pipe=stdin_data is not None,
+            session=True,
+            linger=True,  # what the CLI leaves gets the turn's own escalation first
+        )
+    except OSError as exc:
+        if exc.filename is not None and str(exc.filename) == sys.executable:
+            raise ReaperStartError(
+                f"the process helper's interpreter {sys.executable} cannot be started: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        raise  # the working directory, say: described like any spawn failure
+    try:
+        await reaped.wait_started()
+    except BaseException:
+        await _discard(reaped)
+        raise
+    if reaped.command_pid is not None:
+        return reaped
+    tail = await _discard(reaped)
+    if reaped.error is not None:
+        raise reaped.error
+    raise ReaperStartError(_helper_failure(reaped.helper.returncode, tail))
+
+
+async def _discard(reaped: Reaped) -> str:
+    """End a helper that did not start the CLI (or whose turn was cancelled meanwhile):
+    nothing of it is left, all its pipes closed; what it said on stderr."""
+    tail = ""
+    with shielded_within(reaped.stop_budget):
+        await reaped.close()
+        if reaped.command_pid is None:
+            tail = await _helper_stderr(reaped)
+    await close_pipes(reaped)
+    reaped.release()
+    return tail
+
+
+async def _helper_stderr(reaped: Reaped) -> str:
+    """What the helper said on stderr before it failed (it has exited: this is short)."""
+    data = b""
+    with trio.move_on_after(1.0):
+        stderr = reaped.stderr
+        while stderr is not None and (chunk := await stderr.receive_some(READ_CHUNK)):
+            data = (data + chunk)[-STDERR_TAIL_BYTES:]
+    return data.decode("utf-8", errors="replace").strip()
+
+
+def _helper_failure(returncode: int | None, stderr: str) -> str:
+    how = f"was killed by signal {-returncode}" if returncode and returncode < 0 else ""
+    how = how or f"exited with code {returncode}"
+    reason = f"the process helper (engine/reaper.py) {how} before claude started"
+    return f"{reason}: {stderr[-500:]}" if stderr else reason
+
+
+def _confined_plan(
+    command: ClaudeCommand, plan: SandboxPlan, path: str | None
+) -> tuple[SandboxPlan, str | None]:
+    """Raise the ``OSError`` an exec of the CLI would (inside the sandbox a missing binary
+    is only a line on bwrap's stderr); ``plan`` showing the binary if the private /tmp
+    would hide it, and the working directory as an absolute path. Touches the file
+    system: run in a worker thread."""
+    if command.cwd is None or os.path.isdir(command.cwd):
+        missing = missing_binary(command.binary, command.cwd, path)
+        if missing is not None:
+            raise missing
+    chdir = None if command.cwd is None else os.path.abspath(command.cwd)
+    return with_binary(plan, command.binary, path), chdir
+
+
+async def _start_confined(
     command: ClaudeCommand,
     argv: list[str],
     plan: SandboxPlan,
     env: dict[str, str],
     stdin_data: bytes | None,
 ) -> tuple[list[str], ConfinedProcess, Sandbox]:
-    """Start the CLI inside bwrap (in this thread: see ``engine.confined``); raises
+    """Start the CLI inside bwrap (forked in this thread: see ``engine.confined``); raises
     ``OSError`` like a spawn, also for a CLI binary that the sandbox would not find."""
-    if command.cwd is None or os.path.isdir(command.cwd):
-        missing = missing_binary(command.binary, command.cwd, env.get("PATH"))
-        if missing is not None:
-            raise missing
-    plan = with_binary(plan, command.binary, env.get("PATH"))
+    plan, chdir = await trio.to_thread.run_sync(_confined_plan, command, plan, env.get("PATH"))
     gateway = None
     relay: list[str] = []
     if plan.api_proxy is not None:
         try:
-            gateway = ApiGateway(plan.api_proxy)
+            # Binding touches the file system: in a worker thread, shielded (a gateway bound
+            # for a caller cancelled meanwhile would be lost; no checkpoint follows).
+            with trio.CancelScope(shield=True):
+                gateway = await trio.to_thread.run_sync(ApiGateway, plan.api_proxy)
         except OSError as exc:
             raise SandboxStartError(
                 f"the sandbox's API proxy cannot listen on {plan.api_proxy.socket}: "
@@ -242,7 +347,6 @@ def _start_confined(
         relay = [sys.executable, "-I", "-S", netrelay.__file__, "--port"]
         relay += [str(plan.api_proxy.port), "--socket", plan.api_proxy.socket, "--"]
     status = StatusPipe()
-    chdir = None if command.cwd is None else os.path.abspath(command.cwd)
     full = [*bwrap_argv(plan, chdir=chdir, json_status_fd=status.write_fd), *relay, *argv]
     try:
         process = ConfinedProcess.start(
@@ -306,9 +410,13 @@ class _Run:
         stop: trio.Event | None,
         initial: TurnState = INITIAL_STATE,
         sandbox: Sandbox | None = None,
+        reaped: Reaped | None = None,
+        copy: StreamCopy | None = None,
     ) -> None:
         self.process = process
+        self.copy = copy
         self.sandbox = sandbox
+        self.reaped = reaped
         self.held: list[Event] | None = None
         """While a sandbox has not shown that it started the CLI: the events held back
         (``Spawned`` is reported once it has, or a ``SpawnFailed`` if it never did)."""
@@ -322,7 +430,12 @@ class _Run:
         self.decoder = StreamDecoder(line_cap)
         self.on_events = on_events
         self.stop = stop
-        self.tree = ProcessTree(process.pid)
+        # Under the subreaper, the turn's tree is the helper's: the CLI and every orphan.
+        self.tree = (
+            ProcessTree(reaped.helper.pid, ignore={process.pid})
+            if reaped is not None
+            else ProcessTree(process.pid)
+        )
         self.stop_actions: list[str] = []
         self.state = initial
         self.gate_failed = trio.Event()
@@ -420,6 +533,8 @@ class _Run:
                     chunk = await stdout.receive_some(READ_CHUNK)
                     if not chunk:
                         break
+                    if self.copy is not None:
+                        await self.copy.write(chunk)
                     batch = self.decoder.feed(chunk)
                     if batch:
                         await send.send(batch)
@@ -524,14 +639,16 @@ class _Run:
 
     async def _snapshot_tree(self) -> None:
         while True:
-            self.tree.snapshot()
+            await self.tree.collect()
             await trio.sleep(SNAPSHOT_INTERVAL)
 
     # ------------------------------------------------------------------ stopping
 
     def _stop_budget(self) -> float:
-        """The longest a stop takes: the CLI's escalation, then its survivors', and a reap."""
-        return stop_budget(self.kill_grace, rounds=2) + 1.0
+        """The longest a stop takes: the CLI's escalation, then its survivors', a reap, and
+        the subreaper helper's end."""
+        helper = self.reaped.stop_budget if self.reaped is not None else 0.0
+        return stop_budget(self.kill_grace, rounds=2) + 1.0 + helper
 
     async def _stop_process(self) -> None:
         """SIGTERM, ``kill_grace``, SIGKILL to the tree. Idempotent; safe to call anywhere."""
@@ -553,10 +670,11 @@ class _Run:
         if self.sandbox is not None:
             self._signal_sandbox(sig)
             return
-        # Collect first: once the CLI is dead its children can't be found from it.
-        self.tree.snapshot()
-        if self.tree.signal_root_group(sig):
+        assert self.reaped is not None  # unconfined, the CLI runs under the helper
+        if self.reaped.signal_command(sig):
             self.stop_actions.append(sig.name)
+        # The tree as last collected (every second): whatever is newer is re-parented to the
+        # helper when its parent dies, and found by the collection that follows the stop.
         if sig is signal.SIGKILL and (killed := self.tree.signal_descendants(sig)):
             self.stop_actions.append(f"SIGKILL to {killed} descendant(s)")
 
@@ -573,8 +691,9 @@ class _Run:
             # No CLI (yet, or any more) to end gracefully: end bwrap, and the sandbox with it.
             self.stop_actions.append(f"{sig.name} to bwrap")
 
-    def _adopt_strays(self) -> None:
-        """Find descendants that escaped the tree (see ProcessTree.adopt_strays)."""
+    async def _collect(self) -> None:
+        """Collect the tree again, and the descendants that escaped it (see
+        ProcessTree.adopt_strays), in a worker thread."""
         fds = [
             stream.fileno()
             for stream, eof in (
@@ -584,14 +703,14 @@ class _Run:
             if isinstance(stream, trio.lowlevel.FdStream) and not eof.is_set()
         ]
         fds = [fd for fd in fds if fd >= 0]
-        self.tree.adopt_strays(self.marker, fds)
+        await self.tree.collect(self.marker, fds)
 
     async def _stop_descendants(self) -> None:
         """Stop descendants that outlived the CLI: SIGTERM, grace, SIGKILL."""
         if self.sandbox is not None:
             await self._end_sandbox()
             return
-        self._adopt_strays()
+        await self._collect()
         if not self.tree.alive_descendants():
             return
         await escalate(
@@ -628,10 +747,15 @@ class _Run:
                 await self._stop_descendants()
             await close_pipes(self.process)
             await reap(self.process)
+            if self.reaped is not None:
+                # Its lifeline ends: it kills whatever is still there (nothing, normally).
+                await self.reaped.close()
             if isinstance(self.process, ConfinedProcess):
                 self.process.release()
             if self.sandbox is not None and self.sandbox.gateway is not None:
                 self.sandbox.gateway.close()
+        if self.reaped is not None:
+            self.reaped.release()  # also past the budget: the helper then ends it all
         self.send.close()
         self.receive.close()
 

@@ -376,9 +376,9 @@ class McpPermissionProtocol:
         if not isinstance(message, dict):
             self._error(None, INVALID_REQUEST, "Invalid Request: expected a JSON object")
             return
-        method = message.get("method")
-        if method is None:
+        if "method" not in message:
             return  # a response to a request we never sent
+        method = message["method"]
         has_id = "id" in message
         rpc_id = message.get("id")
         if has_id and (isinstance(rpc_id, bool) or not isinstance(rpc_id, str | int)):
@@ -536,8 +536,16 @@ class McpPermissionProtocol:
             # Late (after our deadline denied it) or not ours: never applied.
             self._emit(Log(f"ignoring a reply with unknown or stale id {reply.id!r}"))
             return
+        try:
+            answer = gate_frames.tool_answer(reply, call.tool_input)
+        except (ValueError, RecursionError) as exc:  # NaN or an infinity in the input
+            self._deny(
+                call.rpc_id,
+                f"Permission denied: the allowed input cannot be sent to Claude Code ({exc})",
+            )
+            return
         self._emit(Log(f"allow: {call.tool_name}" if reply.allow else f"deny: {reply.message}"))
-        self._answer(call.rpc_id, gate_frames.tool_answer(reply, call.tool_input))
+        self._answer(call.rpc_id, answer)
 
 
 def _unavailable(reason: str) -> str:

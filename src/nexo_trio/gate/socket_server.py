@@ -178,8 +178,7 @@ class GateServer:
         except gate_frames.FrameError as exc:
             # The id of any JSON object with a string id: the MCP server then denies that
             # one call instead of everything it has in flight (an error frame without id).
-            error = ErrorFrame(gate_frames.salvage_id(line), str(exc))
-            await self._send(connection, gate_frames.encode_reply(error))
+            await self._send(connection, _error_reply(gate_frames.salvage_id(line), str(exc)))
             return
         self.requests += 1
         started = trio.current_time()
@@ -286,7 +285,8 @@ _NO_DECISION: Final = object()
 def _settle(frame: PermissionFrame, decision: Decision) -> tuple[bytes, Decision]:
     """The reply line to ``frame`` for ``decision``, and the decision it says: an
     ``unavailable`` deny when ``decision`` cannot be put on the wire as it is (an
-    ``updated_input`` that is not JSON, or too large for a frame)."""
+    ``updated_input`` that is not JSON, or too large for a frame), sent as an error frame
+    without id when even that deny would be too large (an id of nearly a frame's size)."""
     try:
         reply = gate_frames.encode_reply(gate_frames.decision_frame(frame, decision))
     except Exception as exc:  # e.g. an updated_input that is not JSON
@@ -297,7 +297,31 @@ def _settle(frame: PermissionFrame, decision: Decision) -> tuple[bytes, Decision
             return reply, decision
         problem = f"the decision is too large to send ({len(reply)} bytes)"
     failed = unavailable(f"gate error: {problem}", "gate")
-    return gate_frames.encode_reply(gate_frames.decision_frame(frame, failed)), failed
+    reply = gate_frames.encode_reply(gate_frames.decision_frame(frame, failed))
+    if len(reply) - 1 > gate_frames.MAX_FRAME_BYTES:
+        # Even the deny is too large: the request's id alone nearly fills a frame. A reply
+        # that cannot name it is an error frame without id (the MCP server then denies
+        # every call it has in flight: none is left waiting).
+        reply = _error_reply(None, f"gate error: {problem}; the request's id is too long")
+    return reply, failed
+
+
+def _error_reply(request_id: str | None, error: str) -> bytes:
+    """An error frame within the frame cap (an error echoes what it was sent, which escaping
+    can make several times longer): its message cut as much as it must be, and without the
+    id only if even naming the id does not fit."""
+    reply = b""
+    for named in dict.fromkeys((request_id, None)):
+        keep = len(error)
+        while True:
+            message = error if keep == len(error) else f"{error[:keep]}..."
+            reply = gate_frames.encode_reply(ErrorFrame(named, message))
+            if len(reply) - 1 <= gate_frames.MAX_FRAME_BYTES:
+                return reply
+            if keep == 0:
+                break
+            keep //= 2
+    return reply  # a cap too small for any error frame
 
 
 async def serve_unix_socket(

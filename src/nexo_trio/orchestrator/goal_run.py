@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -209,6 +210,8 @@ class TurnPlan:
     require_mcp_servers: tuple[str, ...] = ()
     env: dict[str, str | None] = attrs.field(factory=dict)
     scratch: Path | None = None
+    streams: Path | None = None
+    """Where each turn's raw stdout is kept, whole (``None``: nowhere)."""
     confinement: Confinement | None = None
     warnings: tuple[str, ...] = ()
 
@@ -338,6 +341,7 @@ class GoalRun:
                 require_mcp_servers=plan.require_mcp_servers,
                 environ=self.environ,
                 sandbox=sandbox,
+                stdout_copy=self._stream_file(step),
             )
             nursery.cancel_scope.cancel()
         await self.emit(
@@ -349,6 +353,17 @@ class GoalRun:
                 stop_actions=result.stop_actions,
             )
         )
+
+    def _stream_file(self, step: RunTurn) -> Path | None:
+        """The file keeping this turn's raw stdout: ``turn-N[-compact][-redo]-STAMP.ndjson``
+        (each attempt its own, for ``nexo-trio replay``)."""
+        if self.plan.streams is None:
+            return None
+        kind = "-compact" if step.compact else ""
+        kind += "-redo" if step.redo else ""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
+        millis = int(self.clock() * 1000) % 1000
+        return self.plan.streams / f"turn-{step.turn}{kind}-{stamp}.{millis:03d}Z.ndjson"
 
     async def _sandbox(self) -> SandboxPlan | None:
         """The sandbox of the next turn (its directories made ready), or ``None``."""

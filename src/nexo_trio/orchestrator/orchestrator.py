@@ -27,12 +27,14 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
 import attrs
 import trio
 
+from nexo_trio.core.budget import exhausted_axis
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
     CancelRequested,
@@ -51,6 +53,7 @@ from nexo_trio.core.goal_machine import (
     apply,
     begin,
     control_effect,
+    effective_budget,
     end_outcome,
     initial_state,
 )
@@ -456,7 +459,7 @@ class Orchestrator:
                     decider=decider,
                     emit=self._emit,
                     timeout_s=self.deadlines.decider_timeout_s,
-                    is_cancelled=lambda: handle.state.cancel_reason is not None,
+                    is_cancelled=lambda: self._stopping(handle),
                     current_turn=lambda: (
                         handle.state.attempt.turn if handle.state.attempt is not None else None
                     ),
@@ -480,6 +483,7 @@ class Orchestrator:
                         require_mcp_servers=(SERVER_NAME,),
                         env=goal_env,
                         scratch=scratch,
+                        streams=self.layout.streams(goal.id),
                         confinement=confinement,
                         warnings=(self.sandbox_warning,) if self.sandbox_warning else (),
                     ),
@@ -489,7 +493,12 @@ class Orchestrator:
                 outcome = await run.run()
             finally:
                 self.router.unregister(goal.id)
-                self.layout.mcp_config(goal.id).unlink(missing_ok=True)
+                with trio.CancelScope(shield=True):
+                    # Off the event loop, even when cancelled. (No deadline: an unlink
+                    # returns, and a deadline here would be where virtual time jumps to.)
+                    await trio.to_thread.run_sync(
+                        partial(self.layout.mcp_config(goal.id).unlink, missing_ok=True)
+                    )
                 self._limiter.release_on_behalf_of(token)
                 if owned is not None:
                     await self._close_decider(goal, owned)
@@ -503,6 +512,16 @@ class Orchestrator:
             self._emit_locks.pop(goal.id, None)
             self._secrets.pop(goal.id, None)
             handle.finish(outcome)
+
+    def _stopping(self, handle: GoalHandle) -> bool:
+        """Whether the goal's running turn is being stopped: cancelled, or a budget reached
+        mid-turn (the consecutive denials, the wall time). Its gate allows nothing more: an
+        allow slipping in before the stop would run the call and undo the denials' count."""
+        state = handle.state
+        if state.cancel_reason is not None:
+            return True
+        budget = effective_budget(handle.goal, state)
+        return exhausted_axis(budget, state.spent(self.now())) is not None
 
     async def _conclude(
         self, handle: GoalHandle, outcome: GoalOutcome | None, *, recorded: bool, started: float
@@ -577,16 +596,20 @@ class Orchestrator:
             # What is recorded, folded and shown is redacted and bounded (see kept_text).
             event = kept_event(attrs.evolve(event, at=self.now()), self._secrets_of(event.goal_id))
             handle = self._goals.get(event.goal_id)
-            if is_ledger_event(event):
-                await self.store.append_events(event.goal_id, [event_to_ledger(event)])
-                # The live state folds exactly what the ledger holds: recovery folds the same.
-                if handle is not None:
-                    handle.applied(event)
-            for channel in list(self._subscribers):
-                try:
-                    channel.send_nowait(event)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._subscribers.remove(channel)
+            # Shielded: once the store has the event it writes it even if we are cancelled
+            # meanwhile (a write kept while the store cannot write returns within the
+            # store's own bound), so the state and the subscribers must get it too.
+            with trio.CancelScope(shield=True):
+                if is_ledger_event(event):
+                    await self.store.append_events(event.goal_id, [event_to_ledger(event)])
+                    # The live state folds exactly what the ledger holds: recovery too.
+                    if handle is not None:
+                        handle.applied(event)
+                for channel in list(self._subscribers):
+                    try:
+                        channel.send_nowait(event)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._subscribers.remove(channel)
 
     # ------------------------------------------------------------------ control
 

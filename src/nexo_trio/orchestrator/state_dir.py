@@ -13,6 +13,9 @@
       gate/GOAL.mcp.json      the MCP config of a goal's running turn (mode 0600)
       scratch/GOAL/           the goal's scratch dir: its turns' TMPDIR, writable in the
                               sandbox (nothing else of the state dir is)
+      streams/GOAL/turn-N-STAMP.ndjson
+                              each turn's raw stdout, whole (mode 0600): the ledger keeps
+                              texts capped; `nexo-trio replay FILE` reads these
 
 A socket address holds about 100 bytes: when a socket's path would be longer, it lives in
 a private directory under the temp dir instead, named after the state dir.
@@ -60,6 +63,10 @@ class StateDir:
     def mcp_config(self, goal_id: str) -> Path:
         """The MCP config of the goal's running turn (goal ids are safe file names)."""
         return self.root / "gate" / f"{goal_id}.mcp.json"
+
+    def streams(self, goal_id: str) -> Path:
+        """Where the goal's turns' raw stdout is kept."""
+        return self.root / "streams" / goal_id
 
     def scratch(self, goal_id: str) -> Path:
         """The goal's scratch directory (its turns' ``TMPDIR``)."""

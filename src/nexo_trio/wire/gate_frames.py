@@ -230,9 +230,12 @@ def decision_frame(request: PermissionFrame, decision: "Decision") -> DecisionFr
 def tool_answer(frame: DecisionFrame, tool_input: JsonObject) -> JsonObject:
     """The ``tools/call`` result Claude Code reads for ``frame``: one text block holding
     ``{"behavior": "allow", "updatedInput": ...}`` (``tool_input`` unless the decision
-    rewrote it) or ``{"behavior": "deny", "message": ...}``."""
+    rewrote it) or ``{"behavior": "deny", "message": ...}`` (never blank: a blank one is
+    :data:`DEFAULT_DENY`). Raises ``ValueError`` for an input holding NaN or an infinity
+    (which Python's JSON reads, but Claude Code's cannot: the text would not be JSON)."""
     if not frame.allow:
-        return deny_answer(frame.message if frame.message is not None else DEFAULT_DENY)
+        message = frame.message
+        return deny_answer(message if message is not None and message.strip() else DEFAULT_DENY)
     updated = tool_input if frame.updated_input is None else frame.updated_input
     return _text_answer({"behavior": "allow", "updatedInput": updated})
 
@@ -243,4 +246,4 @@ def deny_answer(message: str) -> JsonObject:
 
 
 def _text_answer(behavior: JsonObject) -> JsonObject:
-    return {"content": [{"type": "text", "text": json.dumps(behavior)}]}
+    return {"content": [{"type": "text", "text": json.dumps(behavior, allow_nan=False)}]}
