@@ -169,6 +169,17 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def faults(session: nox.Session) -> None:
+    """The fault matrix (tests/faults) in full: every engine fault run NEXO_FAULT_RUNS (20)
+    times in one process, the descriptor-leak rounds as many times. The default tests
+    session runs it with 2 runs per fault."""
+    session.install("-e", ".", *_group("test"))
+    _ensure_bubblewrap(session)
+    runs = os.environ.get("NEXO_FAULT_RUNS", "20")
+    session.run("pytest", "tests/faults", *session.posargs, env={"NEXO_FAULT_RUNS": runs})
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks, each printed next to the floor it is measured against."""
     session.install("-e", ".", *_group("bench"))

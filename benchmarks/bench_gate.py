@@ -27,7 +27,7 @@ from nexo_trio.core.goal_events import GoalEvent
 from nexo_trio.core.permission import Decision, PermissionRequest
 from nexo_trio.core.settings import PermissionSettings
 from nexo_trio.gate.deciders import AllowAll, build_decider
-from nexo_trio.gate.goal_gate import GoalGate
+from nexo_trio.gate.goal_gate import GateRouter, GoalGate
 from nexo_trio.gate.socket_server import GateServer
 from nexo_trio.wire import gate_frames
 from nexo_trio.wire.gate_frames import PermissionFrame
@@ -39,6 +39,8 @@ REPEATS = 3
 """Each figure is from the fastest of this many runs (the machines are shared and noisy)."""
 WARMUP_REQUESTS = 500
 INPUT = {"command": "ls -la src/", "description": "List the sources"}
+TOKEN = "bench-turn-token"
+"""The turn token every request carries (the gate answers only the current turn)."""
 
 
 async def _echo_handler(stream: trio.SocketStream) -> None:
@@ -76,7 +78,9 @@ async def _serve_echo(
 async def _client(path: Path, client: int, count: int, latencies: list[float]) -> None:
     """``count`` request/reply round trips on one connection, each timed (µs)."""
     frames = [
-        gate_frames.encode_request(PermissionFrame(f"c{client}-{n}", "bench", "Bash", INPUT))
+        gate_frames.encode_request(
+            PermissionFrame(f"c{client}-{n}", "bench", "Bash", INPUT, None, TOKEN)
+        )
         for n in range(count)
     ]
     stream = await trio.open_unix_socket(str(path))
@@ -132,11 +136,14 @@ async def _bench(directory: Path) -> dict[str, tuple[float, float, float]]:
         emit=record,
         timeout_s=30.0,
     )
+    rules.begin_turn(TOKEN)  # the requests carry the turn's token, as a turn's server does
+    gates = GateRouter()
+    gates.register(rules)
     results: dict[str, tuple[float, float, float]] = {}
     paths = {name: directory / f"{name}.sock" for name in ("gate", "rules", "echo")}
     async with trio.open_nursery() as nursery:
         await nursery.start(GateServer(paths["gate"], router).serve)
-        await nursery.start(GateServer(paths["rules"], rules.decide).serve)
+        await nursery.start(GateServer(paths["rules"], gates).serve)
         await nursery.start(_serve_echo, paths["echo"])
         for name, path in paths.items():
             results[f"{name} 1"] = await _measure(path, 1, SEQUENTIAL_REQUESTS)

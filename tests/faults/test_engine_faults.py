@@ -18,7 +18,7 @@ Each fault is played by the fake ``claude`` (or is a binary that cannot start) a
 The huge-line faults also bound this process's peak memory (``VmHWM``, reset before the
 run): a line above the cap is skipped, never held.
 
-``NEXO_FAULT_RUNS`` sets the runs per fault: 2 in the default suite, 20 in ``nox -s fuzz``.
+``NEXO_FAULT_RUNS`` sets the runs per fault: 2 in the default suite, 20 in ``nox -s faults``.
 """
 
 from __future__ import annotations
