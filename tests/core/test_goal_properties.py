@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from nexo_trio.core.goal import Goal
+from nexo_trio.core.budget import BudgetAxis
+from nexo_trio.core.goal import Budget, Goal
 from nexo_trio.core.goal_events import (
     AcceptanceChecked,
     AttemptCompleted,
@@ -31,7 +32,9 @@ from nexo_trio.core.goal_events import (
 from nexo_trio.core.goal_machine import (
     Finish,
     GoalState,
+    Record,
     RunTurn,
+    Sleep,
     Step,
     begin,
     effective_budget,
@@ -39,8 +42,11 @@ from nexo_trio.core.goal_machine import (
     initial_state,
     next_step,
     run_started,
+    turn_completed,
+    turn_started,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind
+from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
 from nexo_trio.core.prompt import format_failures
 from nexo_trio.core.settings import Config
 from tests.core.goal_model import GOAL_ID, Run, configs, drive, goals
@@ -317,3 +323,38 @@ TestGoalLifecycle.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_sleep_clamped_to_the_wall_time_deadline_ends_the_goal_there() -> None:
+    # Found by the crash property above in CI: a wall-time budget whose deadline, summed
+    # back at the moment the clamped sleep ends, falls short by a rounding error woke the
+    # goal into the same sleep again, forever.
+    budget = Budget(max_turns=2, max_wall_time_s=50.00000000000001)
+    goal = Goal(id=GOAL_ID, description="Fix it.", budget=budget)
+    run = Run(goal=goal, config=Config(turn_timeout_s=30.0))
+    assert run.begin()
+    step = run.next()
+    assert isinstance(step, RunTurn)
+    for event in turn_started(GOAL_ID, step):
+        run.record(event)
+    run.now += 1.0
+    outcome = TurnOutcome(
+        TurnKind.SLEEP, Cause.SLEEP_REQUESTED, reason="CI", sleep_ms=60_000, session_id="s-1"
+    )
+    run.record(turn_completed(GOAL_ID, step, outcome, duration_s=1.0))
+    for _ in range(10):
+        step = run.next()
+        match step:
+            case Finish(outcome=ended):
+                assert ended.kind is GoalEndKind.BUDGET_EXHAUSTED
+                assert ended.axis is BudgetAxis.WALL_TIME
+                return
+            case Record(events=events):
+                for event in events:
+                    run.record(event)
+            case Sleep(until=until):
+                assert until > run.now, "a sleep that lets no time pass"
+                run.now = until
+            case _:
+                raise AssertionError(f"unexpected step {step}")
+    raise AssertionError("the goal never ended at its wall-time deadline")

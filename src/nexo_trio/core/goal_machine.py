@@ -592,12 +592,16 @@ def next_step(state: GoalState, goal: Goal, config: Config, now: float) -> Step:
         return _finish(state, goal, GoalEndKind.ESCALATED, reason, now, Escalated(goal.id, reason))
     budget = effective_budget(goal, state)
     spent = state.spent(now)
+    wall_deadline = _wall_deadline(budget, state)
+    if budget.max_wall_time_s is not None and now >= wall_deadline:
+        # The deadline is reached: the wall time summed back may fall short of the limit
+        # by a rounding error, and a sleep until the deadline would then start again.
+        spent = attrs.evolve(spent, wall_time_s=max(spent.wall_time_s, budget.max_wall_time_s))
     axis = exhausted_axis(budget, spent)
     if axis is not None:
         reason = describe_exhaustion(axis, budget, spent)
         announce = BudgetExhausted(goal.id, axis.value, reason)
         return _finish(state, goal, GoalEndKind.BUDGET_EXHAUSTED, reason, now, announce, axis=axis)
-    wall_deadline = _wall_deadline(budget, state)
     timeout = min(config.turn_timeout_s, wall_deadline - now)
     if state.attempt is not None:
         attempt = state.attempt
