@@ -201,6 +201,7 @@ def test_a_workspace_that_would_let_turns_write_the_state_dir(
     goal = s.goal(workspace=str(where))
     line = assert_usage_error(invoke("run", goal, "--config", s.config), words)
     assert line == (
-        f"Error: goal 'g1': the workspace {where} {words} {s.state_dir}: turns could write it"
+        f"Error: goal 'g1': the workspace {where} {words} {s.state_dir}: turns could write it "
+        "(put the state dir elsewhere: --state-dir, or state_dir in the config)"
     )
     assert s.fake.invocations() == []

@@ -69,7 +69,10 @@ def workspace_problem(
     workspace root are (``None``: nothing)."""
     if _within(state_dir, workspace):
         where = "is" if workspace == state_dir else "holds"
-        return f"the workspace {workspace} {where} the state dir {state_dir}: turns could write it"
+        return (
+            f"the workspace {workspace} {where} the state dir {state_dir}: turns could write "
+            "it (put the state dir elsewhere: --state-dir, or state_dir in the config)"
+        )
     if _within(workspace_root, workspace):
         where = "is" if workspace == workspace_root else "holds"
         return (
