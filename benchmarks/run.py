@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_gate, bench_mcp_startup, bench_store, bench_stream
+from benchmarks import bench_checkpoint, bench_gate, bench_mcp_startup, bench_store, bench_stream
 
 Rows = list[tuple[str, float, str]]
 BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
@@ -32,6 +32,11 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         "decider, classifying and resolving paths) vs a line echo floor",
         "",
         bench_gate.run,
+    ),
+    "checkpoint": (
+        "per-turn checkpoint of a 10k-file workspace vs `git add -A && git write-tree`",
+        "ms",
+        bench_checkpoint.run,
     ),
 }
 

@@ -1,0 +1,122 @@
+"""Per-turn checkpoints of a 10 000-file workspace, beside the floor of git doing the work.
+
+A repository of :data:`FILES` committed files in 100 directories; before each round
+:data:`TOUCHED` files change and one is created, as a turn would. Each round runs every
+variant once, interleaved (so drift on a shared machine hits all alike), and the figures are
+medians over :data:`ROUNDS` rounds:
+
+* ``checkpoint`` (repository): :func:`nexo_trio.orchestrator.git_workspace.checkpoint` on the
+  repository itself: scratch index seeded from the real one, ``add -A``, ``write-tree``, an
+  index commit, the checkpoint commit, ``update-ref``;
+* ``checkpoint`` (shadow): the same workspace checkpointed by a private shadow git dir;
+* floor: ``GIT_INDEX_FILE=<copy of the index> git add -A && git write-tree``, from a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem, git_env
+from nexo_trio.orchestrator import git_workspace as gw
+
+FILES = 10_000
+TOUCHED = 10
+ROUNDS = 11
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        env=git_env(os.environ),
+        timeout=300,
+    )
+
+
+def _make_repo(root: Path) -> Path:
+    repo = root / "repo"
+    for i in range(FILES):
+        path = repo / f"d{i % 100:02d}" / f"f{i:05d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file {i}\n" * 4)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+def _turn(repo: Path, round_: int) -> None:
+    for i in range(TOUCHED):
+        n = (round_ * TOUCHED + i) * 37 % FILES
+        (repo / f"d{n % 100:02d}" / f"f{n:05d}.txt").write_text(f"round {round_}\n")
+    (repo / f"new-{round_}.txt").write_text("new\n")
+
+
+def _floor_ms(repo: Path, scratch: Path) -> float:
+    index = scratch / "floor-index"
+    start = time.perf_counter()
+    shutil.copyfile(repo / ".git" / "index", index)
+    env = git_env(os.environ, index_file=str(index))
+    subprocess.run(
+        ["sh", "-c", 'git -C "$1" add -A && git -C "$1" write-tree', "sh", str(repo)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    return (time.perf_counter() - start) * 1000
+
+
+async def _checkpoint_ms(target: GitTarget, turn: int) -> float:
+    start = time.perf_counter()
+    sha = await gw.checkpoint(target, "bench", turn)
+    elapsed = (time.perf_counter() - start) * 1000
+    assert not isinstance(sha, WorkspaceProblem), sha
+    return elapsed
+
+
+def run() -> list[tuple[str, float, str]]:
+    """Rows of (name, milliseconds, note): medians of :data:`ROUNDS` interleaved rounds."""
+    with tempfile.TemporaryDirectory(prefix="nxb-ckpt-") as tmp:
+        root = Path(tmp)
+        repo = _make_repo(root)
+
+        async def main() -> dict[str, list[float]]:
+            repo_target = await gw.repository_target(str(repo))
+            shadow = await gw.ensure_shadow(str(root / "shadow"), str(repo))
+            assert isinstance(repo_target, GitTarget)
+            assert isinstance(shadow, GitTarget)
+            await _checkpoint_ms(repo_target, 0)  # warm the page cache
+            await _checkpoint_ms(shadow, 0)  # and the shadow's first full hash
+            times: dict[str, list[float]] = {"repo": [], "shadow": [], "floor": []}
+            for round_ in range(1, ROUNDS + 1):
+                _turn(repo, round_)
+                times["repo"].append(await _checkpoint_ms(repo_target, round_))
+                times["shadow"].append(await _checkpoint_ms(shadow, round_))
+                times["floor"].append(_floor_ms(repo, root))
+            return times
+
+        times = trio.run(main)
+    repo_ms, shadow_ms, floor_ms = (
+        statistics.median(times[k]) for k in ("repo", "shadow", "floor")
+    )
+    note = f"median of {ROUNDS}, {FILES} files"
+    return [
+        ("checkpoint (repository)", repo_ms, f"{note}; x{repo_ms / floor_ms:.1f} the floor"),
+        ("checkpoint (shadow git dir)", shadow_ms, f"x{shadow_ms / floor_ms:.1f} the floor"),
+        ("floor: git add -A && git write-tree", floor_ms, "scratch copy of the index"),
+    ]
+
+
+if __name__ == "__main__":
+    for name, value, note in run():
+        print(f"  {name:<38} {value:>8.1f} ms   {note}")
