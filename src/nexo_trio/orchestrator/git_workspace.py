@@ -373,19 +373,27 @@ async def _add_all(target: GitTarget, index: str, *, timeout: float) -> Workspac
     return out if isinstance(out, WorkspaceProblem) else None
 
 
+async def _add_everything(
+    target: GitTarget, index: str, *, timeout: float
+) -> WorkspaceProblem | None:
+    """``git add -A`` of the work tree into the scratch ``index``; when git cannot use the
+    copied index (a split or sparse index…), again from an empty one."""
+    added = await _add_all(target, index, timeout=timeout)
+    if added is None:
+        return None
+    await trio.to_thread.run_sync(_discard, index)
+    return await _add_all(target, index, timeout=timeout)
+
+
 async def work_tree_tree(
     target: GitTarget, *, timeout: float = DEFAULT_TIMEOUT
 ) -> str | WorkspaceProblem:
     """The tree object of everything in the work tree now (untracked included, ignored
     excluded), written to the object store; no ref, index or file of the target changes."""
     async with _scratch_index(target) as index:
-        added = await _add_all(target, index, timeout=timeout)
+        added = await _add_everything(target, index, timeout=timeout)
         if added is not None:
-            # A copied index git cannot use (split or sparse index…): start from nothing.
-            await trio.to_thread.run_sync(_discard, index)
-            added = await _add_all(target, index, timeout=timeout)
-            if added is not None:
-                return added
+            return added
         tree = await _write_tree(target, index, timeout=timeout)
         if not isinstance(tree, WorkspaceProblem):
             await _keep_index(target, index)
@@ -548,12 +556,9 @@ async def restore(
     async with _scratch_index(target) as index:
         # The scratch index holds the work tree now, so the one-way merge below removes the
         # files the checkpoint does not have and writes the ones it has.
-        added = await _add_all(target, index, timeout=timeout)
+        added = await _add_everything(target, index, timeout=timeout)
         if added is not None:
-            await trio.to_thread.run_sync(_discard, index)
-            added = await _add_all(target, index, timeout=timeout)
-            if added is not None:
-                return added
+            return added
         moved = await _ok(
             git_argv(target, "read-tree", "--reset", "-u", f"{commit}^{{tree}}"),
             timeout=timeout,
