@@ -95,7 +95,9 @@ async def test_max_wall_time_counts_slow_turns(h: Harness) -> None:
     assert_exhausted(outcome, rec, BudgetAxis.WALL_TIME)
     assert outcome.wall_time_s >= 0.7
     assert 1 <= outcome.total_turns <= 2
-    assert len(fake.invocations()) == outcome.total_turns
+    # A second turn started with little wall time left may time out before the fake CLI
+    # even records its start (it still counts): never more CLI runs than counted turns.
+    assert 1 <= len(fake.invocations()) <= outcome.total_turns
 
 
 async def test_max_tokens_counts_all_four(h: Harness) -> None:
