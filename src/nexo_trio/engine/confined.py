@@ -50,6 +50,7 @@ import trio
 
 from nexo_trio.core.sandbox import BWRAP_INSTALL_HINT
 from nexo_trio.engine.api_gateway import ApiGateway
+from nexo_trio.engine.process_tree import is_alive
 from nexo_trio.engine.stopping import signal_group
 
 _POLL_S: Final = 0.02
@@ -258,7 +259,7 @@ class Sandbox:
 
     def _monitor_running(self) -> bool:
         """bwrap is still running (psutil rules out a reused pid)."""
-        return self._monitor is not None and _alive(self._monitor)
+        return self._monitor is not None and is_alive(self._monitor)
 
     def find_command(self) -> psutil.Process | None:
         """The confined command (the CLI): the init's first child, i.e. its child with the
@@ -300,7 +301,7 @@ class Sandbox:
     def kill_init(self) -> bool:
         """SIGKILL the namespace's init, if it is still there (safe at any time)."""
         init = self.find_init()
-        if init is None or not _alive(init):
+        if init is None or not is_alive(init):
             return False
         try:
             init.kill()
@@ -310,7 +311,7 @@ class Sandbox:
 
     def init_alive(self) -> bool:
         """The namespace's init is still running (its death ends the whole namespace)."""
-        return self.init is not None and _alive(self.init)
+        return self.init is not None and is_alive(self.init)
 
     async def wait_init_gone(self, timeout: float) -> bool:
         """Poll up to ``timeout`` for the init to be gone; whether it is."""
@@ -517,10 +518,3 @@ def _ns_pid(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

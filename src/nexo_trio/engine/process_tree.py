@@ -127,7 +127,7 @@ class ProcessTree:
 
     def alive_descendants(self) -> list[psutil.Process]:
         """Remembered descendants that are still running (zombies count as gone)."""
-        return [p for p in self._members.values() if _alive(p)]
+        return [p for p in self._members.values() if is_alive(p)]
 
     async def wait_descendants_gone(self, timeout: float = math.inf) -> list[psutil.Process]:
         """Poll until no remembered descendant is alive, or ``timeout``; return survivors."""
@@ -191,7 +191,8 @@ def _holds_pipe(pid: str, pipes: set[str]) -> bool:
     return False
 
 
-def _alive(proc: psutil.Process) -> bool:
+def is_alive(proc: psutil.Process) -> bool:
+    """Whether ``proc`` runs (a zombie, or a process gone, does not)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

@@ -39,6 +39,7 @@ import psutil
 import trio
 
 from nexo_trio.engine import reaper
+from nexo_trio.engine.process_tree import is_alive
 from nexo_trio.engine.stopping import REAP_TIMEOUT, reap, signal_group, wait_exited_unreaped
 
 HELPER_MARGIN: Final = 1.0
@@ -185,10 +186,10 @@ class Reaped:
 
     async def _orphaned_status(self) -> int:
         command = self._command
-        if command is not None and _alive(command):
+        if command is not None and is_alive(command):
             with contextlib.suppress(psutil.Error):
                 command.kill()
-            while _alive(command):  # noqa: ASYNC110 - not our child: no event for its end
+            while is_alive(command):  # noqa: ASYNC110 - not our child: no event for its end
                 await trio.sleep(_POLL_S)
             return -signal.SIGKILL
         return await self.helper.wait()
@@ -211,7 +212,7 @@ class Reaped:
 
     def _signal_orphan(self, sig: signal.Signals) -> bool:
         command = self._command
-        if self.command_status is not None or command is None or not _alive(command):
+        if self.command_status is not None or command is None or not is_alive(command):
             return False
         try:
             command.send_signal(sig)
@@ -323,10 +324,3 @@ def _child_handle(pid: int, parent: int) -> psutil.Process | None:
         return process if process.ppid() == parent else None
     except psutil.Error:
         return None
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
