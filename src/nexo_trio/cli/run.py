@@ -203,6 +203,10 @@ def run(  # noqa: PLR0917 - click passes every option by position
     on a budget it still exhausts) reports that outcome again without running a turn.
     A relative workspace in the goal file is taken relative to the goal file; a goal file
     without an id gets one derived from its path.
+
+    Exit codes: 0 done, 1 ended not done, 2 a usage or config error, 3 the state dir
+    stayed unwritable (the outcome is printed first), 130 cancelled. Each turn's raw
+    stdout is kept in STATE_DIR/streams/GOAL/.
     """
     config = read_config(config_file, state_dir=state_dir)
     if claude_bin:
