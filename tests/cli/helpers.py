@@ -77,6 +77,8 @@ class Setup:
         )
         data["budget"] = budget or {"max_turns": 4, "max_wall_time": "60s"}
         data["workspace"] = workspace or f"./ws-{goal_id or 'anon'}"
+        if workspace is None:  # a workspace the goal names must exist
+            (self.root / "goals" / data["workspace"]).mkdir(parents=True, exist_ok=True)
         return write_yaml(self.root / "goals" / name, data)
 
 

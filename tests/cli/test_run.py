@@ -111,6 +111,7 @@ def test_state_dir_overrides_the_config(tmp_path: Path) -> None:
 def test_a_relative_workspace_is_relative_to_the_goal_file(tmp_path: Path) -> None:
     s: Setup = make_setup(tmp_path, [HI])
     goal = s.goal(workspace="../elsewhere/work")
+    (goal.parent / "../elsewhere/work").mkdir(parents=True)
     r = invoke("run", goal, "--config", s.config)
     assert r.exit_code == 0, r.output
     expected = (goal.parent / "../elsewhere/work").resolve()
@@ -131,3 +132,14 @@ def test_a_goal_without_id_gets_one(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert single_json(again.stdout) == single_json(r.stdout)  # done: reported, not re-run
     assert len(s.fake.invocations()) == 1
+
+
+def test_a_workspace_the_goal_names_must_exist(tmp_path: Path) -> None:
+    s: Setup = make_setup(tmp_path, [HI])
+    goal = s.goal(workspace="./nowhere")
+    r = invoke("run", goal, "--config", s.config)
+    assert r.exit_code == 2
+    assert "workspace" in r.stderr
+    assert "does not exist" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (goal.parent / "nowhere").exists()  # never silently created

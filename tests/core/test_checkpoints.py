@@ -13,6 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexo_trio.core.checkpoints import (
+    NEUTRAL_ATTRIBUTES,
+    NEUTRAL_CONFIG,
+    NEUTRAL_HEAD,
     Checkpoint,
     DiffStat,
     GitTarget,
@@ -22,9 +25,15 @@ from nexo_trio.core.checkpoints import (
     git_argv,
     git_env,
     goal_id_problem,
+    neutral_argv,
+    neutral_config_text,
     parse_checkpoints,
     parse_diff_stat,
+    parse_gitdir_file,
+    parse_paths,
+    parse_refnames,
     parse_worktrees,
+    ref_argv,
     ref_problem,
 )
 
@@ -35,6 +44,8 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 def test_a_valid_goal_id_names_refs(goal_id: str) -> None:
     assert goal_id_problem(goal_id) is None
     assert checkpoint_ref(goal_id, 3) == f"refs/nexo/{goal_id}/3"
+    assert checkpoint_ref(goal_id, 3, after=True) == f"refs/nexo/{goal_id}/3-after"
+    assert ref_problem(checkpoint_ref(goal_id, 3, after=True)) is None
     assert default_branch(goal_id) == f"nexo/{goal_id}"
 
 
@@ -82,6 +93,81 @@ def test_git_env_scrubs_redirects() -> None:
     assert "GIT_CONFIG_GLOBAL" not in env
     assert "PAGER" not in env
     assert "GIT_INDEX_FILE" not in git_env({"GIT_INDEX_FILE": "/z"})
+
+
+_REDIRECTS = {
+    "GIT_DIR": "/x", "GIT_WORK_TREE": "/y", "GIT_INDEX_FILE": "/z", "GIT_OBJECT_DIRECTORY": "/o",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES": "/a", "GIT_COMMON_DIR": "/c", "GIT_CONFIG": "/cfg",
+    "GIT_CONFIG_PARAMETERS": "'filter.x.clean'='touch /p'", "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "core.fsmonitor", "GIT_CONFIG_VALUE_0": "touch /p", "GIT_EXEC_PATH": "/e",
+    "GIT_EXTERNAL_DIFF": "touch /p", "GIT_SSH_COMMAND": "touch /p", "GIT_ATTR_SOURCE": "HEAD",
+    "GIT_NAMESPACE": "n", "GIT_CEILING_DIRECTORIES": "/", "GIT_TRACE": "/t", "HOME": "/home/u",
+}  # fmt: skip
+_OURS = {"GIT_CONFIG_NOSYSTEM", "GIT_TERMINAL_PROMPT", "GIT_OPTIONAL_LOCKS", "GIT_PAGER"}
+
+
+def test_git_env_lets_through_exactly_the_git_variables_it_sets() -> None:
+    assert {k for k in git_env(_REDIRECTS) if k.startswith("GIT_")} == _OURS
+    env = git_env(_REDIRECTS, index_file="/i", object_directory="/objects", common_dir="/common")
+    assert {k for k in env if k.startswith("GIT_")} == _OURS | {
+        "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR"
+    }  # fmt: skip
+    assert (env["GIT_INDEX_FILE"], env["GIT_OBJECT_DIRECTORY"], env["GIT_COMMON_DIR"]) == (
+        "/i", "/objects", "/common"
+    )  # fmt: skip
+    assert env["HOME"] == "/home/u"
+
+
+def test_a_neutral_call_never_names_the_targets_git_dir() -> None:
+    target = GitTarget("/repo/.git", "/repo")
+    argv = neutral_argv(target, "/tmp/n/git", "add", "-A", identity=True)
+    assert argv[-4:] == ["--git-dir=/tmp/n/git", "--work-tree=/repo", "add", "-A"]
+    assert not any("/repo/.git" in a for a in argv)
+    for setting in NEUTRAL_CONFIG:
+        assert setting in argv
+    assert "core.hooksPath=/dev/null" in argv
+    assert "user.name=nexo-trio" in argv
+    ref = ref_argv(target, "update-ref", "refs/nexo/g/1", SHA)
+    assert ref[-4:] == ["--git-dir=/repo/.git", "update-ref", "refs/nexo/g/1", SHA]
+    assert not any(a.startswith("--work-tree") for a in ref)
+
+
+def test_the_neutral_git_dir_files() -> None:
+    assert NEUTRAL_HEAD == "ref: refs/heads/neutral\n"
+    assert neutral_config_text("sha1") == ""
+    assert "objectformat = sha256" in neutral_config_text("sha256")
+    with pytest.raises(ValueError, match="object format"):
+        neutral_config_text("md5")
+    line = NEUTRAL_ATTRIBUTES.split()
+    assert line[0] == "*"
+    assert {"-text", "-filter", "-ident", "!eol", "!working-tree-encoding"} <= set(line)
+
+
+def test_target_paths() -> None:
+    plain = GitTarget("/r/.git", "/r")
+    assert (plain.common, plain.object_directory, plain.exclude_file) == (
+        "/r/.git", "/r/.git/objects", "/r/.git/info/exclude"
+    )  # fmt: skip
+    assert plain.cache_index_file == "/r/.git/nexo-trio.index"
+    assert plain.index_file == "/r/.git/index"
+    wt = GitTarget("/r/.git/worktrees/w", "/w", common_dir="/r/.git", object_format="sha256")
+    assert (wt.common, wt.object_directory, wt.index_file) == (
+        "/r/.git", "/r/.git/objects", "/r/.git/worktrees/w/index"
+    )  # fmt: skip
+    assert wt.cache_index_file == "/r/.git/worktrees/w/nexo-trio.index"
+    assert plain.head_ref == "HEAD"
+    assert wt.head_ref == "worktrees/w/HEAD"
+    ref = ref_argv(wt, "rev-parse", wt.head_ref)
+    assert ref[-3:] == ["--git-dir=/r/.git", "rev-parse", "worktrees/w/HEAD"]
+    assert not any("worktrees/w" in a for a in ref[:-1])
+    with pytest.raises(ValueError, match="worktrees/<id>"):
+        GitTarget("/elsewhere/w", "/w", common_dir="/r/.git")
+    shadow = GitTarget("/state/shadow", "/w", private=True)
+    assert shadow.cache_index_file == shadow.index_file == "/state/shadow/index"
+    with pytest.raises(ValueError, match="absolute path or None"):
+        GitTarget("/g", "/w", common_dir="relative")
+    with pytest.raises(ValueError, match="object_format"):
+        GitTarget("/g", "/w", object_format="md5")
 
 
 def test_git_argv_names_the_git_dir_and_work_tree_and_disables_hooks() -> None:
@@ -208,3 +294,25 @@ def test_parse_worktrees() -> None:
     assert (odd.path, odd.branch, odd.head) == ("/ws/a b\nc", None, SHA)
     assert gone.prunable
     assert gone.branch == "refs/heads/nexo/g"
+
+
+def test_parse_refnames_and_paths() -> None:
+    out = b"refs/nexo/g/2\nrefs/nexo/g/1\nrefs/nexo/g/x/y\nrefs/nexo/gg/1\n"
+    assert parse_refnames(out, "refs/nexo/g/") == (
+        "refs/nexo/g/1",
+        "refs/nexo/g/2",
+        "refs/nexo/g/x/y",
+    )
+    assert parse_refnames(b"", "refs/nexo/g/") == ()
+    names = b"b.txt\0a dir/x\ny\0" + b"\xff.bin\0b.txt\0"
+    assert parse_paths(names) == tuple(sorted({"a dir/x\ny", "b.txt", os.fsdecode(b"\xff.bin")}))
+    assert parse_paths(b"") == ()
+
+
+def test_parse_gitdir_file() -> None:
+    admin = "/r/.git/worktrees/w"
+    assert parse_gitdir_file(b"/ws/w/.git\n", admin) == "/ws/w"
+    assert parse_gitdir_file(b"/ws/w/.git\r\n", admin) == "/ws/w"
+    assert parse_gitdir_file(b"../../../../ws/w/.git\n", admin) == "/ws/w"
+    assert parse_gitdir_file(b"", admin) is None
+    assert parse_gitdir_file(b"\n/ws/w/.git\n", admin) is None

@@ -63,7 +63,7 @@ async def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
         )
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode() == "done 1 $0.0010\nGoalStarted ... GoalCompleted\n"
-    assert (tmp_path / "work" / "hello.txt").read_text() == "hi\n"
+    assert (tmp_path / ".nexo" / "workspaces" / "hello" / "hello.txt").read_text() == "hi\n"
     assert (tmp_path / ".nexo" / "nexo.db").exists()
     (invocation,) = fake.invocations()
-    assert invocation["cwd"] == str((tmp_path / "work").resolve())
+    assert invocation["cwd"] == str((tmp_path / ".nexo" / "workspaces" / "hello").resolve())

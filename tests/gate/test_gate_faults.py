@@ -716,6 +716,7 @@ def test_run_exits_2_with_one_line_when_the_gate_socket_cannot_be_served(sock_di
     victim.chmod(0o755)
     (state_dir / "run").symlink_to(victim)
     goal = sock_dir / "goal.yaml"
+    (goal.parent / "ws").mkdir(exist_ok=True)
     goal.write_text("id: g1\ndescription: Create hello.txt.\nworkspace: ./ws\n")
     config = sock_dir / "config.yaml"
     config.write_text("claude: {binary: /bin/true}\nsandbox: {mode: none}\n")

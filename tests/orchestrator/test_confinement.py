@@ -95,6 +95,7 @@ async def test_a_kill_9_of_nexo_trio_run_leaves_no_process_of_the_turn(h: Harnes
         ),
     )
     goal = h.root / "goal.yaml"
+    (goal.parent / "work").mkdir(exist_ok=True)
     goal.write_text(
         "id: killed\ndescription: Work.\nworkspace: ./work\n"
         "acceptance: [{kind: shell, command: 'true'}]\n"

@@ -32,6 +32,7 @@ def nexo_trio() -> str:
 def write_files(h: Harness, binary: Path) -> tuple[Path, Path]:
     """The goal file and config file of the test."""
     goal = h.root / "goal.yaml"
+    (goal.parent / "work").mkdir(exist_ok=True)
     goal.write_text(
         f"id: {GOAL_ID}\n"
         "description: Create ok.txt.\n"

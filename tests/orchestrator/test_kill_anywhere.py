@@ -65,6 +65,7 @@ def files(root: Path, binary: Path, *, slow_check: bool) -> tuple[Path, Path]:
     # A slow check (when the run is killed during acceptance) says it started, then waits.
     check = f"touch {root / CHECK_MARK}; sleep 3; " if slow_check else ""
     goal = root / "goal.yaml"
+    (goal.parent / "work").mkdir(exist_ok=True)
     goal.write_text(
         f"id: {GOAL_ID}\n"
         "description: Create ok.txt.\n"

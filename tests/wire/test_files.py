@@ -429,7 +429,11 @@ GOAL_ERRORS = [
     ("description: d\nacceptance: [grep x]\n", "acceptance[0]", "expected a mapping with a 'kind'"),
     ("description: d\nmetadata: [a]\n", "metadata", "expected a mapping, got a list"),
     ("description: d\nmetadata: {1: a}\n", "metadata", "expected a string key, got 1"),
-    ("description: d\nworkspace: [a]\n", "workspace", "expected a string, got a list"),
+    (
+        "description: d\nworkspace: [a]\n",
+        "workspace",
+        "expected a directory or a mapping {repo, base, branch}, got a list",
+    ),
     (
         "description: d\nacceptance: [{kind: custom, name: a, args: [x]}]\n",
         "acceptance[0].args",

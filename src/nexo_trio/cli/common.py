@@ -52,21 +52,35 @@ def read_config(path: Path | None, *, state_dir: Path | None = None) -> Config:
 
 
 def read_goal(path: Path) -> Goal:
-    """The goal from ``path``; a relative workspace is taken relative to the goal file.
+    """The goal from ``path``; a relative workspace (or worktree repo) is taken relative to
+    the goal file.
 
     Its custom checks must be built-in ones (the CLI has no others)."""
     try:
         goal = load_goal(path, known_checks=BUILTIN_CHECKS)
     except FileFormatError as exc:
         raise UserError(str(exc)) from None
-    if goal.workspace is not None and not Path(goal.workspace).expanduser().is_absolute():
-        workspace = (path.resolve().parent / goal.workspace).resolve()
-        goal = attrs.evolve(goal, workspace=str(workspace))
-    if goal.workspace is not None:
-        workspace = Path(goal.workspace).expanduser()
+    here = path.resolve().parent
+    tree = goal.worktree
+    # Whether they exist is checked with the rest (Orchestrator.check_goal): a workspace
+    # that would be the state dir is refused as that, even before the state dir exists.
+    if tree is not None:
+        repo = _beside(here, tree.repo)
+        if repo.exists() and not repo.is_dir():
+            raise UserError(f"{path}: workspace.repo: {repo} exists and is not a directory")
+        return attrs.evolve(goal, workspace=attrs.evolve(tree, repo=str(repo)))
+    if isinstance(goal.workspace, str):
+        workspace = _beside(here, goal.workspace)
         if workspace.exists() and not workspace.is_dir():
             raise UserError(f"{path}: workspace: {workspace} exists and is not a directory")
+        goal = attrs.evolve(goal, workspace=str(workspace))
     return goal
+
+
+def _beside(here: Path, given: str) -> Path:
+    """``given`` (``~`` expanded) made absolute from ``here``, the goal file's directory."""
+    path = Path(given).expanduser()
+    return path if path.is_absolute() else (here / path).resolve()
 
 
 def state_dir_option(fn: click.decorators.FC) -> click.decorators.FC:

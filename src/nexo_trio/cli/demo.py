@@ -45,6 +45,7 @@ def demo_setup(directory: Path) -> tuple[Goal, Config, FakeClaude]:
             ),
         ],
     )
+    (directory / "workspace").mkdir(parents=True, exist_ok=True)
     goal = Goal(
         id=DEMO_GOAL_ID,
         description="Create hello.txt containing the word hi.",

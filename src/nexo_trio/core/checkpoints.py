@@ -9,6 +9,17 @@ files included and ignored files excluded, built in a temporary index
 the target has a real index, is a commit of that index's tree, so a restore can give back
 the index too (the layout of ``git stash``).
 
+Every call that reads the work tree or writes objects runs in a *neutral* git dir the library
+makes per operation (:data:`NEUTRAL_HEAD`, an empty config, :data:`NEUTRAL_ATTRIBUTES`, the
+target's ``info/exclude``), with ``GIT_OBJECT_DIRECTORY`` naming the target's object store
+(:func:`neutral_argv`, :func:`git_env`): the target's own config, which whoever writes the
+workspace may have written (filters, textconv, fsmonitor, includes, ``core.worktree``…), is
+never read by those calls (the user's global config still is: its excludes apply), and no
+attribute converts bytes on the way in or out. Only ref
+operations use the real repository (:func:`ref_argv`): its common dir, ``GIT_COMMON_DIR``
+pinned, a worktree's HEAD named ``worktrees/<id>/HEAD``, so a rewritten ``commondir`` file of
+a worktree's admin dir is not followed.
+
 Paths come from git as bytes (``-z`` output, never quoted) and become ``str`` with
 :func:`os.fsdecode`, so a non-UTF-8 name survives the round trip (surrogate escapes).
 """
@@ -25,6 +36,10 @@ import attrs
 __all__ = [
     "CHECKPOINT_NAMESPACE",
     "GIT_IDENTITY",
+    "NEUTRAL_ATTRIBUTES",
+    "NEUTRAL_CONFIG",
+    "NEUTRAL_HEAD",
+    "OBJECT_FORMATS",
     "SAFE_CONFIG",
     "Checkpoint",
     "DiffStat",
@@ -40,9 +55,15 @@ __all__ = [
     "git_argv",
     "git_env",
     "goal_id_problem",
+    "neutral_argv",
+    "neutral_config_text",
     "parse_checkpoints",
     "parse_diff_stat",
+    "parse_gitdir_file",
+    "parse_paths",
+    "parse_refnames",
     "parse_worktrees",
+    "ref_argv",
     "ref_problem",
 ]
 
@@ -62,8 +83,32 @@ SAFE_CONFIG: Final[tuple[str, ...]] = (
     "diff.renames=false",
     "diff.external=",
     "commit.gpgSign=false",
+    "submodule.recurse=false",  # no git runs inside a nested repository
+    "diff.submodule=short",  # (``diff`` would run one there)
 )
 """``-c`` settings given to every git call."""
+
+NEUTRAL_CONFIG: Final[tuple[str, ...]] = (
+    "core.autocrlf=false",
+    "core.safecrlf=false",
+    "core.splitIndex=false",  # an index we write never depends on a file of the git dir
+    "core.untrackedCache=false",
+    "index.sparse=false",
+    "diff.noprefix=false",  # diff_text prints a/ and b/ whatever the global config says
+    "diff.mnemonicPrefix=false",
+    "diff.relative=false",
+)
+"""``-c`` settings added to every call in a neutral git dir."""
+
+NEUTRAL_HEAD: Final = "ref: refs/heads/neutral\n"
+"""The ``HEAD`` of a neutral git dir (an unborn branch: the dir has no refs)."""
+
+NEUTRAL_ATTRIBUTES: Final = "* -text -filter -ident !eol !working-tree-encoding\n"
+"""``info/attributes`` of a neutral git dir. It overrides every ``.gitattributes`` of the work
+tree: no filter driver, end-of-line or encoding conversion, no ``$Id$`` expansion, so a
+blob holds the bytes of the file and a checkout writes them back."""
+
+OBJECT_FORMATS: Final = ("sha1", "sha256")
 
 GIT_IDENTITY: Final[tuple[str, ...]] = ("user.name=nexo-trio", "user.email=nexo-trio@localhost")
 """The committer of checkpoint commits."""
@@ -90,22 +135,73 @@ def _absolute(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"{attribute.name} must be an absolute path: {value!r}")
 
 
+def _absolute_or_none(_: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not os.path.isabs(value)):
+        raise ValueError(f"{attribute.name} must be an absolute path or None: {value!r}")
+
+
 @attrs.frozen
 class GitTarget:
     """A git dir and the work tree it checkpoints, always passed explicitly to git.
 
     ``private`` is a shadow repository the library owns (its index is a cache of ours, and
     there is no user index to restore); otherwise ``git_dir`` is a worktree's or a
-    repository's own git dir and its index is the user's or the worktree's."""
+    repository's own git dir and its index is the user's or the worktree's.
+
+    ``common_dir`` is the repository's common dir (refs, objects, ``info/exclude``) when
+    ``git_dir`` is a linked worktree's admin dir; ``None``: ``git_dir`` is its own. It is
+    given to git explicitly, never read from the ``commondir`` file. ``object_format`` is the
+    repository's hash (``sha1``/``sha256``)."""
 
     git_dir: str = attrs.field(validator=_absolute)
     work_tree: str = attrs.field(validator=_absolute)
     private: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    common_dir: str | None = attrs.field(default=None, validator=_absolute_or_none)
+    object_format: str = attrs.field(default="sha1", validator=attrs.validators.in_(OBJECT_FORMATS))
+
+    def __attrs_post_init__(self) -> None:
+        if self.common_dir is not None and os.path.dirname(
+            os.path.normpath(self.git_dir)
+        ) != os.path.join(os.path.normpath(self.common_dir), "worktrees"):
+            raise ValueError(
+                f"a worktree's git dir is <common_dir>/worktrees/<id>: {self.git_dir!r} is not "
+                f"in {self.common_dir!r}"
+            )
+
+    @property
+    def head_ref(self) -> str:
+        """The target's HEAD as a ref of the common dir: ``HEAD``, or a linked worktree's
+        ``worktrees/<id>/HEAD``."""
+        if self.common_dir is None:
+            return "HEAD"
+        return f"worktrees/{os.path.basename(os.path.normpath(self.git_dir))}/HEAD"
 
     @property
     def index_file(self) -> str:
         """The target's own index file."""
         return os.path.join(self.git_dir, "index")
+
+    @property
+    def common(self) -> str:
+        """The common dir: ``common_dir``, or ``git_dir`` when it is its own."""
+        return self.git_dir if self.common_dir is None else self.common_dir
+
+    @property
+    def object_directory(self) -> str:
+        """The object store (``GIT_OBJECT_DIRECTORY`` of calls in a neutral git dir)."""
+        return os.path.join(self.common, "objects")
+
+    @property
+    def exclude_file(self) -> str:
+        """The repository's ``info/exclude``."""
+        return os.path.join(self.common, "info", "exclude")
+
+    @property
+    def cache_index_file(self) -> str:
+        """The index the library keeps between operations so ``git add -A`` rehashes only
+        what changed: a private target's own index, else ``nexo-trio.index`` in the git dir
+        (never the user's index, whose blobs may have gone through the user's filters)."""
+        return self.index_file if self.private else os.path.join(self.git_dir, "nexo-trio.index")
 
 
 @attrs.frozen
@@ -228,16 +324,18 @@ def checkpoint_prefix(goal_id: str) -> str:
     return f"{CHECKPOINT_NAMESPACE}/{goal_id}/"
 
 
-def checkpoint_ref(goal_id: str, turn: int) -> str:
-    """``refs/nexo/<goal>/<turn>``; ``ValueError`` for a goal id no ref can hold or a
-    negative turn (validate ids with :func:`goal_id_problem` first)."""
+def checkpoint_ref(goal_id: str, turn: int, *, after: bool = False) -> str:
+    """``refs/nexo/<goal>/<turn>`` (``<turn>-after`` for the workspace at the turn's end,
+    which :func:`parse_checkpoints` does not list); ``ValueError`` for a goal id no ref can
+    hold or a negative turn (validate ids with :func:`goal_id_problem` first)."""
     if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
         raise ValueError(f"a turn is an int >= 0: {turn!r}")
-    return f"{checkpoint_prefix(goal_id)}{turn}"
+    return f"{checkpoint_prefix(goal_id)}{turn}{'-after' if after else ''}"
 
 
-def checkpoint_message(goal_id: str, turn: int) -> str:
-    return f"nexo-trio checkpoint: goal {goal_id}, before turn {turn}\n"
+def checkpoint_message(goal_id: str, turn: int, *, after: bool = False) -> str:
+    """The message of a checkpoint commit."""
+    return f"nexo-trio checkpoint: goal {goal_id}, {'after' if after else 'before'} turn {turn}\n"
 
 
 def default_branch(goal_id: str) -> str:
@@ -251,11 +349,18 @@ def default_branch(goal_id: str) -> str:
 # -- argv and environment --------------------------------------------------------------------
 
 
-def git_env(environ: Mapping[str, str], *, index_file: str | None = None) -> dict[str, str]:
+def git_env(
+    environ: Mapping[str, str],
+    *,
+    index_file: str | None = None,
+    object_directory: str | None = None,
+    common_dir: str | None = None,
+) -> dict[str, str]:
     """The environment of a git call: ``environ`` without any ``GIT_*`` variable (no
     redirect of the git dir, work tree, index, object store or config reaches git), no
     system config, no pager, no prompt, no optional locks (a read never rewrites an index),
-    C messages; ``GIT_INDEX_FILE`` when ``index_file`` is given."""
+    C messages; then the ``GIT_*`` variables given: ``GIT_INDEX_FILE``,
+    ``GIT_OBJECT_DIRECTORY``, ``GIT_COMMON_DIR``."""
     env = {k: v for k, v in environ.items() if not k.startswith("GIT_")}
     env.pop("PAGER", None)
     env.update(
@@ -268,6 +373,10 @@ def git_env(environ: Mapping[str, str], *, index_file: str | None = None) -> dic
     )
     if index_file is not None:
         env["GIT_INDEX_FILE"] = index_file
+    if object_directory is not None:
+        env["GIT_OBJECT_DIRECTORY"] = object_directory
+    if common_dir is not None:
+        env["GIT_COMMON_DIR"] = common_dir
     return env
 
 
@@ -290,6 +399,37 @@ def git_argv(
     elif cwd_repo is not None:
         argv += ["-C", cwd_repo]
     return [*argv, *args]
+
+
+def neutral_argv(
+    target: GitTarget, neutral_dir: str, *args: str, identity: bool = False, git: str = "git"
+) -> list[str]:
+    """``git … --git-dir=<neutral dir> --work-tree=<target's> ARGS``: a call that reads the
+    work tree or writes objects (run it with ``git_env(…, object_directory=
+    target.object_directory)``); the target's git dir is not even named."""
+    argv = [git, "--no-pager"]
+    for setting in (*SAFE_CONFIG, *NEUTRAL_CONFIG, *(GIT_IDENTITY if identity else ())):
+        argv += ["-c", setting]
+    return [*argv, f"--git-dir={neutral_dir}", f"--work-tree={target.work_tree}", *args]
+
+
+def ref_argv(target: GitTarget, *args: str, git: str = "git") -> list[str]:
+    """``git … --git-dir=<target's common dir> ARGS``, no work tree: a ref operation (run it
+    with ``git_env(…, common_dir=target.common)``; a worktree's HEAD is
+    :attr:`GitTarget.head_ref`). Never the worktree's admin dir: git's ref store reads the
+    admin dir's ``commondir`` file whatever ``GIT_COMMON_DIR`` says."""
+    return git_argv(None, f"--git-dir={target.common}", *args, git=git)
+
+
+def neutral_config_text(object_format: str) -> str:
+    """The ``config`` of a neutral git dir: empty for sha1, the object format otherwise."""
+    if object_format not in OBJECT_FORMATS:
+        raise ValueError(f"unknown object format {object_format!r}")
+    if object_format == "sha1":
+        return ""
+    return (
+        f"[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = {object_format}\n"
+    )
 
 
 # -- parsers -------------------------------------------------------------------------------
@@ -382,6 +522,31 @@ def parse_checkpoints(output: bytes, goal_id: str) -> tuple[Checkpoint, ...]:
         if turn.isdigit() and (turn == b"0" or not turn.startswith(b"0")):
             found[int(turn)] = sha.decode()
     return tuple(Checkpoint(turn=t, sha=found[t]) for t in sorted(found))
+
+
+def parse_refnames(output: bytes, prefix: str) -> tuple[str, ...]:
+    """The refs below ``prefix`` of ``git for-each-ref --format='%(refname)'`` output
+    (one a line: a ref name has no newline), sorted."""
+    wanted = prefix.encode()
+    return tuple(
+        sorted({os.fsdecode(line) for line in output.splitlines() if line.startswith(wanted)})
+    )
+
+
+def parse_paths(output: bytes) -> tuple[str, ...]:
+    """The paths of ``git diff --name-only -z`` output, sorted and without duplicates."""
+    return tuple(sorted({os.fsdecode(p) for p in _fields(output)}))
+
+
+def parse_gitdir_file(content: bytes, admin_dir: str) -> str | None:
+    """The worktree directory named by a worktree admin dir's ``gitdir`` file (the path of
+    the worktree's ``.git``; relative ones are relative to ``admin_dir``); ``None`` when
+    it names none."""
+    line = content.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line or b"\0" in line:
+        return None
+    dot_git = os.path.join(admin_dir, os.fsdecode(line))
+    return os.path.dirname(os.path.normpath(dot_git))
 
 
 def parse_worktrees(output: bytes) -> tuple[WorktreeEntry, ...]:

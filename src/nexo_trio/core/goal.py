@@ -11,6 +11,7 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from nexo_trio.core import validation as v
+from nexo_trio.core.checkpoints import default_branch, goal_id_problem, ref_problem
 
 BUILTIN_CHECKS: Final = ("git_clean", "no_paths_touched")
 """The custom checks every verifier registry starts with."""
@@ -67,6 +68,33 @@ class CustomCheck:
 Criterion: TypeAlias = ShellCheck | FileMatchCheck | CustomCheck
 
 
+def _branch_name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    v.non_empty(_, attribute, value)
+    problem = ref_problem(f"refs/heads/{value}")
+    if problem is not None:
+        raise v.FieldError(attribute.name, f"not a valid branch name: {problem}")
+
+
+@attrs.frozen
+class GitWorkspace:
+    """A goal's workspace as a git worktree of ``repo``: at ``base`` (default ``HEAD``), on
+    a new branch ``branch`` (default ``nexo/<goal id>``), placed under the config's
+    ``workspace_root`` as ``<workspace_root>/<goal id>``. A re-run reuses the worktree and
+    its branch. The user's checkout of ``repo`` is never modified."""
+
+    repo: str = attrs.field(validator=v.non_empty)
+    base: str | None = attrs.field(default=None, validator=v.optional(v.non_empty))
+    branch: str | None = attrs.field(default=None, validator=_branch_name)
+
+
+def _workspace(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or isinstance(value, GitWorkspace):
+        return
+    v.non_empty(_, attribute, value)
+
+
 @attrs.frozen
 class Budget:
     """Limits of one goal; ``None`` means no limit on that axis."""
@@ -107,8 +135,32 @@ class Goal:
         default=(), converter=_criteria, validator=v.each(_is_criterion)
     )
     budget: Budget = attrs.field(factory=Budget)
-    workspace: str | None = attrs.field(default=None, validator=v.optional(v.non_empty))
+    workspace: str | GitWorkspace | None = attrs.field(default=None, validator=_workspace)
+    """A directory (created only when absent from the goal: ``<workspace_root>/<id>``), or a
+    :class:`GitWorkspace`."""
+    checkpoints: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Checkpoint every turn of a plain directory that is no git repository, in a private
+    shadow repository in the state dir (a repository or a worktree is always checkpointed)."""
     metadata: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.workspace, GitWorkspace) and self.workspace.branch is None:
+            problem = goal_id_problem(self.id)
+            if problem is not None:
+                raise v.FieldError("workspace", f"no default branch: {problem}")
+
+    @property
+    def worktree(self) -> GitWorkspace | None:
+        """The goal's :class:`GitWorkspace`, when it works in a worktree."""
+        return self.workspace if isinstance(self.workspace, GitWorkspace) else None
+
+    @property
+    def branch(self) -> str | None:
+        """The branch of the goal's worktree (``None`` for a plain directory)."""
+        tree = self.worktree
+        if tree is None:
+            return None
+        return tree.branch or default_branch(self.id)
 
     def custom_check_names(self) -> list[str]:
         """The names of the goal's custom checks, in order."""

@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from nexo_trio.core.acceptance import CheckResult
+from nexo_trio.core.checkpoints import DiffStat, GitTarget
 from nexo_trio.core.events import Usage
 from nexo_trio.core.goal_outcome import GoalOutcome
 
@@ -37,6 +38,22 @@ class _Stamped:
 
 
 # --------------------------------------------------------------------------- runs
+
+
+@attrs.frozen
+class WorkspaceInfo:
+    """Where a run's workspace is and how its turns are checkpointed.
+
+    ``kind``: ``directory`` (no checkpoints), ``repository`` (a git repository's top level:
+    its own git dir holds the checkpoints), ``shadow`` (a private git dir in the state dir)
+    or ``worktree`` (a git worktree of ``repo`` on ``branch``, made at the commit ``base``).
+    ``target`` is what checkpoints, diffs and rollbacks use."""
+
+    kind: str
+    target: GitTarget | None = None
+    repo: str | None = None
+    branch: str | None = None
+    base: str | None = None
 
 
 @attrs.frozen
@@ -64,6 +81,8 @@ class GoalStarted(_Stamped):
     dir and the CLI's own files can be written, and nothing outlives a turn."""
     warnings: tuple[str, ...] = ()
     """What the user should know about this run (e.g. why it is not confined)."""
+    git: WorkspaceInfo | None = None
+    """The workspace's kind and checkpoint target (``None``: recorded before checkpoints)."""
 
 
 @attrs.frozen
@@ -93,6 +112,31 @@ class AttemptStarted(_Stamped):
     interrupts: tuple[str, ...] = ()
     timeout_s: float | None = None
     redo: bool = False
+    checkpoint: str | None = None
+    """The commit of the workspace as it was before this turn (checkpointed workspaces)."""
+
+
+@attrs.frozen
+class CheckpointFailed(_Stamped):
+    """The workspace could not be checkpointed before turn ``turn`` (or put back for a
+    rollback the replay policy asked for): the turn does not run, the goal escalates."""
+
+    goal_id: str
+    turn: int
+    reason: str
+
+
+@attrs.frozen
+class RolledBack(_Stamped):
+    """The workspace was put back to the checkpoint ``sha`` (taken before turn ``turn``,
+    ``None`` when given by sha): every change since is undone. The next work turn is told.
+    ``by``: who asked (``nexo-trio rollback`` and its user, or the replay policy)."""
+
+    goal_id: str
+    turn: int | None
+    sha: str
+    by: str
+    reason: str | None = None
 
 
 @attrs.frozen
@@ -146,6 +190,10 @@ class AttemptCompleted(_Stamped):
     tool_error: str | None = None
     tool_error_run: int = 0
     tool_results: int = 0
+    changes: DiffStat | None = None
+    """What the turn changed in the workspace, against its checkpoint."""
+    after: str | None = None
+    """The commit of the workspace right after the turn (checkpointed workspaces)."""
 
 
 @attrs.frozen
@@ -164,6 +212,9 @@ class ReplayDecided(_Stamped):
     counted: bool = True
     is_error: bool = False
     invalid_session: str | None = None
+    rollback_to: str | None = None
+    """The checkpoint to put the workspace back to before the retry
+    (``replay.rollback_on_timeout``)."""
 
 
 @attrs.frozen
@@ -330,6 +381,8 @@ GoalEvent: TypeAlias = (
     GoalStarted
     | GoalRestarted
     | AttemptStarted
+    | CheckpointFailed
+    | RolledBack
     | SessionBound
     | TurnActivity
     | AttemptCompleted

@@ -17,7 +17,9 @@ Rules of ``apply`` (the fold; config-free: every decision it applies was recorde
    stays open: the next step runs it again, with the same number and prompt, counted once.
 3. ``goal_restarted`` starts the goal over: everything is forgotten (budget, session,
    failures, queued messages).
-4. ``attempt_started`` opens a turn and takes its operator messages off the queue.
+4. ``attempt_started`` opens a turn and takes its operator messages off the queue; its
+   checkpoint (the workspace before the turn) is the turn's, unless an earlier attempt of
+   the same turn number already has one. ``checkpoint_failed`` escalates.
    ``session_bound`` sets the session. ``decision_made`` counts an allowed or denied tool
    call: an allow ends the run of consecutive denials, a deny extends it.
 5. ``attempt_completed`` closes the turn with what it spent (tokens, cost, the context size
@@ -26,12 +28,15 @@ Rules of ``apply`` (the fold; config-free: every decision it applies was recorde
    policy's state, a dropped session (its messages go back on the queue, ahead of newer
    ones, since they never reached Claude), a compaction forced or done, acceptance due
    after a claimed completion. A turn that reached Claude has delivered its messages, its
-   wake-up tick and its fresh-start note: each goes out once.
+   wake-up tick, its fresh-start and rollback notes: each goes out once. A retry of a turn
+   that timed out with ``replay.rollback_on_timeout`` asks for a rollback first.
 6. ``acceptance_checked``: met -> done; not met -> its failures open every work prompt
    until the next acceptance or a wake-up, and the streak of identical failures grows.
-7. ``sleeping`` plans a wake-up time; ``woke_up`` ends the sleep (the next prompt says so).
+7. ``rolled_back``: the workspace is back at a checkpoint: the next work prompt says so, the
+   last failures and changes no longer apply, a ``done`` goal is open again.
+8. ``sleeping`` plans a wake-up time; ``woke_up`` ends the sleep (the next prompt says so).
    ``stuck_detected`` with ``fresh_session`` drops the session and resets the streaks.
-8. Operator controls set what they say (cancel, pause, resume, queue a message, raise
+9. Operator controls set what they say (cancel, pause, resume, queue a message, raise
    ``max_turns``). ``goal_completed`` records the outcome and ends the run.
 
 Rules of ``next_step`` (first match wins; ``now`` is seconds since the epoch)
@@ -43,6 +48,7 @@ Rules of ``next_step`` (first match wins; ``now`` is seconds since the epoch)
   ``escalated``; a budget axis exhausted (all six, ``max_turns`` as raised by an
   operator) -> ``budget_exhausted``;
 * a turn still open (a crash interrupted it) -> run it again;
+* a rollback the replay policy decided on -> restore the checkpoint;
 * stuck -> record it (fresh session) or finish ``escalated`` "stuck: ...";
 * paused -> wait;
 * sleeping: an operator message is queued, or the time has come -> record the wake-up;
@@ -72,6 +78,7 @@ from nexo_trio.core.budget import (
     describe_exhaustion,
     exhausted_axis,
 )
+from nexo_trio.core.checkpoints import Checkpoint, DiffStat
 from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.compact import compact_prompt, should_compact
 from nexo_trio.core.events import Usage
@@ -82,6 +89,7 @@ from nexo_trio.core.goal_events import (
     AttemptStarted,
     BudgetExhausted,
     CancelRequested,
+    CheckpointFailed,
     CompactScheduled,
     ControlEvent,
     DecisionMade,
@@ -96,10 +104,12 @@ from nexo_trio.core.goal_events import (
     InterruptQueued,
     MaxTurnsRaised,
     ReplayDecided,
+    RolledBack,
     SessionBound,
     Sleeping,
     StuckDetected,
     WokeUp,
+    WorkspaceInfo,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
@@ -121,6 +131,7 @@ class OpenAttempt:
     interrupts: tuple[str, ...] = ()
     gate_allowed: int = 0
     gate_denied: int = 0
+    checkpoint: str | None = None
 
 
 @attrs.frozen
@@ -130,6 +141,7 @@ class EndedAttempt:
     completed: AttemptCompleted
     resume_session: str | None
     interrupts: tuple[str, ...]
+    checkpoint: str | None = None
 
 
 @attrs.frozen
@@ -170,6 +182,17 @@ class GoalState:
     wake_up: WakeUp | None = None
     fresh_start: str | None = None
     interrupts: tuple[str, ...] = ()
+    last_changes: DiffStat | None = None
+    """What the last work turn changed (checkpointed workspaces)."""
+    rolled_back: str | None = None
+    """What a rollback undid, for the next work turn's prompt."""
+    # the workspace's checkpoints
+    checkpoints: tuple[Checkpoint, ...] = ()
+    """The checkpoint of each turn, taken before its first attempt, by turn."""
+    turn_ends: tuple[Checkpoint, ...] = ()
+    """The workspace right after each turn (its last attempt), by turn."""
+    rollback_due: Restore | None = None
+    """A rollback the replay policy decided on, not done yet."""
     # the step in progress
     attempt: OpenAttempt | None = None
     ended: EndedAttempt | None = None
@@ -251,8 +274,19 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
                 prompt=event.prompt,
                 resume_session=event.resume_session,
                 interrupts=event.interrupts,
+                checkpoint=event.checkpoint,
             )
-            return attrs.evolve(state, attempt=attempt, interrupts=queue, sleep=None)
+            checkpoints = state.checkpoints
+            if event.checkpoint is not None and checkpoint_of(state, event.turn) is None:
+                checkpoints = (*checkpoints, Checkpoint(turn=event.turn, sha=event.checkpoint))
+            return attrs.evolve(
+                state, attempt=attempt, interrupts=queue, sleep=None, checkpoints=checkpoints
+            )
+        case CheckpointFailed(turn=turn, reason=reason):
+            failed = f"cannot checkpoint the workspace before turn {turn}: {reason}"
+            return attrs.evolve(state, escalation=state.escalation or failed, rollback_due=None)
+        case RolledBack():
+            return _rolled_back(state, event)
         case SessionBound(session_id=session_id):
             return attrs.evolve(state, session_id=session_id)
         case DecisionMade():
@@ -398,8 +432,13 @@ def _complete(state: GoalState, event: AttemptCompleted) -> GoalState:
         state,
         attempt=None,
         ended=EndedAttempt(
-            completed=event, resume_session=attempt.resume_session, interrupts=attempt.interrupts
+            completed=event,
+            resume_session=attempt.resume_session,
+            interrupts=attempt.interrupts,
+            checkpoint=attempt.checkpoint,
         ),
+        last_changes=state.last_changes if event.compact else event.changes,
+        turn_ends=_with_end(state.turn_ends, event),
         usage=state.usage + event.usage,
         cost_usd=state.cost_usd + event.cost_usd,
         denied=state.denied + extra,
@@ -445,7 +484,11 @@ def _judge(state: GoalState, event: ReplayDecided) -> GoalState:
         changes["session_id"] = None
         changes["interrupts"] = (*ended.interrupts, *state.interrupts)
     elif not completed.compact:
-        changes.update(wake_up=None, fresh_start=None)
+        changes.update(wake_up=None, fresh_start=None, rolled_back=None)
+    if event.rollback_to is not None:
+        changes["rollback_due"] = Restore(
+            turn=completed.turn, sha=event.rollback_to, reason=event.reason or "timed out"
+        )
     if action is ReplayAction.ESCALATE:
         changes["escalation"] = event.reason or "escalated"
     elif (
@@ -455,6 +498,42 @@ def _judge(state: GoalState, event: ReplayDecided) -> GoalState:
     ):
         changes["acceptance_due"] = completed.turn
     return attrs.evolve(state, **changes)  # type: ignore[arg-type]
+
+
+def _with_end(ends: tuple[Checkpoint, ...], event: AttemptCompleted) -> tuple[Checkpoint, ...]:
+    if event.after is None or event.compact:
+        return ends
+    kept = tuple(c for c in ends if c.turn != event.turn)
+    return tuple(sorted((*kept, Checkpoint(turn=event.turn, sha=event.after)), key=_by_turn))
+
+
+def _by_turn(checkpoint: Checkpoint) -> int:
+    return checkpoint.turn
+
+
+def checkpoint_of(state: GoalState, turn: int) -> str | None:
+    """The checkpoint taken before turn ``turn``'s first attempt, if any."""
+    return next((c.sha for c in state.checkpoints if c.turn == turn), None)
+
+
+def _rolled_back(state: GoalState, event: RolledBack) -> GoalState:
+    where = f"before turn {event.turn}" if event.turn is not None else "at a checkpoint"
+    note = (
+        f"The workspace was rolled back to how it was {where} (checkpoint {event.sha[:12]}, "
+        f"by {event.by}{f': {event.reason}' if event.reason else ''}): every change made "
+        "since then is undone, files created since are gone and files deleted since are "
+        "back. Look at the workspace as it is now and continue toward the goal from there."
+    )
+    return attrs.evolve(
+        state,
+        rollback_due=None,
+        rolled_back=note,
+        failures=(),
+        last_changes=None,
+        check_signature=None,
+        check_streak=0,
+        done=False,
+    )
 
 
 def _accepted(state: GoalState, event: AcceptanceChecked) -> GoalState:
@@ -499,6 +578,8 @@ class RunTurn:
     context_tokens: int = 0
     forced: bool = False
     redo: bool = False
+    checkpoint: str | None = None
+    """The turn's checkpoint when it has one already (a redo keeps its first one)."""
 
 
 @attrs.frozen
@@ -523,6 +604,16 @@ class Wait:
 
 
 @attrs.frozen
+class Restore:
+    """Put the workspace back to the checkpoint ``sha`` of turn ``turn`` before the next
+    turn (the replay policy's ``rollback_on_timeout``), then record ``rolled_back``."""
+
+    turn: int
+    sha: str
+    reason: str
+
+
+@attrs.frozen
 class Record:
     """A decision that needs no I/O: record these events."""
 
@@ -539,7 +630,7 @@ class Finish:
     recorded: bool = False
 
 
-Step: TypeAlias = Begin | RunTurn | RunAcceptance | Sleep | Wait | Record | Finish
+Step: TypeAlias = Begin | RunTurn | RunAcceptance | Restore | Sleep | Wait | Record | Finish
 
 
 def effective_budget(goal: Goal, state: GoalState) -> Budget:
@@ -563,7 +654,7 @@ def begin(state: GoalState, goal: Goal, config: Config, now: float) -> Begin | F
     if recorded is None:
         return Begin()
     match recorded.kind:
-        case GoalEndKind.DONE:
+        case GoalEndKind.DONE if state.done:
             return Finish(recorded, recorded=True)
         case GoalEndKind.BUDGET_EXHAUSTED:
             axis = recorded.axis
@@ -613,7 +704,10 @@ def next_step(state: GoalState, goal: Goal, config: Config, now: float) -> Step:
             timeout_s=timeout,
             interrupts=attempt.interrupts,
             redo=True,
+            checkpoint=attempt.checkpoint,
         )
+    if state.rollback_due is not None:
+        return state.rollback_due
     stuck = _stuck(state, config)
     if stuck is not None:
         action = config.stuck.action
@@ -659,6 +753,8 @@ def next_step(state: GoalState, goal: Goal, config: Config, now: float) -> Step:
         wake_up=state.wake_up,
         failures=state.failures,
         fresh_start=state.fresh_start,
+        rolled_back=state.rolled_back,
+        changes=state.last_changes,
     )
     return RunTurn(
         turn=state.turns + 1,
@@ -693,6 +789,14 @@ def _judgement(state: GoalState, goal: Goal, config: Config, now: float) -> Reco
     # The CLI refused the session: it is dropped whatever the policy does next (retry with a
     # fresh one or escalate), so a re-run never resumes it again.
     invalid = ended.resume_session if completed.session_invalid else None
+    rollback_to = None
+    if (
+        config.replay.rollback_on_timeout
+        and decision.action is ReplayAction.RETRY
+        and outcome.cause is Cause.TIMEOUT
+        and not completed.compact
+    ):
+        rollback_to = ended.checkpoint
     judged = ReplayDecided(
         goal.id,
         completed.turn,
@@ -701,6 +805,7 @@ def _judgement(state: GoalState, goal: Goal, config: Config, now: float) -> Reco
         counted=counted,
         is_error=decision.is_error,
         invalid_session=invalid,
+        rollback_to=rollback_to,
     )
     events: list[GoalEvent] = [judged]
     after = apply(state, judged)
@@ -837,6 +942,7 @@ def run_started(
     pid: int | None,
     confined: bool = False,
     warnings: tuple[str, ...] = (),
+    git: WorkspaceInfo | None = None,
 ) -> GoalStarted:
     """The ``goal_started`` event of a :class:`Begin` step."""
     return GoalStarted(
@@ -852,6 +958,7 @@ def run_started(
         pid=pid,
         confined=confined,
         warnings=warnings,
+        git=git,
     )
 
 
@@ -866,6 +973,7 @@ def turn_started(goal_id: str, step: RunTurn) -> tuple[GoalEvent, ...]:
         interrupts=step.interrupts,
         timeout_s=step.timeout_s,
         redo=step.redo,
+        checkpoint=step.checkpoint,
     )
     if step.compact and not step.redo:
         return (CompactScheduled(goal_id, step.context_tokens, step.forced), started)

@@ -1,8 +1,9 @@
 """Composition of a work turn's prompt (pure).
 
 Order: queued operator messages in an ``[OPERATOR INTERRUPT]`` block, then a note that this
-is a fresh conversation (after the goal got stuck in the previous one), then a wake-up tick
-after a sleep, then the failures of the last acceptance run, then the goal description.
+is a fresh conversation (after the goal got stuck in the previous one), then a note that the
+workspace was rolled back, then a wake-up tick after a sleep, then the failures of the last
+acceptance run with what the last turn changed, then the goal description.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from collections.abc import Sequence
 import attrs
 
 from nexo_trio.core.acceptance import Failure
+from nexo_trio.core.checkpoints import DiffStat
 
 INTERRUPT_OPEN = "[OPERATOR INTERRUPT]"
 INTERRUPT_CLOSE = "[END OPERATOR INTERRUPT]"
 FAILURES_HEADER = "You said the goal was done, but these acceptance checks fail:"
 FRESH_START = "[FRESH START]"
+ROLLBACK = "[ROLLBACK]"
+CHANGES_SHOWN = 20
+"""Paths of each kind (added, modified, deleted) a prompt names; the rest are counted."""
 
 SYSTEM_PROMPT = """\
 You are working toward a goal given by an orchestrator (nexo-trio). When you believe the goal
@@ -44,8 +49,12 @@ def compose_prompt(
     wake_up: WakeUp | None = None,
     failures: Sequence[Failure] = (),
     fresh_start: str | None = None,
+    rolled_back: str | None = None,
+    changes: DiffStat | None = None,
 ) -> str:
-    """The prompt of one work turn (``fresh_start``: why the conversation starts over)."""
+    """The prompt of one work turn (``fresh_start``: why the conversation starts over;
+    ``rolled_back``: what a rollback undid; ``changes``: what the last turn changed, shown
+    with the failures)."""
     parts: list[str] = []
     if interrupts:
         body = "\n\n".join(m.strip() for m in interrupts)
@@ -55,6 +64,8 @@ def compose_prompt(
             f"{FRESH_START} This is a new conversation: the previous one got stuck "
             f"({fresh_start.strip()}). Take a different approach."
         )
+    if rolled_back is not None:
+        parts.append(f"{ROLLBACK} {rolled_back.strip()}")
     if wake_up is not None:
         why = f" ({wake_up.reason})" if wake_up.reason else ""
         if wake_up.early:
@@ -69,6 +80,8 @@ def compose_prompt(
             )
     if failures:
         parts.append(format_failures(failures))
+        if changes is not None:
+            parts.append(format_changes(changes))
     parts.append(f"Goal: {description.strip()}")
     return "\n\n".join(parts)
 
@@ -81,4 +94,23 @@ def format_failures(failures: Sequence[Failure]) -> str:
         if failure.evidence.strip():
             lines += [f"   {line}" for line in failure.evidence.rstrip().splitlines()]
     lines.append("Fix these, then say the goal is done again.")
+    return "\n".join(lines)
+
+
+def format_changes(changes: DiffStat) -> str:
+    """What a turn changed in the workspace, in a few lines (at most :data:`CHANGES_SHOWN`
+    paths of each kind)."""
+    if changes.empty:
+        return "Your last turn changed no file in the workspace."
+    files = f"{changes.files_changed} file{'s' if changes.files_changed != 1 else ''}"
+    lines = [f"Your last turn changed {files} (+{changes.insertions} -{changes.deletions} lines):"]
+    for label, paths in (
+        ("added", changes.added),
+        ("modified", changes.modified),
+        ("deleted", changes.deleted),
+    ):
+        if paths:
+            shown = ", ".join(paths[:CHANGES_SHOWN])
+            more = len(paths) - CHANGES_SHOWN
+            lines.append(f"- {label}: {shown}" + (f" and {more} more" if more > 0 else ""))
     return "\n".join(lines)

@@ -90,6 +90,12 @@ class ReplaySettings:
     """Replay policy settings."""
 
     max_retries: int = attrs.field(default=3, validator=v.at_least(0))
+    rollback_on_timeout: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+    """Before retrying a turn that timed out, put its workspace back to the turn's
+    checkpoint (only for a checkpointed workspace). Off by default: what the turn did
+    stays for the retry to build on."""
 
 
 @attrs.frozen

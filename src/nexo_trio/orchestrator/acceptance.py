@@ -42,9 +42,11 @@ import attrs
 import trio
 
 from nexo_trio.core.acceptance import EVIDENCE_CHARS, CheckResult, Verdict, tail
+from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
 from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, ShellCheck
 from nexo_trio.core.sandbox import SandboxPlan
 from nexo_trio.engine.capture import Captured, run_captured
+from nexo_trio.orchestrator.git_workspace import changed_paths
 
 __all__ = [
     "CheckContext",
@@ -87,6 +89,14 @@ when the orchestrator itself runs from a git hook)."""
 
 
 @attrs.frozen
+class Baseline:
+    """The first checkpoint of a goal and the target holding it."""
+
+    target: GitTarget
+    sha: str
+
+
+@attrs.frozen
 class CheckContext:
     """What a custom verifier is given."""
 
@@ -95,6 +105,9 @@ class CheckContext:
     goal_id: str
     sandbox: SandboxPlan | None = None
     """The evaluation's confinement (``None``: the subreaper fallback); :meth:`run` uses it."""
+    baseline: Baseline | None = None
+    """The goal's first checkpoint (checkpointed workspaces): what the goal changed is the
+    difference from it, commits included."""
 
     async def run(
         self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
@@ -176,6 +189,7 @@ async def evaluate(
     registry: VerifierRegistry | None = None,
     goal_id: str = "",
     sandbox: SandboxPlan | None = None,
+    baseline: Baseline | None = None,
 ) -> Verdict:
     """Evaluate every criterion, concurrently, in ``workspace``.
 
@@ -187,6 +201,9 @@ async def evaluate(
     its ``api_proxy`` is dropped, so with ``network=False`` a check has no network at all);
     its paths must exist (``engine.sandbox.prepare_sandbox``). ``None``: each command runs
     under the subreaper helper instead. Either way nothing a check starts outlives it.
+
+    ``baseline`` (the goal's first checkpoint) lets ``git_clean`` and ``no_paths_touched``
+    judge the goal's own changes, commits included.
     """
     if registry is None:
         registry = default_registry()
@@ -200,6 +217,7 @@ async def evaluate(
             registry=registry,
             goal_id=goal_id,
             sandbox=sandbox,
+            baseline=baseline,
         )
 
     async with trio.open_nursery() as nursery:
@@ -225,10 +243,13 @@ async def _run_check(
     registry: VerifierRegistry,
     goal_id: str,
     sandbox: SandboxPlan | None,
+    baseline: Baseline | None,
 ) -> CheckResult:
     started = trio.current_time()
     required = criterion.required if isinstance(criterion, FileMatchCheck) else True
-    context = CheckContext(workspace=workspace, args={}, goal_id=goal_id, sandbox=sandbox)
+    context = CheckContext(
+        workspace=workspace, args={}, goal_id=goal_id, sandbox=sandbox, baseline=baseline
+    )
     try:
         outcome = await _check(criterion, context, registry)
     except Exception as exc:
@@ -473,14 +494,32 @@ async def git_clean(ctx: CheckContext) -> CustomResult:
     Runs ``git status --porcelain -- .`` in the workspace: passes when it is empty. The
     ``.`` limits it to the workspace when the workspace is a subdirectory of a repository.
     Untracked files count as changes; ignored files don't.
+
+    With a :class:`Baseline` (a checkpointed workspace) only the goal's changes count: a
+    path that is uncommitted now and differs from the goal's first checkpoint. What was
+    uncommitted before the goal began and is untouched is the user's, not the goal's.
     """
     status = await _git_status(ctx, ["."])
     if isinstance(status, CustomResult):
         return status
-    if not status.strip():
+    lines = status.splitlines()
+    if ctx.baseline is not None and lines:
+        changed = await changed_paths(ctx.baseline.target, ctx.baseline.sha)
+        if isinstance(changed, WorkspaceProblem):
+            return CustomResult(False, f"cannot compare with the first checkpoint: {changed}")
+        prefix = await _workspace_prefix(ctx)
+        if isinstance(prefix, CustomResult):
+            return prefix
+        goals = set(changed)
+        lines = [
+            line
+            for line in lines
+            if any(p.removeprefix(prefix) in goals for p in _status_paths(line))
+        ]
+    if not lines:
         return CustomResult(True, "working tree clean")
-    count = len(status.splitlines())
-    return CustomResult(False, f"{count} uncommitted change(s) in the workspace", status)
+    shown = "".join(f"{line}\n" for line in lines)
+    return CustomResult(False, f"{len(lines)} uncommitted change(s) in the workspace", shown)
 
 
 async def no_paths_touched(ctx: CheckContext) -> CustomResult:
@@ -488,7 +527,8 @@ async def no_paths_touched(ctx: CheckContext) -> CustomResult:
 
     ``paths`` are git pathspecs relative to the workspace (files, directories or globs).
     Passes when ``git status --porcelain -- PATHS`` is empty; a change already committed
-    is not seen.
+    is not seen. With a :class:`Baseline` (a checkpointed workspace) a path counts as
+    touched when it differs from the goal's first checkpoint, committed or not.
     """
     paths = ctx.args.get("paths")
     if paths is None:
@@ -500,6 +540,17 @@ async def no_paths_touched(ctx: CheckContext) -> CustomResult:
         return CustomResult(False, "no_paths_touched: args.paths is empty")
     if not all(isinstance(p, str) and p for p in paths):
         return CustomResult(False, problem)
+    if ctx.baseline is not None:
+        changed = await changed_paths(ctx.baseline.target, ctx.baseline.sha, paths)
+        if isinstance(changed, WorkspaceProblem):
+            return CustomResult(False, f"cannot compare with the first checkpoint: {changed}")
+        if not changed:
+            return CustomResult(True, f"none of {len(paths)} protected path(s) touched")
+        return CustomResult(
+            False,
+            f"{len(changed)} protected path(s) touched since the goal began",
+            "".join(f"{path}\n" for path in changed),
+        )
     status = await _git_status(ctx, paths)
     if isinstance(status, CustomResult):
         return status
@@ -536,7 +587,7 @@ async def _git_status(ctx: CheckContext, pathspecs: Sequence[str]) -> str | Cust
             return CustomResult(False, f"workspace {workspace} is not a git repository")
         first_line = stderr.splitlines()[0] if stderr else _describe_exit(probe.exit_code)
         return CustomResult(False, f"git cannot use the workspace: {first_line}", tail(stderr))
-    status = await git("status", "--porcelain", "--", *pathspecs)
+    status = await git("status", "--porcelain", "--untracked-files=all", "--", *pathspecs)
     if status.timed_out:
         return CustomResult(False, f"git status timed out after {GIT_TIMEOUT:g}s")
     if status.exit_code != 0:
@@ -545,6 +596,32 @@ async def _git_status(ctx: CheckContext, pathspecs: Sequence[str]) -> str | Cust
             False, f"git status failed: {_describe_exit(status.exit_code)}", tail(stderr)
         )
     return status.stdout_text
+
+
+def _status_paths(line: str) -> list[str]:
+    """The paths of one ``git status --porcelain`` line (both of a rename), unquoted."""
+    rest = line[3:]
+    parts = rest.split(" -> ") if " -> " in rest else [rest]
+    return [_unquote(p) for p in parts]
+
+
+def _unquote(path: str) -> str:
+    """A path as git prints it, C-quoted when it holds special bytes, back to ``str``."""
+    if not (len(path) >= 2 and path.startswith('"') and path.endswith('"')):
+        return path
+    raw = path[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return os.fsdecode(raw.encode("latin-1"))
+
+
+async def _workspace_prefix(ctx: CheckContext) -> str | CustomResult:
+    """The workspace's path inside its repository (``git rev-parse --show-prefix``): status
+    paths are the repository's, checkpoint paths the workspace's."""
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_REDIRECTS}
+    env.update(LC_ALL="C", GIT_OPTIONAL_LOCKS="0")
+    done = await ctx.run(["git", "rev-parse", "--show-prefix"], timeout=GIT_TIMEOUT, env=env)
+    if done.timed_out or done.exit_code != 0:
+        return CustomResult(False, "git rev-parse --show-prefix failed in the workspace")
+    return done.stdout_text.strip()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -3,8 +3,21 @@ call bounded by a timeout) and turns its failures into :class:`WorkspaceProblem`
 Names, argv, environment and parsers are :mod:`nexo_trio.core.checkpoints`'.
 
 Every call names its git dir and work tree (``--git-dir``/``--work-tree``), or the
-repository by ``-C``, in an environment without ``GIT_*`` redirects, without system config,
-pager or hooks (``core.hooksPath=/dev/null``).
+repository by ``-C``, in an environment without ``GIT_*`` redirects but ours, without system
+config, pager or hooks (``core.hooksPath=/dev/null``).
+
+**Whoever writes the workspace cannot make these calls run anything.** Every call that reads
+the work tree or writes objects (``add``, ``write-tree``, ``commit-tree``, ``read-tree``,
+``update-index``, ``diff``) runs in a neutral git dir made for the operation in a temporary
+directory, with ``GIT_OBJECT_DIRECTORY`` naming the target's object store: the target's
+``config`` (filters, textconv, fsmonitor, includes, ``core.worktree``…) is never read (the
+user's global config is, as by any git; ``-c`` settings override what could run), and
+``info/attributes`` there turns every conversion off (blobs are the files' bytes). Only ref
+operations (``rev-parse``, ``update-ref``, ``for-each-ref``) use the repository: its common
+dir as ``--git-dir`` and ``GIT_COMMON_DIR``, a worktree's HEAD as ``worktrees/<id>/HEAD``
+(git's ref store would follow a rewritten ``commondir`` file of the admin dir, whatever
+``GIT_COMMON_DIR`` says). A worktree's admin dir is found from the repository's side (its
+``worktrees/*/gitdir``), never through the worktree's ``.git`` file.
 
 * :func:`ensure_worktree`: a git worktree of the user's repository for a goal, created or
   reused. The user's checkout (working tree, index, HEAD, branches other than the goal's
@@ -15,7 +28,10 @@ pager or hooks (``core.hooksPath=/dev/null``).
 * :func:`checkpoint`: everything in the work tree (untracked included, ignored excluded) as a
   commit on ``refs/nexo/<goal>/<turn>``, built in a temporary index: HEAD, the branch and
   the real index never change, so Claude's own commits stay as they are.
-* :func:`diff_stat` / :func:`diff_text`: a checkpoint against another or the work tree now.
+* :func:`diff_stat` / :func:`diff_text` / :func:`changed_paths`: a checkpoint against
+  another or the work tree now.
+* :func:`delete_checkpoints`, :func:`remove_worktree`, :func:`branch_merged`,
+  :func:`delete_branch`: clean-up after a goal.
 * :func:`restore`: **the work tree and the index are put back as they were at the
   checkpoint; HEAD and the branch stay where they are.** Tracked and untracked files are
   restored (a file created later is removed, a file deleted later is back, ignored files are
@@ -28,20 +44,26 @@ pager or hooks (``core.hooksPath=/dev/null``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 
 import attrs
 import trio
 
 from nexo_trio.core.checkpoints import (
+    NEUTRAL_ATTRIBUTES,
+    NEUTRAL_HEAD,
+    OBJECT_FORMATS,
     Checkpoint,
     DiffStat,
     GitTarget,
     WorkspaceProblem,
     Worktree,
+    WorktreeEntry,
     checkpoint_message,
     checkpoint_prefix,
     checkpoint_ref,
@@ -49,20 +71,32 @@ from nexo_trio.core.checkpoints import (
     git_argv,
     git_env,
     goal_id_problem,
+    neutral_argv,
+    neutral_config_text,
     parse_checkpoints,
     parse_diff_stat,
+    parse_gitdir_file,
+    parse_paths,
+    parse_refnames,
     parse_worktrees,
+    ref_argv,
     ref_problem,
 )
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "branch_merged",
+    "changed_paths",
     "checkpoint",
+    "delete_branch",
+    "delete_checkpoints",
     "diff_stat",
     "diff_text",
     "ensure_shadow",
     "ensure_worktree",
     "list_checkpoints",
+    "remove_worktree",
+    "repository_refs",
     "repository_target",
     "restore",
     "work_tree_tree",
@@ -70,6 +104,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds one git call may take."""
+
+_HEX = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @attrs.frozen
@@ -83,11 +119,12 @@ async def _run(
     argv: Sequence[str],
     *,
     timeout: float,
-    index_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
     stdin: bytes = b"",
 ) -> _Done | WorkspaceProblem:
     """Run one git command, output captured; a timeout or a git that cannot be started is a
-    problem, an exit code is the caller's to judge."""
+    problem, an exit code is the caller's to judge. ``env`` defaults to ``git_env``'s."""
     what = " ".join(argv[argv.index("--no-pager") + 1 :][-4:]) if "--no-pager" in argv else argv[0]
     try:
         with trio.move_on_after(timeout) as scope:
@@ -97,7 +134,8 @@ async def _run(
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
-                env=git_env(os.environ, index_file=index_file),
+                cwd=cwd,
+                env=dict(env) if env is not None else git_env(os.environ),
             )
     except OSError as exc:
         return WorkspaceProblem(f"git could not be run: {exc.strerror or exc}")
@@ -106,16 +144,7 @@ async def _run(
     return _Done(done.returncode, done.stdout, done.stderr)
 
 
-async def _ok(
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    index_file: str | None = None,
-    stdin: bytes = b"",
-    doing: str,
-) -> bytes | WorkspaceProblem:
-    """stdout of a git command that must succeed; its failure is a problem saying ``doing``."""
-    done = await _run(argv, timeout=timeout, index_file=index_file, stdin=stdin)
+def _judged(done: _Done | WorkspaceProblem, doing: str) -> bytes | WorkspaceProblem:
     if isinstance(done, WorkspaceProblem):
         return done
     if done.returncode != 0:
@@ -124,8 +153,161 @@ async def _ok(
     return done.stdout
 
 
+async def _ok(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes = b"",
+    doing: str,
+) -> bytes | WorkspaceProblem:
+    """stdout of a git command that must succeed; its failure is a problem saying ``doing``."""
+    return _judged(await _run(argv, timeout=timeout, env=env, stdin=stdin), doing)
+
+
 def _line(out: bytes) -> str:
     return os.fsdecode(out.rstrip(b"\n"))
+
+
+def _problem(doing: str, exc: OSError) -> WorkspaceProblem:
+    return WorkspaceProblem(f"{doing}: {exc.strerror or exc}")
+
+
+# -- ref operations: the target's git dir, its common dir pinned ------------------------------
+
+
+def _ref_env(target: GitTarget) -> dict[str, str]:
+    return git_env(os.environ, common_dir=target.common)
+
+
+async def _ref_run(target: GitTarget, *args: str, timeout: float) -> _Done | WorkspaceProblem:
+    return await _run(ref_argv(target, *args), timeout=timeout, env=_ref_env(target))
+
+
+async def _ref_ok(
+    target: GitTarget, *args: str, timeout: float, doing: str, stdin: bytes = b""
+) -> bytes | WorkspaceProblem:
+    return await _ok(
+        ref_argv(target, *args), timeout=timeout, env=_ref_env(target), stdin=stdin, doing=doing
+    )
+
+
+# -- neutral git dirs ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Scratch:
+    """One operation's temporary directory: the neutral git dir and the scratch index."""
+
+    target: GitTarget
+    directory: str
+    git_dir: str
+    index: str
+
+
+def _copy_regular(source: str, destination: str) -> bool:
+    """Copy ``source`` when it is a regular file (a FIFO or a device, which whoever writes a
+    git dir could put there, is never read), keeping its mtime (git's racy-entry check).
+    ``False`` when there is none."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        with (
+            os.fdopen(fd, "rb", closefd=False) as reader,
+            open(destination, "wb") as writer,
+        ):
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        os.utime(destination, ns=(info.st_atime_ns, info.st_mtime_ns))
+    except OSError:
+        with suppress(OSError):
+            os.remove(destination)
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _make_scratch(target: GitTarget, directory: str) -> _Scratch | WorkspaceProblem:
+    """The neutral git dir in ``directory`` (``HEAD``, empty ``refs/`` and ``objects/``, a
+    config naming at most the object format, ``info/attributes`` turning conversions off, a
+    copy of the target's ``info/exclude``) and a scratch index seeded from the target's
+    cache index."""
+    if not os.path.isdir(target.object_directory):
+        return WorkspaceProblem(
+            f"{target.common} has no object store (a worktree's git dir needs its common dir)"
+        )
+    git_dir = os.path.join(directory, "git")
+    try:
+        for sub in ("refs", "objects", "info"):
+            os.makedirs(os.path.join(git_dir, sub))
+        for name, text in (
+            ("HEAD", NEUTRAL_HEAD),
+            ("config", neutral_config_text(target.object_format)),
+            (os.path.join("info", "attributes"), NEUTRAL_ATTRIBUTES),
+        ):
+            with open(os.path.join(git_dir, name), "w", encoding="ascii") as file:
+                file.write(text)
+    except OSError as exc:
+        return _problem("making a neutral git dir", exc)
+    _copy_regular(target.exclude_file, os.path.join(git_dir, "info", "exclude"))
+    index = os.path.join(directory, "index")
+    _copy_regular(target.cache_index_file, index)
+    return _Scratch(target=target, directory=directory, git_dir=git_dir, index=index)
+
+
+@asynccontextmanager
+async def _scratch(target: GitTarget) -> AsyncIterator[_Scratch | WorkspaceProblem]:
+    """A temporary directory holding a neutral git dir and a scratch index for ``target``,
+    removed afterwards."""
+    try:
+        directory = await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="nexo-git-"))
+    except OSError as exc:
+        yield _problem("making a temporary directory", exc)
+        return
+    try:
+        yield await trio.to_thread.run_sync(_make_scratch, target, directory)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_rmtree, directory)
+
+
+def _rmtree(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _neutral(
+    scratch: _Scratch,
+    *args: str,
+    timeout: float,
+    doing: str,
+    index_file: str | None = None,
+    stdin: bytes = b"",
+    identity: bool = False,
+    check: bool = True,
+) -> bytes | WorkspaceProblem:
+    """A git call in the neutral git dir (cwd: the scratch directory, outside the work tree,
+    so pathspecs are relative to the work tree's top); ``index_file`` defaults to the scratch
+    index. ``check=False``: any exit code is success."""
+    target = scratch.target
+    done = await _run(
+        neutral_argv(target, scratch.git_dir, *args, identity=identity),
+        timeout=timeout,
+        env=git_env(
+            os.environ,
+            index_file=scratch.index if index_file is None else index_file,
+            object_directory=target.object_directory,
+        ),
+        cwd=scratch.directory,
+        stdin=stdin,
+    )
+    if not check and isinstance(done, _Done):
+        return done.stdout
+    return _judged(done, doing)
 
 
 # -- worktrees ------------------------------------------------------------------------------
@@ -151,6 +333,34 @@ async def _resolve_commit(repo: str, rev: str, *, timeout: float) -> str | Works
     return _line(done.stdout) if done.returncode == 0 else None
 
 
+async def _repository(repo: str, *, timeout: float) -> tuple[str, str] | WorkspaceProblem:
+    """The common dir and object format of the repository ``repo`` (asked of ``repo``, the
+    user's repository, never of a goal's worktree)."""
+    done = await _run(
+        git_argv(None, "rev-parse", "--path-format=absolute", "--git-common-dir",
+                 "--show-object-format", cwd_repo=repo),
+        timeout=timeout,
+    )  # fmt: skip
+    if isinstance(done, WorkspaceProblem):
+        return done
+    lines = done.stdout.rstrip(b"\n").split(b"\n")
+    if done.returncode != 0 or len(lines) != 2:
+        return WorkspaceProblem(f"{repo} is not a git repository")
+    object_format = lines[1].decode("ascii", "replace")
+    if object_format not in OBJECT_FORMATS:
+        return WorkspaceProblem(f"{repo} uses the unknown object format {object_format!r}")
+    return os.fsdecode(lines[0]), object_format
+
+
+async def _worktrees(repo: str, *, timeout: float) -> tuple[WorktreeEntry, ...] | WorkspaceProblem:
+    listing = await _ok(
+        git_argv(None, "worktree", "list", "--porcelain", "-z", cwd_repo=repo),
+        timeout=timeout,
+        doing=f"listing the worktrees of {repo}",
+    )
+    return listing if isinstance(listing, WorkspaceProblem) else parse_worktrees(listing)
+
+
 async def ensure_worktree(
     repo: str,
     base: str | None,
@@ -169,22 +379,13 @@ async def ensure_worktree(
     problem = ref_problem(f"refs/heads/{branch}")
     if problem is not None:
         return WorkspaceProblem(f"branch {branch!r} is not a valid name: {problem}")
-    common = await _run(
-        git_argv(None, "rev-parse", "--path-format=absolute", "--git-common-dir", cwd_repo=repo),
-        timeout=timeout,
-    )
-    if isinstance(common, WorkspaceProblem):
-        return common
-    if common.returncode != 0:
-        return WorkspaceProblem(f"{repo} is not a git repository")
-    listing = await _ok(
-        git_argv(None, "worktree", "list", "--porcelain", "-z", cwd_repo=repo),
-        timeout=timeout,
-        doing=f"listing the worktrees of {repo}",
-    )
-    if isinstance(listing, WorkspaceProblem):
-        return listing
-    entries = parse_worktrees(listing)
+    repository = await _repository(repo, timeout=timeout)
+    if isinstance(repository, WorkspaceProblem):
+        return repository
+    common, object_format = repository
+    entries = await _worktrees(repo, timeout=timeout)
+    if isinstance(entries, WorkspaceProblem):
+        return entries
     full = f"refs/heads/{branch}"
     real, state, others = await trio.to_thread.run_sync(
         lambda: (
@@ -208,7 +409,7 @@ async def ensure_worktree(
             if entry.branch != full:
                 on = entry.branch or "a detached HEAD"
                 return WorkspaceProblem(f"{path} is a worktree of {repo} on {on}, not on {branch}")
-            target = await _worktree_target(path, timeout=timeout)
+            target = await _worktree_target(common, object_format, path)
             if isinstance(target, WorkspaceProblem):
                 return target
             return Worktree(path=path, branch=branch, target=target, created=False)
@@ -235,21 +436,189 @@ async def ensure_worktree(
     )
     if isinstance(added, WorkspaceProblem):
         return added
-    target = await _worktree_target(path, timeout=timeout)
+    target = await _worktree_target(common, object_format, path)
     if isinstance(target, WorkspaceProblem):
         return target
     return Worktree(path=path, branch=branch, target=target, created=True)
 
 
-async def _worktree_target(path: str, *, timeout: float) -> GitTarget | WorkspaceProblem:
-    out = await _ok(
-        git_argv(None, "rev-parse", "--absolute-git-dir", cwd_repo=path),
-        timeout=timeout,
-        doing=f"finding the git dir of {path}",
+def _admin_in(common: str, git_dir: str) -> str | None:
+    """``git_dir`` spelled ``<common>/worktrees/<id>``, when it is that directory."""
+    admin = os.path.join(common, "worktrees", os.path.basename(os.path.normpath(git_dir)))
+    try:
+        return admin if os.path.samefile(admin, git_dir) else None
+    except OSError:
+        return None
+
+
+def _read_small(path: str, limit: int = 1 << 16) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _find_admin_dir(common: str, path: str) -> str | None:
+    """The admin dir (``<common>/worktrees/<id>``) whose ``gitdir`` file names the worktree
+    at ``path``: read on the repository's side, never through the worktree's ``.git``."""
+    real = os.path.realpath(path)
+    try:
+        ids = sorted(os.listdir(os.path.join(common, "worktrees")))
+    except OSError:
+        return None
+    for name in ids:
+        admin = os.path.join(common, "worktrees", name)
+        content = _read_small(os.path.join(admin, "gitdir"))
+        where = None if content is None else parse_gitdir_file(content, admin)
+        if where is not None and os.path.realpath(where) == real:
+            return admin
+    return None
+
+
+async def _worktree_target(
+    common: str, object_format: str, path: str
+) -> GitTarget | WorkspaceProblem:
+    admin = await trio.to_thread.run_sync(_find_admin_dir, common, path)
+    if admin is None:
+        return WorkspaceProblem(f"no admin dir of the worktree {path} in {common}/worktrees")
+    return GitTarget(git_dir=admin, work_tree=path, common_dir=common, object_format=object_format)
+
+
+def _repoint_dot_git(path: str, admin: str) -> None:
+    """Make the worktree's ``.git`` a file naming its admin dir again (whatever it was
+    rewritten to), so ``git worktree remove`` recognises the worktree it is removing."""
+    dot_git = os.path.join(path, ".git")
+    wanted = f"gitdir: {admin}\n".encode()
+    content = _read_small(dot_git)
+    if content is not None and content.strip() == wanted.strip():
+        return
+    if os.path.isdir(dot_git) and not os.path.islink(dot_git):
+        shutil.rmtree(dot_git)
+    elif os.path.lexists(dot_git):
+        os.remove(dot_git)
+    with open(dot_git, "wb") as file:
+        file.write(wanted)
+
+
+async def remove_worktree(
+    repo: str, path: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool | WorkspaceProblem:
+    """Remove the worktree of ``repo`` at ``path`` (``git worktree remove --force``, its
+    uncommitted work included; then ``prune``): ``True``, or ``False`` when ``repo`` has no
+    worktree there. A path that exists but is no worktree of ``repo``, or ``repo``'s main
+    worktree, is a problem and is never deleted."""
+    path = await trio.to_thread.run_sync(os.path.abspath, path)
+    entries = await _worktrees(repo, timeout=timeout)
+    if isinstance(entries, WorkspaceProblem):
+        return entries
+    real, exists, others = await trio.to_thread.run_sync(
+        lambda: (
+            os.path.realpath(path),
+            os.path.lexists(path),
+            [os.path.realpath(e.path) for e in entries],
+        )
     )
-    if isinstance(out, WorkspaceProblem):
-        return out
-    return GitTarget(git_dir=_line(out), work_tree=path)
+    mine = [i for i, where in enumerate(others) if where == real]
+    if not mine:
+        if exists:
+            return WorkspaceProblem(f"{path} is not a worktree of {repo}")
+        return False
+    entry = entries[mine[0]]
+    if mine[0] == 0 or entry.bare:
+        return WorkspaceProblem(f"{path} is the main worktree of {repo}")
+    if exists:
+        repository = await _repository(repo, timeout=timeout)
+        if isinstance(repository, WorkspaceProblem):
+            return repository
+        admin = await trio.to_thread.run_sync(_find_admin_dir, repository[0], path)
+        if admin is not None:
+            try:
+                await trio.to_thread.run_sync(_repoint_dot_git, entry.path, admin)
+            except OSError as exc:
+                return _problem(f"removing the worktree {path}", exc)
+    removed = await _ok(
+        git_argv(None, "worktree", "remove", "--force", "--", entry.path, cwd_repo=repo),
+        timeout=timeout,
+        doing=f"removing the worktree {path}",
+    )
+    if isinstance(removed, WorkspaceProblem):
+        return removed
+    pruned = await _ok(
+        git_argv(None, "worktree", "prune", cwd_repo=repo),
+        timeout=timeout,
+        doing=f"pruning the worktrees of {repo}",
+    )
+    return pruned if isinstance(pruned, WorkspaceProblem) else True
+
+
+async def branch_merged(
+    repo: str, branch: str, into: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool | WorkspaceProblem:
+    """Whether ``refs/heads/<branch>`` of ``repo`` is an ancestor of (or is) ``into``
+    (default: ``repo``'s HEAD): ``git merge-base --is-ancestor``. A branch that does not
+    exist is merged (it holds nothing to lose: a clean-up can run twice); ``into`` that
+    does not resolve, or ``repo`` no repository, is a problem."""
+    problem = ref_problem(f"refs/heads/{branch}")
+    if problem is not None:
+        return WorkspaceProblem(f"branch {branch!r} is not a valid name: {problem}")
+    base = await _resolve_commit(repo, into or "HEAD", timeout=timeout)
+    if base is None:
+        return WorkspaceProblem(f"{into or 'HEAD'!r} is no commit of {repo}")
+    if isinstance(base, WorkspaceProblem):
+        return base
+    tip = await _resolve_commit(repo, f"refs/heads/{branch}", timeout=timeout)
+    if tip is None:
+        return True
+    if isinstance(tip, WorkspaceProblem):
+        return tip
+    done = await _run(
+        git_argv(None, "merge-base", "--is-ancestor", tip, base, cwd_repo=repo), timeout=timeout
+    )
+    if isinstance(done, WorkspaceProblem):
+        return done
+    if done.returncode in (0, 1):
+        return done.returncode == 0
+    detail = first_line(done.stderr, f"exit code {done.returncode}")
+    return WorkspaceProblem(f"checking whether {branch} is merged: {detail}")
+
+
+async def delete_branch(
+    repo: str, branch: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool | WorkspaceProblem:
+    """Delete ``refs/heads/<branch>`` of ``repo``: ``True``, ``False`` when there is no such
+    branch; a problem when it is checked out in a worktree (the main one included)."""
+    full = f"refs/heads/{branch}"
+    problem = ref_problem(full)
+    if problem is not None:
+        return WorkspaceProblem(f"branch {branch!r} is not a valid name: {problem}")
+    entries = await _worktrees(repo, timeout=timeout)
+    if isinstance(entries, WorkspaceProblem):
+        return entries
+    for entry in entries:
+        if entry.branch == full:
+            return WorkspaceProblem(f"branch {branch} is checked out at {entry.path}")
+    done = await _run(
+        git_argv(None, "rev-parse", "--verify", "-q", "--end-of-options", full, cwd_repo=repo),
+        timeout=timeout,
+    )
+    if isinstance(done, WorkspaceProblem):
+        return done
+    if done.returncode != 0:
+        return False
+    deleted = await _ok(
+        git_argv(None, "update-ref", "-d", full, _line(done.stdout), cwd_repo=repo),
+        timeout=timeout,
+        doing=f"deleting the branch {branch}",
+    )
+    return deleted if isinstance(deleted, WorkspaceProblem) else True
 
 
 # -- plain directories ----------------------------------------------------------------------
@@ -264,23 +633,56 @@ async def repository_target(
     the workspace): use a worktree, or ``checkpoints: true`` for a shadow."""
     directory = await trio.to_thread.run_sync(os.path.abspath, directory)
     done = await _run(
-        git_argv(None, "rev-parse", "--absolute-git-dir", "--show-toplevel", cwd_repo=directory),
+        git_argv(None, "rev-parse", "--absolute-git-dir", "--show-toplevel",
+                 "--path-format=absolute", "--git-common-dir", "--show-object-format",
+                 cwd_repo=directory),
         timeout=timeout,
-    )
+    )  # fmt: skip
     if isinstance(done, WorkspaceProblem):
         return done
     if done.returncode != 0:
         return None
     lines = done.stdout.rstrip(b"\n").split(b"\n")
-    if len(lines) != 2:
+    if len(lines) != 4:
         return WorkspaceProblem(f"{directory} is a bare repository or a git dir")
-    git_dir, top = (os.fsdecode(x) for x in lines)
-    if await trio.to_thread.run_sync(lambda: os.path.realpath(top) != os.path.realpath(directory)):
+    git_dir, top, common = (os.fsdecode(x) for x in lines[:3])
+    object_format = lines[3].decode("ascii", "replace")
+    if object_format not in OBJECT_FORMATS:
+        return WorkspaceProblem(f"{directory} uses the unknown object format {object_format!r}")
+    outside, own = await trio.to_thread.run_sync(
+        lambda: (
+            os.path.realpath(top) != os.path.realpath(directory),
+            os.path.realpath(common) == os.path.realpath(git_dir),
+        )
+    )
+    if outside:
         return WorkspaceProblem(
             f"{directory} is inside the repository {top} but not its top level: use a "
             "worktree, or checkpoints: true"
         )
-    return GitTarget(git_dir=git_dir, work_tree=directory)
+    if own:
+        return GitTarget(git_dir=git_dir, work_tree=directory, object_format=object_format)
+    # A linked worktree of another repository: <common>/worktrees/<id>, spelled from common.
+    admin = await trio.to_thread.run_sync(_admin_in, common, git_dir)
+    if admin is None:
+        return WorkspaceProblem(f"{directory} has its git dir {git_dir} outside {common}")
+    return GitTarget(
+        git_dir=admin, work_tree=directory, common_dir=common, object_format=object_format
+    )
+
+
+async def repository_refs(
+    repo: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> GitTarget | WorkspaceProblem:
+    """The target of the repository ``repo`` itself (its common dir; work tree ``repo``),
+    for the ref operations of a goal whose worktree may be gone (:func:`list_checkpoints`,
+    :func:`delete_checkpoints`): asked of ``repo``, never of a worktree."""
+    repo = await trio.to_thread.run_sync(os.path.abspath, repo)
+    repository = await _repository(repo, timeout=timeout)
+    if isinstance(repository, WorkspaceProblem):
+        return repository
+    common, object_format = repository
+    return GitTarget(git_dir=common, work_tree=repo, object_format=object_format)
 
 
 async def ensure_shadow(
@@ -299,16 +701,7 @@ async def ensure_shadow(
     )
     if not is_dir:
         return WorkspaceProblem(f"the workspace {work_tree} is not a directory")
-    if exists:
-        out = await _run(
-            git_argv(None, f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository"),
-            timeout=timeout,
-        )
-        if isinstance(out, WorkspaceProblem):
-            return out
-        if out.returncode != 0:
-            return WorkspaceProblem(f"{git_dir} exists and is not a git repository")
-    else:
+    if not exists:
         made = await _ok(
             git_argv(None, "init", "-q", "--bare", "--template=", "--", git_dir),
             timeout=timeout,
@@ -316,36 +709,45 @@ async def ensure_shadow(
         )
         if isinstance(made, WorkspaceProblem):
             return made
-    return GitTarget(git_dir=git_dir, work_tree=work_tree, private=True)
+    out = await _run(
+        git_argv(None, f"--git-dir={git_dir}", "rev-parse", "--is-bare-repository",
+                 "--show-object-format"),
+        timeout=timeout,
+        env=git_env(os.environ, common_dir=git_dir),
+    )  # fmt: skip
+    if isinstance(out, WorkspaceProblem):
+        return out
+    lines = out.stdout.rstrip(b"\n").split(b"\n")
+    if out.returncode != 0 or len(lines) != 2:
+        return WorkspaceProblem(f"{git_dir} exists and is not a git repository")
+    object_format = lines[1].decode("ascii", "replace")
+    if object_format not in OBJECT_FORMATS:
+        return WorkspaceProblem(f"{git_dir} uses the unknown object format {object_format!r}")
+    return GitTarget(
+        git_dir=git_dir, work_tree=work_tree, private=True, object_format=object_format
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------------------
 
 
-async def _keep_index(target: GitTarget, index: str) -> None:
-    """A private target keeps the scratch index as its own (the next checkpoint's seed)."""
-    if target.private:
-        await trio.to_thread.run_sync(shutil.copyfile, index, target.index_file)
+def _replace_with_copy(source: str, destination: str) -> None:
+    """``destination`` becomes a copy of ``source`` in one rename (a reader never sees half a
+    file); failures are ignored (it is a cache)."""
+    temporary = f"{destination}.nexo-{os.getpid()}-{id(source):x}.tmp"
+    if _copy_regular(source, temporary):
+        try:
+            os.replace(temporary, destination)
+        except OSError:
+            with suppress(OSError):
+                os.remove(temporary)
 
 
-@asynccontextmanager
-async def _scratch_index(target: GitTarget) -> AsyncIterator[str]:
-    """A temporary index file, a copy of the target's index when it has one (so ``git add
-    -A`` rehashes only what changed), removed afterwards. The target's own index is only
-    read."""
-    directory = await trio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="nexo-index-"))
-    index = os.path.join(directory, "index")
-
-    def seed() -> None:
-        with suppress(FileNotFoundError):
-            shutil.copyfile(target.index_file, index)
-
-    try:
-        await trio.to_thread.run_sync(seed)
-        yield index
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+async def _keep_index(scratch: _Scratch) -> None:
+    """The scratch index becomes the target's cache index (the next operation's seed)."""
+    await trio.to_thread.run_sync(
+        _replace_with_copy, scratch.index, scratch.target.cache_index_file
+    )
 
 
 def _discard(path: str) -> None:
@@ -353,68 +755,95 @@ def _discard(path: str) -> None:
         os.remove(path)
 
 
-async def _write_tree(target: GitTarget, index: str, *, timeout: float) -> str | WorkspaceProblem:
-    out = await _ok(
-        git_argv(target, "write-tree"),
+async def _write_tree(
+    scratch: _Scratch, *, timeout: float, index_file: str | None = None
+) -> str | WorkspaceProblem:
+    out = await _neutral(
+        scratch,
+        "write-tree",
         timeout=timeout,
-        index_file=index,
-        doing=f"writing the tree of {target.work_tree}",
+        index_file=index_file,
+        doing=f"writing the tree of {scratch.target.work_tree}",
     )
     return out if isinstance(out, WorkspaceProblem) else _line(out)
 
 
-async def _add_all(target: GitTarget, index: str, *, timeout: float) -> WorkspaceProblem | None:
-    out = await _ok(
-        git_argv(target, "add", "-A", "--", ":/"),
+async def _add_all(scratch: _Scratch, *, timeout: float) -> WorkspaceProblem | None:
+    out = await _neutral(
+        scratch,
+        "add",
+        "-A",
+        "--",
+        ":/",
         timeout=timeout,
-        index_file=index,
-        doing=f"adding {target.work_tree} to a checkpoint",
+        doing=f"adding {scratch.target.work_tree} to a checkpoint",
     )
     return out if isinstance(out, WorkspaceProblem) else None
 
 
-async def _add_everything(
-    target: GitTarget, index: str, *, timeout: float
-) -> WorkspaceProblem | None:
-    """``git add -A`` of the work tree into the scratch ``index``; when git cannot use the
-    copied index (a split or sparse index…), again from an empty one."""
-    added = await _add_all(target, index, timeout=timeout)
+async def _add_everything(scratch: _Scratch, *, timeout: float) -> WorkspaceProblem | None:
+    """``git add -A`` of the work tree into the scratch index; when git cannot use the
+    seeded index (a torn cache, another git's format…), again from an empty one."""
+    added = await _add_all(scratch, timeout=timeout)
     if added is None:
         return None
-    await trio.to_thread.run_sync(_discard, index)
-    return await _add_all(target, index, timeout=timeout)
+    await trio.to_thread.run_sync(_discard, scratch.index)
+    return await _add_all(scratch, timeout=timeout)
+
+
+async def _tree_now(scratch: _Scratch, *, timeout: float) -> str | WorkspaceProblem:
+    added = await _add_everything(scratch, timeout=timeout)
+    if added is not None:
+        return added
+    tree = await _write_tree(scratch, timeout=timeout)
+    if not isinstance(tree, WorkspaceProblem):
+        await _keep_index(scratch)
+    return tree
 
 
 async def work_tree_tree(
     target: GitTarget, *, timeout: float = DEFAULT_TIMEOUT
 ) -> str | WorkspaceProblem:
     """The tree object of everything in the work tree now (untracked included, ignored
-    excluded), written to the object store; no ref, index or file of the target changes."""
-    async with _scratch_index(target) as index:
-        added = await _add_everything(target, index, timeout=timeout)
-        if added is not None:
-            return added
-        tree = await _write_tree(target, index, timeout=timeout)
-        if not isinstance(tree, WorkspaceProblem):
-            await _keep_index(target, index)
-        return tree
+    excluded), written to the object store; no ref, index or file of the target changes
+    (but the library's cache index)."""
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
+        return await _tree_now(scratch, timeout=timeout)
 
 
-async def _index_tree(target: GitTarget, *, timeout: float) -> str | None:
+def _copy_real_index(target: GitTarget, scratch: _Scratch) -> str | None:
+    """A copy of the target's real index in the scratch directory (and the shared indexes
+    of a split one in the neutral git dir); ``None`` when it has none."""
+    copy = os.path.join(scratch.directory, "real-index")
+    if not _copy_regular(target.index_file, copy):
+        return None
+    with suppress(OSError):
+        for name in os.listdir(target.git_dir):
+            if name.startswith("sharedindex."):
+                _copy_regular(
+                    os.path.join(target.git_dir, name), os.path.join(scratch.git_dir, name)
+                )
+    return copy
+
+
+async def _index_tree(scratch: _Scratch, *, timeout: float) -> str | None:
     """The tree of the target's real index, read from a copy (the real one is not even
     locked); ``None`` for a private target, no index, or one with conflicts."""
+    target = scratch.target
     if target.private:
         return None
-    async with _scratch_index(target) as index:
-        if not await trio.to_thread.run_sync(os.path.exists, index):
-            return None
-        tree = await _write_tree(target, index, timeout=timeout)
-        return None if isinstance(tree, WorkspaceProblem) else tree
+    copy = await trio.to_thread.run_sync(_copy_real_index, target, scratch)
+    if copy is None:
+        return None
+    tree = await _write_tree(scratch, timeout=timeout, index_file=copy)
+    return None if isinstance(tree, WorkspaceProblem) else tree
 
 
 async def _head(target: GitTarget, *, timeout: float) -> str | WorkspaceProblem | None:
-    done = await _run(
-        git_argv(target, "rev-parse", "--verify", "-q", "HEAD^{commit}"), timeout=timeout
+    done = await _ref_run(
+        target, "rev-parse", "--verify", "-q", f"{target.head_ref}^{{commit}}", timeout=timeout
     )
     if isinstance(done, WorkspaceProblem):
         return done
@@ -422,14 +851,17 @@ async def _head(target: GitTarget, *, timeout: float) -> str | WorkspaceProblem 
 
 
 async def _commit_tree(
-    target: GitTarget, tree: str, parents: Sequence[str], message: str, *, timeout: float
+    scratch: _Scratch, tree: str, parents: Sequence[str], message: str, *, timeout: float
 ) -> str | WorkspaceProblem:
     args = ["commit-tree", "--no-gpg-sign"]
     for parent in parents:
         args += ["-p", parent]
-    out = await _ok(
-        [*git_argv(target, *args, identity=True), tree],
+    out = await _neutral(
+        scratch,
+        *args,
+        tree,
         timeout=timeout,
+        identity=True,
         stdin=message.encode(),
         doing="writing a checkpoint commit",
     )
@@ -437,40 +869,52 @@ async def _commit_tree(
 
 
 async def checkpoint(
-    target: GitTarget, goal_id: str, turn: int, *, timeout: float = DEFAULT_TIMEOUT
+    target: GitTarget,
+    goal_id: str,
+    turn: int,
+    *,
+    update_ref: bool = True,
+    after: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> str | WorkspaceProblem:
     """Checkpoint the work tree on ``refs/nexo/<goal>/<turn>`` (replacing an older one of the
-    same turn); the commit's sha. Parents: HEAD (when it resolves), then a commit of the real
-    index's tree (when the target has one without conflicts)."""
+    same turn; ``update_ref=False``: the commit is made, no ref moves; ``after``: the
+    workspace at the turn's end, on ``refs/nexo/<goal>/<turn>-after``); the commit's sha.
+    Parents: HEAD (when it resolves), then a commit of the real index's tree (when the
+    target has one without conflicts)."""
     problem = goal_id_problem(goal_id)
     if problem is not None:
         return WorkspaceProblem(problem)
-    ref = checkpoint_ref(goal_id, turn)
-    tree = await work_tree_tree(target, timeout=timeout)
-    if isinstance(tree, WorkspaceProblem):
-        return tree
-    head = await _head(target, timeout=timeout)
-    if isinstance(head, WorkspaceProblem):
-        return head
-    parents = [head] if head is not None else []
-    index_tree = await _index_tree(target, timeout=timeout)
-    if index_tree is not None:
-        index_commit = await _commit_tree(
-            target, index_tree, parents, f"index of {ref}\n", timeout=timeout
+    if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+        return WorkspaceProblem(f"a turn is an int >= 0: {turn!r}")
+    ref = checkpoint_ref(goal_id, turn, after=after)
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
+        tree = await _tree_now(scratch, timeout=timeout)
+        if isinstance(tree, WorkspaceProblem):
+            return tree
+        head = await _head(target, timeout=timeout)
+        if isinstance(head, WorkspaceProblem):
+            return head
+        parents = [head] if head is not None else []
+        index_tree = await _index_tree(scratch, timeout=timeout)
+        if index_tree is not None:
+            index_commit = await _commit_tree(
+                scratch, index_tree, parents, f"index of {ref}\n", timeout=timeout
+            )
+            if isinstance(index_commit, WorkspaceProblem):
+                return index_commit
+            parents.append(index_commit)
+        sha = await _commit_tree(
+            scratch, tree, parents, checkpoint_message(goal_id, turn, after=after), timeout=timeout
         )
-        if isinstance(index_commit, WorkspaceProblem):
-            return index_commit
-        parents.append(index_commit)
-    sha = await _commit_tree(
-        target, tree, parents, checkpoint_message(goal_id, turn), timeout=timeout
-    )
-    if isinstance(sha, WorkspaceProblem):
+    if isinstance(sha, WorkspaceProblem) or not update_ref:
         return sha
-    updated = await _ok(
-        git_argv(target, "update-ref", "-m", "nexo-trio checkpoint", ref, sha),
-        timeout=timeout,
-        doing=f"writing {ref}",
-    )
+    updated = await _ref_ok(
+        target, "update-ref", "-m", "nexo-trio checkpoint", ref, sha,
+        timeout=timeout, doing=f"writing {ref}",
+    )  # fmt: skip
     return updated if isinstance(updated, WorkspaceProblem) else sha
 
 
@@ -482,21 +926,71 @@ async def list_checkpoints(
     if problem is not None:
         return WorkspaceProblem(problem)
     prefix = checkpoint_prefix(goal_id)
-    out = await _ok(
-        git_argv(target, "for-each-ref", "--format=%(refname) %(objectname)", prefix),
-        timeout=timeout,
-        doing=f"listing {prefix}",
-    )
+    out = await _ref_ok(
+        target, "for-each-ref", "--format=%(refname) %(objectname)", prefix,
+        timeout=timeout, doing=f"listing {prefix}",
+    )  # fmt: skip
     return out if isinstance(out, WorkspaceProblem) else parse_checkpoints(out, goal_id)
 
 
+async def delete_checkpoints(
+    target: GitTarget, goal_id: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> int | WorkspaceProblem:
+    """Delete every ref below ``refs/nexo/<goal>/`` in one transaction; how many there were
+    (0 when none: deleting twice is no problem)."""
+    problem = goal_id_problem(goal_id)
+    if problem is not None:
+        return WorkspaceProblem(problem)
+    prefix = checkpoint_prefix(goal_id)
+    out = await _ref_ok(
+        target, "for-each-ref", "--format=%(refname)", prefix,
+        timeout=timeout, doing=f"listing {prefix}",
+    )  # fmt: skip
+    if isinstance(out, WorkspaceProblem):
+        return out
+    refs = parse_refnames(out, prefix)
+    if not refs:
+        return 0
+    commands = "".join(f"delete {ref}\n" for ref in refs).encode()
+    deleted = await _ref_ok(
+        target, "update-ref", "-m", "nexo-trio: checkpoints deleted", "--stdin",
+        timeout=timeout, stdin=commands, doing=f"deleting {prefix}",
+    )  # fmt: skip
+    return deleted if isinstance(deleted, WorkspaceProblem) else len(refs)
+
+
+async def _resolve_trees(
+    target: GitTarget, revs: Sequence[str], *, timeout: float
+) -> list[str] | WorkspaceProblem:
+    """The tree of each revision (a sha or a ref), asked of the target's refs."""
+    trees: list[str] = []
+    for rev in revs:
+        out = await _ref_ok(
+            target, "rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{tree}}",
+            timeout=timeout, doing=f"{rev[:40]!r} names no tree of {target.work_tree}",
+        )  # fmt: skip
+        if isinstance(out, WorkspaceProblem):
+            return out
+        tree = out.strip()
+        if _HEX.fullmatch(tree) is None:
+            return WorkspaceProblem(f"{rev[:40]!r} names no tree of {target.work_tree}")
+        trees.append(tree.decode())
+    return trees
+
+
 async def _trees(
-    target: GitTarget, from_sha: str, to_sha: str | None, *, timeout: float
-) -> tuple[str, str] | WorkspaceProblem:
-    to = to_sha if to_sha is not None else await work_tree_tree(target, timeout=timeout)
-    if isinstance(to, WorkspaceProblem):
-        return to
-    return f"{from_sha}^{{tree}}", (f"{to}^{{tree}}" if to_sha is not None else to)
+    scratch: _Scratch, from_sha: str, to_sha: str | None, *, timeout: float
+) -> list[str] | WorkspaceProblem:
+    """The trees of ``from_sha`` and of ``to_sha`` or the work tree now."""
+    revs = [from_sha] if to_sha is None else [from_sha, to_sha]
+    trees = await _resolve_trees(scratch.target, revs, timeout=timeout)
+    if isinstance(trees, WorkspaceProblem) or to_sha is not None:
+        return trees
+    now = await _tree_now(scratch, timeout=timeout)
+    return now if isinstance(now, WorkspaceProblem) else [*trees, now]
+
+
+_DIFF = ("diff", "--no-renames", "--no-ext-diff", "--no-textconv", "--no-color")
 
 
 async def diff_stat(
@@ -504,20 +998,21 @@ async def diff_stat(
 ) -> DiffStat | WorkspaceProblem:
     """What changed from ``from_sha`` (a checkpoint) to ``to_sha``, or to the work tree now
     (untracked included, ignored excluded) when ``to_sha`` is ``None``."""
-    trees = await _trees(target, from_sha, to_sha, timeout=timeout)
-    if isinstance(trees, WorkspaceProblem):
-        return trees
-    base = ["diff", "--no-renames", "--no-ext-diff", "--no-textconv", "-z"]
-    outputs: list[bytes] = []
-    for kind in ("--numstat", "--name-status"):
-        out = await _ok(
-            git_argv(target, *base, kind, *trees, "--"),
-            timeout=timeout,
-            doing=f"diffing {from_sha[:12]}",
-        )
-        if isinstance(out, WorkspaceProblem):
-            return out
-        outputs.append(out)
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
+        trees = await _trees(scratch, from_sha, to_sha, timeout=timeout)
+        if isinstance(trees, WorkspaceProblem):
+            return trees
+        outputs: list[bytes] = []
+        for kind in ("--numstat", "--name-status"):
+            out = await _neutral(
+                scratch, *_DIFF, "-z", kind, *trees, "--",
+                timeout=timeout, doing=f"diffing {from_sha[:12]}",
+            )  # fmt: skip
+            if isinstance(out, WorkspaceProblem):
+                return out
+            outputs.append(out)
     try:
         return parse_diff_stat(outputs[0], outputs[1])
     except ValueError as exc:
@@ -527,67 +1022,97 @@ async def diff_stat(
 async def diff_text(
     target: GitTarget, from_sha: str, to_sha: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
 ) -> bytes | WorkspaceProblem:
-    """The diff as ``git diff`` prints it (no pager, no color, no external diff), from
-    ``from_sha`` to ``to_sha`` or to the work tree now (untracked files show as new)."""
-    trees = await _trees(target, from_sha, to_sha, timeout=timeout)
-    if isinstance(trees, WorkspaceProblem):
-        return trees
-    return await _ok(
-        git_argv(target, "diff", "--no-color", "--no-ext-diff", "--binary", *trees, "--"),
-        timeout=timeout,
-        doing=f"diffing {from_sha[:12]}",
-    )
+    """The diff as ``git diff`` prints it (no pager, no color, no external diff, no
+    textconv), from ``from_sha`` to ``to_sha`` or to the work tree now (untracked files show
+    as new)."""
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
+        trees = await _trees(scratch, from_sha, to_sha, timeout=timeout)
+        if isinstance(trees, WorkspaceProblem):
+            return trees
+        return await _neutral(
+            scratch, *_DIFF, "--binary", *trees, "--",
+            timeout=timeout, doing=f"diffing {from_sha[:12]}",
+        )  # fmt: skip
+
+
+async def changed_paths(
+    target: GitTarget,
+    from_sha: str,
+    pathspecs: Sequence[str] = (),
+    *,
+    to_sha: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[str, ...] | WorkspaceProblem:
+    """The paths that differ between ``from_sha`` (a checkpoint) and ``to_sha`` or the work
+    tree now (untracked included, ignored excluded), sorted; only those matching
+    ``pathspecs`` (git pathspecs, relative to the work tree's top) when any are given.
+    Against a checkpoint, not HEAD: a path changed and committed since still shows."""
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
+        trees = await _trees(scratch, from_sha, to_sha, timeout=timeout)
+        if isinstance(trees, WorkspaceProblem):
+            return trees
+        out = await _neutral(
+            scratch, *_DIFF, "-z", "--name-only", *trees, "--", *pathspecs,
+            timeout=timeout, doing=f"diffing {from_sha[:12]}",
+        )  # fmt: skip
+    return out if isinstance(out, WorkspaceProblem) else parse_paths(out)
 
 
 async def restore(
     target: GitTarget, sha: str, *, timeout: float = DEFAULT_TIMEOUT
 ) -> WorkspaceProblem | None:
     """Put the work tree back exactly as it was at the checkpoint ``sha`` (tracked and
-    untracked files; ignored files untouched) and the real index as it was then (when the
-    checkpoint recorded it); HEAD and every branch stay where they are."""
-    resolved = await _ok(
-        git_argv(target, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}"),
-        timeout=timeout,
-        doing=f"{sha} is no checkpoint",
-    )
+    untracked files, byte for byte; ignored files untouched) and the real index as it was
+    then (when the checkpoint recorded it); HEAD and every branch stay where they are."""
+    resolved = await _ref_ok(
+        target, "rev-parse", "--verify", "-q", "--end-of-options", f"{sha}^{{commit}}",
+        timeout=timeout, doing=f"{sha} is no checkpoint",
+    )  # fmt: skip
     if isinstance(resolved, WorkspaceProblem):
         return resolved
     commit = _line(resolved)
-    async with _scratch_index(target) as index:
+    async with _scratch(target) as scratch:
+        if isinstance(scratch, WorkspaceProblem):
+            return scratch
         # The scratch index holds the work tree now, so the one-way merge below removes the
         # files the checkpoint does not have and writes the ones it has.
-        added = await _add_everything(target, index, timeout=timeout)
+        added = await _add_everything(scratch, timeout=timeout)
         if added is not None:
             return added
-        moved = await _ok(
-            git_argv(target, "read-tree", "--reset", "-u", f"{commit}^{{tree}}"),
-            timeout=timeout,
-            index_file=index,
-            doing=f"restoring {target.work_tree} to {commit[:12]}",
-        )
+        moved = await _neutral(
+            scratch, "read-tree", "--reset", "-u", "--no-recurse-submodules",
+            f"{commit}^{{tree}}",
+            timeout=timeout, doing=f"restoring {target.work_tree} to {commit[:12]}",
+        )  # fmt: skip
         if isinstance(moved, WorkspaceProblem):
             return moved
-        await _keep_index(target, index)
-    if target.private:
-        return None
-    parents = await _ok(
-        git_argv(target, "rev-list", "--no-walk", "--parents", commit),
-        timeout=timeout,
-        doing=f"reading {commit[:12]}",
-    )
-    if isinstance(parents, WorkspaceProblem):
-        return parents
-    shas = parents.split()
-    if len(shas) < 3:
-        return None  # no index recorded: the index stays as it is
-    index_commit = os.fsdecode(shas[2])
-    read = await _ok(
-        git_argv(target, "read-tree", f"{index_commit}^{{tree}}"),
-        timeout=timeout,
-        doing="restoring the index",
-    )
-    if isinstance(read, WorkspaceProblem):
-        return read
-    # Stat data of the fresh index; exit code 1 ("needs update") is no failure.
-    refreshed = await _run(git_argv(target, "update-index", "-q", "--refresh"), timeout=timeout)
-    return refreshed if isinstance(refreshed, WorkspaceProblem) else None
+        await _keep_index(scratch)
+        if target.private:
+            return None
+        parents = await _neutral(
+            scratch, "rev-list", "--no-walk", "--parents", commit,
+            timeout=timeout, doing=f"reading {commit[:12]}",
+        )  # fmt: skip
+        if isinstance(parents, WorkspaceProblem):
+            return parents
+        shas = parents.split()
+        if len(shas) < 3:
+            return None  # no index recorded: the index stays as it is
+        index_commit = os.fsdecode(shas[2])
+        read = await _neutral(
+            scratch, "read-tree", f"{index_commit}^{{tree}}",
+            index_file=target.index_file, timeout=timeout, doing="restoring the index",
+        )  # fmt: skip
+        if isinstance(read, WorkspaceProblem):
+            return read
+        # Stat data of the fresh index; exit code 1 ("needs update") is no failure.
+        refreshed = await _neutral(
+            scratch, "update-index", "-q", "--refresh",
+            index_file=target.index_file, timeout=timeout, doing="refreshing the index",
+            check=False,
+        )  # fmt: skip
+        return refreshed if isinstance(refreshed, WorkspaceProblem) else None

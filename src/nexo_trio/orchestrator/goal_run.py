@@ -8,8 +8,11 @@ as it records them.
     next_step(state, goal, config, now)
        Begin       -> record goal_started, then the operator controls that waited for it
        Record      -> record the machine's decision (replay judgement, sleep, wake-up, stuck)
-       RunTurn     -> record attempt_started, run the CLI, record attempt_completed
+       RunTurn     -> checkpoint the workspace (a work turn of a checkpointed workspace),
+                      record attempt_started, run the CLI, record attempt_completed with
+                      what the turn changed
        RunAcceptance -> run the checks, record acceptance_checked
+       Restore     -> put the workspace back to a checkpoint, record rolled_back
        Sleep, Wait -> wait until the time comes or the state changes
        Finish      -> record the announcements; the orchestrator records goal_completed
 
@@ -30,22 +33,27 @@ from pathlib import Path
 import attrs
 import trio
 
+from nexo_trio.core.checkpoints import DiffStat, GitTarget, WorkspaceProblem
 from nexo_trio.core.events import Event, SystemInit
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
     AcceptanceChecked,
     CancelRequested,
+    CheckpointFailed,
     ControlEvent,
     GoalEvent,
     ReplayDecided,
+    RolledBack,
     SessionBound,
     TurnActivity,
+    WorkspaceInfo,
 )
 from nexo_trio.core.goal_machine import (
     Begin,
     Finish,
     GoalState,
     Record,
+    Restore,
     RunAcceptance,
     RunTurn,
     Sleep,
@@ -53,6 +61,7 @@ from nexo_trio.core.goal_machine import (
     Wait,
     apply,
     begin,
+    checkpoint_of,
     fold,
     next_step,
     run_started,
@@ -69,7 +78,8 @@ from nexo_trio.engine.sandbox import prepare_sandbox
 from nexo_trio.engine.supervisor import TurnResult, run_turn
 from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
-from nexo_trio.orchestrator.acceptance import VerifierRegistry, evaluate
+from nexo_trio.orchestrator.acceptance import Baseline, VerifierRegistry, evaluate
+from nexo_trio.orchestrator.git_workspace import checkpoint, diff_stat, restore
 from nexo_trio.store.base import Store
 
 Emit = Callable[[GoalEvent], Awaitable[None]]
@@ -77,6 +87,8 @@ TurnRunner = Callable[..., Awaitable[TurnResult]]
 """``run_turn`` or a stand-in with its signature (tests script outcomes with one)."""
 Clock = Callable[[], float]
 """Seconds since the epoch."""
+CHANGES_DEADLINE = 120.0
+"""How long the diff stat after a turn may take (shielded: the turn's end must be recorded)."""
 
 
 class GoalHandle:
@@ -229,6 +241,7 @@ class GoalRun:
         clock: Clock,
         workspace: Path,
         registry: VerifierRegistry,
+        git: WorkspaceInfo | None = None,
         plan: TurnPlan,
         turn_runner: TurnRunner = run_turn,
         environ: Mapping[str, str] | None = None,
@@ -240,6 +253,7 @@ class GoalRun:
         self.emit = emit
         self.clock = clock
         self.workspace = workspace
+        self.git = git
         self.registry = registry
         self.plan = plan
         self.turn_runner = turn_runner
@@ -264,6 +278,7 @@ class GoalRun:
                         pid=os.getpid(),
                         confined=self.plan.confinement is not None,
                         warnings=self.plan.warnings,
+                        git=self.git,
                     )
                     await self.emit(started)
                     await self.handle.go_live(self.emit)
@@ -274,6 +289,8 @@ class GoalRun:
                     await self._turn(step)
                 case RunAcceptance():
                     await self._acceptance(step)
+                case Restore():
+                    await self._restore(step)
                 case Sleep() | Wait():
                     await self._hold(step)
                 case Finish(outcome=outcome, announce=announce):
@@ -291,7 +308,68 @@ class GoalRun:
 
     # ------------------------------------------------------------------ steps
 
+    @property
+    def target(self) -> GitTarget | None:
+        """What the goal's turns are checkpointed in (``None``: not checkpointed)."""
+        return self.git.target if self.git is not None else None
+
+    async def _checkpoint(self, step: RunTurn) -> RunTurn | None:
+        """The step with its checkpoint taken (a work turn of a checkpointed workspace that
+        has none yet); ``None`` when it could not be (recorded: the goal escalates)."""
+        target = self.target
+        if target is None or step.compact or step.checkpoint is not None:
+            return step
+        # The ref of a turn is its first attempt's: a retry keeps it.
+        first = checkpoint_of(self.handle.state, step.turn) is None
+        sha = await checkpoint(target, self.goal.id, step.turn, update_ref=first)
+        if isinstance(sha, WorkspaceProblem):
+            await self.emit(CheckpointFailed(self.goal.id, step.turn, sha.message))
+            return None
+        return attrs.evolve(step, checkpoint=sha)
+
+    async def _changes(self, step: RunTurn) -> tuple[DiffStat | None, str | None]:
+        """The workspace right after the turn (a commit on ``refs/nexo/<goal>/<turn>-after``)
+        and what the turn changed against its checkpoint; ``None`` for either when not
+        checkpointed or git could not tell (the turn's end is recorded either way)."""
+        target = self.target
+        if target is None or step.checkpoint is None:
+            return None, None
+        found: tuple[DiffStat | None, str | None] = (None, None)
+        # Shielded and bounded: a turn that was cancelled still records what it changed.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CHANGES_DEADLINE):
+            after = await checkpoint(
+                target, self.goal.id, step.turn, after=True, timeout=CHANGES_DEADLINE
+            )
+            if not isinstance(after, WorkspaceProblem):
+                found = (None, after)
+                stat = await diff_stat(target, step.checkpoint, after, timeout=CHANGES_DEADLINE)
+                if not isinstance(stat, WorkspaceProblem):
+                    found = (stat, after)
+        return found
+
+    async def _restore(self, step: Restore) -> None:
+        target = self.target
+        problem = (
+            WorkspaceProblem("the workspace is not checkpointed")
+            if target is None
+            else await restore(target, step.sha)
+        )
+        if problem is not None:
+            await self.emit(
+                CheckpointFailed(self.goal.id, step.turn, f"rollback failed: {problem.message}")
+            )
+            return
+        await self.emit(
+            RolledBack(
+                self.goal.id, step.turn, step.sha, by="the replay policy", reason=step.reason
+            )
+        )
+
     async def _turn(self, step: RunTurn) -> None:
+        checked = await self._checkpoint(step)
+        if checked is None:
+            return
+        step = checked
         for event in turn_started(self.goal.id, step):
             await self.emit(event)
         plan = self.plan
@@ -344,15 +422,15 @@ class GoalRun:
                 stdout_copy=self._stream_file(step),
             )
             nursery.cancel_scope.cancel()
-        await self.emit(
-            turn_completed(
-                self.goal.id,
-                step,
-                result.outcome,
-                duration_s=result.duration_s,
-                stop_actions=result.stop_actions,
-            )
+        completed = turn_completed(
+            self.goal.id,
+            step,
+            result.outcome,
+            duration_s=result.duration_s,
+            stop_actions=result.stop_actions,
         )
+        changes, after = await self._changes(step)
+        await self.emit(attrs.evolve(completed, changes=changes, after=after))
 
     def _stream_file(self, step: RunTurn) -> Path | None:
         """The file keeping this turn's raw stdout: ``turn-N[-compact][-redo]-STAMP.ndjson``
@@ -409,6 +487,7 @@ class GoalRun:
                     workspace=self.workspace,
                     registry=self.registry,
                     goal_id=self.goal.id,
+                    baseline=self._baseline(),
                 )
             )
             nursery.cancel_scope.cancel()
@@ -417,6 +496,13 @@ class GoalRun:
             await self.emit(
                 AcceptanceChecked(self.goal.id, step.turn, verdict.met, verdict.results)
             )
+
+    def _baseline(self) -> Baseline | None:
+        """The goal's first checkpoint, for the checks that judge what the goal changed."""
+        target, checkpoints = self.target, self.handle.state.checkpoints
+        if target is None or not checkpoints:
+            return None
+        return Baseline(target=target, sha=checkpoints[0].sha)
 
     async def _hold(self, step: Sleep | Wait) -> None:
         deadline = math.inf

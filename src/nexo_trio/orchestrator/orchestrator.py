@@ -19,7 +19,6 @@ its recorded outcome without a run.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ import attrs
 import trio
 
 from nexo_trio.core.budget import exhausted_axis
+from nexo_trio.core.checkpoints import WorkspaceProblem
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
     CancelRequested,
@@ -63,6 +63,7 @@ from nexo_trio.core.layout import layout_problem, workspace_problem
 from nexo_trio.core.redact import secret_values
 from nexo_trio.core.sandbox import ApiProxy
 from nexo_trio.core.settings import Config
+from nexo_trio.engine.git_mounts import worktree_mounts
 from nexo_trio.engine.sandbox import probe_bwrap
 from nexo_trio.engine.supervisor import run_turn
 from nexo_trio.gate.deciders import Decider, build_decider, close_decider
@@ -74,6 +75,7 @@ from nexo_trio.orchestrator.acceptance import VerifierRegistry, default_registry
 from nexo_trio.orchestrator.control_server import ControlServer
 from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
 from nexo_trio.orchestrator.state_dir import StateDir
+from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.control_frames import ControlReply, ControlRequest
@@ -251,9 +253,9 @@ class Orchestrator:
         return [self._resolve(path).resolve() for path in paths]
 
     def _workspace_path(self, goal: Goal) -> Path:
-        if goal.workspace:
+        if isinstance(goal.workspace, str):
             return self._resolve(goal.workspace)
-        return self._resolve(self.config.workspace_root) / goal.id
+        return worktree_path(self._resolve(self.config.workspace_root), goal.id)
 
     def _workspace_problem(self, goal: Goal) -> str | None:
         """What is wrong with where the goal's workspace is (blocking: a worker thread's)."""
@@ -278,7 +280,25 @@ class Orchestrator:
         """``sandbox.writable``, relative paths taken from :attr:`base_dir`."""
         return tuple(str(self._resolve(path)) for path in self.config.sandbox.writable)
 
-    def _confinement(self, goal: Goal, env: Mapping[str, str | None]) -> Confinement | None:
+    async def _git_mounts(self, opened: GoalWorkspace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What a confined turn must write (and must only read) of the user's repository to
+        commit in its worktree: nothing for other workspaces (see ``engine/git_mounts``)."""
+        info = opened.info
+        target = info.target
+        if not self.confined or info.kind != "worktree" or target is None or not info.branch:
+            return (), ()
+        common = target.common_dir or target.git_dir
+        branch = info.branch
+        return await trio.to_thread.run_sync(
+            lambda: worktree_mounts(common, target.git_dir, branch)
+        )
+
+    def _confinement(
+        self,
+        goal: Goal,
+        env: Mapping[str, str | None],
+        git_mounts: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+    ) -> Confinement | None:
         """What the sandbox of the goal's turns is made of (``None``: unconfined)."""
         if not self.confined:
             return None
@@ -290,7 +310,7 @@ class Orchestrator:
             else:
                 environ[key] = value
         # The engine makes the interpreter, this package and the CLI's binary visible.
-        readable = [str(self.layout.root), str(self.socket_path.parent)]
+        readable = [str(self.layout.root), str(self.socket_path.parent), *git_mounts[1]]
         api_proxy = None
         if not settings.network:
             api_proxy = ApiProxy(
@@ -299,7 +319,7 @@ class Orchestrator:
             )
         return Confinement(
             home=environ.get("HOME"),
-            writable=self._writable(),
+            writable=(*self._writable(), *git_mounts[0]),
             readable=tuple(dict.fromkeys(readable)),
             network=settings.network,
             api_proxy=api_proxy,
@@ -394,6 +414,26 @@ class Orchestrator:
         problem = await trio.to_thread.run_sync(self._workspace_problem, goal)
         if problem is not None:
             raise LayoutError(problem)
+        opened = await self._open_workspace(goal)
+        if isinstance(opened, WorkspaceProblem):
+            raise LayoutError(f"goal {goal.id!r}: {opened.message}")
+
+    async def _open_workspace(self, goal: Goal) -> GoalWorkspace | WorkspaceProblem:
+        """The goal's workspace made ready (a worktree created or reused, the default
+        directory created), then checked again: a symlink planted meanwhile must not make
+        another directory the goal's."""
+        opened = await open_workspace(
+            goal,
+            resolve=self._resolve,
+            workspace_root=self._resolve(self.config.workspace_root),
+            shadow_dir=self.layout.shadow(goal.id),
+        )
+        if isinstance(opened, WorkspaceProblem):
+            return opened
+        problem = await trio.to_thread.run_sync(self._workspace_problem, goal)
+        if problem is not None:
+            return WorkspaceProblem(problem)
+        return opened
 
     def running(self) -> list[str]:
         """Ids of the goals started and not yet ended."""
@@ -434,12 +474,15 @@ class Orchestrator:
                 return
             try:
                 try:
-                    workspace = await trio.to_thread.run_sync(self._workspace, goal)
+                    opened = await self._open_workspace(goal)
                 except OSError as exc:
                     # A user's mistake (a file in the way, no permission): not a bug.
-                    reason = f"cannot use the workspace: {exc.strerror or exc}: {exc.filename}"
+                    opened = WorkspaceProblem(f"{exc.strerror or exc}: {exc.filename}")
+                if isinstance(opened, WorkspaceProblem):
+                    reason = f"cannot use the workspace: {opened.message}"
                     outcome = end(GoalEndKind.ESCALATED, reason)
                     return
+                workspace = opened.path
                 decider = self._make_decider(goal)
                 if self._decider is None:
                     owned = decider  # built from the config: ours to close
@@ -449,7 +492,13 @@ class Orchestrator:
                 self._secrets[goal.id] = secret_values(
                     os.environ, {**self.environ, **self.config.claude.env, **given}
                 )
-                confinement = self._confinement(goal, goal_env)
+                try:
+                    git_mounts = await self._git_mounts(opened)
+                except (OSError, ValueError) as exc:
+                    reason = f"cannot confine the worktree's git dir: {exc}"
+                    outcome = end(GoalEndKind.ESCALATED, reason)
+                    return
+                confinement = self._confinement(goal, goal_env, git_mounts)
                 scratch = self.layout.scratch(goal.id)
                 gate = GoalGate(
                     goal,
@@ -473,6 +522,7 @@ class Orchestrator:
                     emit=self._emit,
                     clock=self.now,
                     workspace=workspace,
+                    git=opened.info,
                     registry=self.registry,
                     plan=TurnPlan(
                         mcp_config=self.layout.mcp_config(goal.id),
@@ -554,17 +604,6 @@ class Orchestrator:
                 await self._emit(event)
             except Exception:
                 log.exception("could not record %s of goal %s", type(event).__name__, goal.id)
-
-    def _workspace(self, goal: Goal) -> Path:
-        """The goal's workspace, created (blocking: a worker thread's). Raises ``OSError``
-        when it cannot be, or when it turns out not to be the goal's own after all (a
-        symlink planted since :meth:`start_goal` checked)."""
-        path = self._workspace_path(goal)
-        path.mkdir(parents=True, exist_ok=True)
-        problem = self._workspace_problem(goal)
-        if problem is not None:
-            raise OSError(errno.EINVAL, problem, str(path))
-        return path.resolve()
 
     # ------------------------------------------------------------------ events
 

@@ -68,6 +68,10 @@ class StateDir:
         """Where the goal's turns' raw stdout is kept."""
         return self.root / "streams" / goal_id
 
+    def shadow(self, goal_id: str) -> Path:
+        """The goal's private shadow repository (``checkpoints: true`` of a plain directory)."""
+        return self.root / "git" / f"{goal_id}.git"
+
     def scratch(self, goal_id: str) -> Path:
         """The goal's scratch directory (its turns' ``TMPDIR``)."""
         return self.root / "scratch" / goal_id

@@ -54,7 +54,15 @@ from cattrs.errors import AttributeValidationNote, ClassValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from nexo_trio.core.goal import Budget, Criterion, CustomCheck, FileMatchCheck, Goal, ShellCheck
+from nexo_trio.core.goal import (
+    Budget,
+    Criterion,
+    CustomCheck,
+    FileMatchCheck,
+    GitWorkspace,
+    Goal,
+    ShellCheck,
+)
 from nexo_trio.core.settings import (
     DECIDER_NAMES,
     SANDBOX_MODES,
@@ -284,6 +292,16 @@ def _size(value: object, _: object) -> int:
         raise _Invalid(str(e)) from None
 
 
+def _workspace(value: object, _: object) -> str | GitWorkspace | None:
+    """A directory (a string) or a worktree (a mapping with ``repo``)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        tree: GitWorkspace = converter.structure(value, GitWorkspace)
+        return tree
+    _expected("a directory or a mapping {repo, base, branch}", value)
+
+
 def _goal_id(value: object, _: object) -> str:
     # Before the record's own check: a number or a date would otherwise read as "got 42".
     return _str(value)
@@ -301,7 +319,7 @@ class _Field:
 # (durations, sizes). What a value may be (ranges, patterns, non-empty) is checked by the
 # records themselves (nexo_trio.core.validation), the same for a file and for Python.
 _FIELDS: Final[dict[type, dict[str, _Field]]] = {
-    Goal: {"id": _Field(hook=_goal_id)},
+    Goal: {"id": _Field(hook=_goal_id), "workspace": _Field(hook=_workspace)},
     ShellCheck: {"timeout_s": _Field("timeout", _duration)},
     Budget: {"max_wall_time_s": _Field("max_wall_time", _optional(_duration))},
     LlmSettings: {"timeout_s": _Field("timeout", _duration)},

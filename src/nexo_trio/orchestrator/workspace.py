@@ -1,0 +1,138 @@
+"""Where a goal works, made ready: a directory, or a git worktree of the user's repository,
+and how its turns are checkpointed (:class:`~nexo_trio.core.goal_events.WorkspaceInfo`).
+
+* ``workspace: {repo, base, branch}``: a worktree at ``<workspace_root>/<goal id>`` on the
+  goal's branch (created at ``base``, reused by a re-run); its checkpoints live in the
+  repository (hidden refs ``refs/nexo/<goal>/<turn>``).
+* ``workspace: DIR``: the directory must exist. When it is a git repository's top level its
+  own git dir holds the checkpoints; otherwise ``checkpoints: true`` gives it a private
+  shadow repository in the state dir (the directory gets no ``.git``), and without it the
+  turns are not checkpointed.
+* no ``workspace``: ``<workspace_root>/<goal id>``, created, checkpointed like a directory.
+
+Expected failures (a missing directory, a repository that is none, a base that does not
+resolve, a branch checked out elsewhere) are :class:`WorkspaceProblem` outcomes, in one
+line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from nexo_trio.core.checkpoints import WorkspaceProblem
+from nexo_trio.core.goal import Goal
+from nexo_trio.core.goal_events import WorkspaceInfo
+from nexo_trio.orchestrator.git_workspace import (
+    ensure_shadow,
+    ensure_worktree,
+    repository_target,
+)
+
+__all__ = ["GoalWorkspace", "open_workspace", "worktree_path"]
+
+
+@attrs.frozen
+class GoalWorkspace:
+    """A goal's workspace, ready: its real path and how it is checkpointed."""
+
+    path: Path
+    info: WorkspaceInfo
+
+    @property
+    def checkpointed(self) -> bool:
+        """Whether every work turn is checkpointed."""
+        return self.info.target is not None
+
+
+def worktree_path(workspace_root: Path, goal_id: str) -> Path:
+    """Where a goal's worktree goes: ``<workspace_root>/<goal id>``."""
+    return workspace_root / goal_id
+
+
+def _directory_state(path: Path) -> str:
+    if not path.exists():
+        return "missing"
+    return "directory" if path.is_dir() else "other"
+
+
+async def open_workspace(
+    goal: Goal,
+    *,
+    resolve: Callable[[str], Path],
+    workspace_root: Path,
+    shadow_dir: Path,
+) -> GoalWorkspace | WorkspaceProblem:
+    """Make the goal's workspace ready (created or reused; idempotent). ``resolve`` makes a
+    path of the goal absolute; ``shadow_dir`` is where the goal's shadow repository goes."""
+    tree = goal.worktree
+    if tree is not None:
+        return await _open_worktree(goal, resolve, workspace_root)
+    if goal.workspace is None:
+        path = worktree_path(workspace_root, goal.id)
+        await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+    else:
+        assert isinstance(goal.workspace, str)
+        path = resolve(goal.workspace)
+        state = await trio.to_thread.run_sync(_directory_state, path)
+        if state == "missing":
+            return WorkspaceProblem(f"the workspace {path} does not exist (create it first)")
+        if state == "other":
+            return WorkspaceProblem(f"the workspace {path} is not a directory")
+    real = await trio.to_thread.run_sync(lambda: Path(os.path.realpath(path)))
+    # Only a repository's top level has a .git of its own (a subdirectory of one is
+    # checkpointed only by a shadow): a directory without one costs no git call.
+    has_git = await trio.to_thread.run_sync(os.path.lexists, real / ".git")
+    target = await repository_target(str(real)) if has_git else None
+    if isinstance(target, WorkspaceProblem):
+        target = None  # not the top level of its repository
+    if target is not None:
+        return GoalWorkspace(path=real, info=WorkspaceInfo(kind="repository", target=target))
+    if not goal.checkpoints:
+        return GoalWorkspace(path=real, info=WorkspaceInfo(kind="directory"))
+    shadow = await ensure_shadow(str(shadow_dir), str(real))
+    if isinstance(shadow, WorkspaceProblem):
+        return shadow
+    return GoalWorkspace(path=real, info=WorkspaceInfo(kind="shadow", target=shadow))
+
+
+async def _open_worktree(
+    goal: Goal,
+    resolve: Callable[[str], Path],
+    workspace_root: Path,
+) -> GoalWorkspace | WorkspaceProblem:
+    tree = goal.worktree
+    branch = goal.branch
+    assert tree is not None
+    assert branch is not None
+    repo = resolve(tree.repo)
+    state = await trio.to_thread.run_sync(_directory_state, repo)
+    if state == "missing":
+        return WorkspaceProblem(f"the repository {repo} does not exist")
+    if state == "other":
+        return WorkspaceProblem(f"the repository {repo} is not a directory")
+    path = worktree_path(workspace_root, goal.id)
+    root_real, path_real = await trio.to_thread.run_sync(
+        lambda: (os.path.realpath(workspace_root), os.path.realpath(path))
+    )
+    if os.path.dirname(path_real) != root_real:
+        return WorkspaceProblem(
+            f"the worktree {path} resolves to {path_real}, outside the workspace root "
+            f"{workspace_root}: refused"
+        )
+    await trio.to_thread.run_sync(lambda: Path(root_real).mkdir(parents=True, exist_ok=True))
+    made = await ensure_worktree(str(repo), tree.base, branch, path_real)
+    if isinstance(made, WorkspaceProblem):
+        return made
+    info = WorkspaceInfo(
+        kind="worktree",
+        target=made.target,
+        repo=str(repo),
+        branch=branch,
+        base=tree.base or "HEAD",
+    )
+    return GoalWorkspace(path=Path(made.path), info=info)
