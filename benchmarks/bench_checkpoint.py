@@ -9,6 +9,8 @@ medians over :data:`ROUNDS` rounds:
   repository itself: scratch index seeded from the real one, ``add -A``, ``write-tree``, an
   index commit, the checkpoint commit, ``update-ref``;
 * ``checkpoint`` (shadow): the same workspace checkpointed by a private shadow git dir;
+* after the turn: the ``-after`` checkpoint and the turn's diff stat against the checkpoint
+  taken before it (what ``goal_run`` does when a turn ends); a turn costs both rows;
 * floor: ``GIT_INDEX_FILE=<copy of the index> git add -A && git write-tree``, from a shell.
 """
 
@@ -76,11 +78,21 @@ def _floor_ms(repo: Path, scratch: Path) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-async def _checkpoint_ms(target: GitTarget, turn: int) -> float:
+async def _checkpoint_ms(target: GitTarget, turn: int) -> tuple[float, str]:
     start = time.perf_counter()
     sha = await gw.checkpoint(target, "bench", turn)
     elapsed = (time.perf_counter() - start) * 1000
     assert not isinstance(sha, WorkspaceProblem), sha
+    return elapsed, sha
+
+
+async def _after_ms(target: GitTarget, turn: int, before: str) -> float:
+    start = time.perf_counter()
+    after = await gw.checkpoint(target, "bench", turn, after=True)
+    assert not isinstance(after, WorkspaceProblem), after
+    stat = await gw.diff_stat(target, before, after)
+    elapsed = (time.perf_counter() - start) * 1000
+    assert not isinstance(stat, WorkspaceProblem), stat
     return elapsed
 
 
@@ -97,22 +109,30 @@ def run() -> list[tuple[str, float, str]]:
             assert isinstance(shadow, GitTarget)
             await _checkpoint_ms(repo_target, 0)  # warm the page cache
             await _checkpoint_ms(shadow, 0)  # and the shadow's first full hash
-            times: dict[str, list[float]] = {"repo": [], "shadow": [], "floor": []}
+            times: dict[str, list[float]] = {"repo": [], "shadow": [], "after": [], "floor": []}
+            _, before = await _checkpoint_ms(repo_target, 0)
             for round_ in range(1, ROUNDS + 1):
                 _turn(repo, round_)
-                times["repo"].append(await _checkpoint_ms(repo_target, round_))
-                times["shadow"].append(await _checkpoint_ms(shadow, round_))
+                times["after"].append(await _after_ms(repo_target, round_ - 1, before))
+                elapsed, before = await _checkpoint_ms(repo_target, round_)
+                times["repo"].append(elapsed)
+                times["shadow"].append((await _checkpoint_ms(shadow, round_))[0])
                 times["floor"].append(_floor_ms(repo, root))
             return times
 
         times = trio.run(main)
-    repo_ms, shadow_ms, floor_ms = (
-        statistics.median(times[k]) for k in ("repo", "shadow", "floor")
+    repo_ms, shadow_ms, after_ms, floor_ms = (
+        statistics.median(times[k]) for k in ("repo", "shadow", "after", "floor")
     )
     note = f"median of {ROUNDS}, {FILES} files"
     return [
         ("checkpoint (repository)", repo_ms, f"{note}; x{repo_ms / floor_ms:.1f} the floor"),
         ("checkpoint (shadow git dir)", shadow_ms, f"x{shadow_ms / floor_ms:.1f} the floor"),
+        (
+            "after a turn: -after checkpoint + diff stat",
+            after_ms,
+            f"repository; x{after_ms / floor_ms:.1f} the floor",
+        ),
         ("floor: git add -A && git write-tree", floor_ms, "scratch copy of the index"),
     ]
 

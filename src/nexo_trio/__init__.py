@@ -50,6 +50,9 @@ _EXPORTS = {
     "CustomCheck": "nexo_trio.core.goal",
     "Criterion": "nexo_trio.core.goal",
     "BUILTIN_CHECKS": "nexo_trio.core.goal",
+    "GitWorkspace": "nexo_trio.core.goal",
+    "DiffStat": "nexo_trio.core.checkpoints",
+    "GitTarget": "nexo_trio.core.checkpoints",
     "CheckResult": "nexo_trio.core.acceptance",
     "Verdict": "nexo_trio.core.acceptance",
     "Failure": "nexo_trio.core.acceptance",
@@ -69,6 +72,9 @@ _EXPORTS = {
     "GoalStarted": "nexo_trio.core.goal_events",
     "GoalRestarted": "nexo_trio.core.goal_events",
     "AttemptStarted": "nexo_trio.core.goal_events",
+    "CheckpointFailed": "nexo_trio.core.goal_events",
+    "RolledBack": "nexo_trio.core.goal_events",
+    "WorkspaceInfo": "nexo_trio.core.goal_events",
     "SessionBound": "nexo_trio.core.goal_events",
     "TurnActivity": "nexo_trio.core.goal_events",
     "AttemptCompleted": "nexo_trio.core.goal_events",
@@ -110,6 +116,7 @@ _EXPORTS = {
     "GoalHandle": "nexo_trio.orchestrator.goal_run",
     "VerifierRegistry": "nexo_trio.orchestrator.acceptance",
     "CheckContext": "nexo_trio.orchestrator.acceptance",
+    "Baseline": "nexo_trio.orchestrator.acceptance",
     "CustomResult": "nexo_trio.orchestrator.acceptance",
     "Verifier": "nexo_trio.orchestrator.acceptance",
     "default_registry": "nexo_trio.orchestrator.acceptance",
@@ -132,6 +139,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from nexo_trio.core.acceptance import CheckResult, Failure, Verdict
     from nexo_trio.core.budget import BudgetAxis
+    from nexo_trio.core.checkpoints import DiffStat, GitTarget
     from nexo_trio.core.command import ClaudeCommand
     from nexo_trio.core.compact import CompactPolicy
     from nexo_trio.core.events import Usage
@@ -141,6 +149,7 @@ if TYPE_CHECKING:
         Criterion,
         CustomCheck,
         FileMatchCheck,
+        GitWorkspace,
         Goal,
         ShellCheck,
     )
@@ -150,6 +159,7 @@ if TYPE_CHECKING:
         AttemptStarted,
         BudgetExhausted,
         CancelRequested,
+        CheckpointFailed,
         CompactScheduled,
         DecisionMade,
         Escalated,
@@ -163,11 +173,13 @@ if TYPE_CHECKING:
         InterruptQueued,
         MaxTurnsRaised,
         ReplayDecided,
+        RolledBack,
         SessionBound,
         Sleeping,
         StuckDetected,
         TurnActivity,
         WokeUp,
+        WorkspaceInfo,
     )
     from nexo_trio.core.goal_machine import GoalState
     from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
@@ -204,6 +216,7 @@ if TYPE_CHECKING:
     )
     from nexo_trio.gate.llm import LlmDecider
     from nexo_trio.orchestrator.acceptance import (
+        Baseline,
         CheckContext,
         CustomResult,
         Verifier,
@@ -230,6 +243,7 @@ __all__ = [
     "AllowAll",
     "AttemptCompleted",
     "AttemptStarted",
+    "Baseline",
     "Binding",
     "Budget",
     "BudgetAxis",
@@ -239,6 +253,7 @@ __all__ = [
     "Chain",
     "CheckContext",
     "CheckResult",
+    "CheckpointFailed",
     "ClaudeCommand",
     "ClaudeSettings",
     "CompactPolicy",
@@ -252,11 +267,14 @@ __all__ = [
     "DecisionMade",
     "DecisionOutcome",
     "DenyAll",
+    "DiffStat",
     "Escalated",
     "Failure",
     "FieldError",
     "FileFormatError",
     "FileMatchCheck",
+    "GitTarget",
+    "GitWorkspace",
     "Goal",
     "GoalCompleted",
     "GoalEndKind",
@@ -283,6 +301,7 @@ __all__ = [
     "PermissionSettings",
     "ReplayDecided",
     "ReplaySettings",
+    "RolledBack",
     "RulesDecider",
     "SQLiteStore",
     "SandboxUnavailable",
@@ -304,6 +323,7 @@ __all__ = [
     "Verifier",
     "VerifierRegistry",
     "WokeUp",
+    "WorkspaceInfo",
     "__version__",
     "abstain",
     "allow",

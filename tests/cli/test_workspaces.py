@@ -377,3 +377,79 @@ def test_worktree_mistakes_exit_2_with_one_line(
     assert says in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert s.fake.invocations() == []
+
+
+def test_a_worktree_place_that_escapes_the_workspace_root_is_refused(tmp_path: Path) -> None:
+    s, _, goal = worktree_setup(tmp_path, [TURN_1])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "workspaces").mkdir()
+    (tmp_path / "workspaces" / "g1").symlink_to(outside)
+    r = invoke("run", goal, "--config", s.config)
+    assert r.exit_code == 2, r.output
+    assert "outside the workspace root" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert list(outside.iterdir()) == []
+    assert s.fake.invocations() == []
+
+
+def test_ignored_files_are_neither_checkpointed_nor_rolled_back(tmp_path: Path) -> None:
+    noisy = turn(
+        init(),
+        bash("echo two > b.txt && echo build > out.log"),
+        text("Done."),
+        result("Done.", cost_usd=0.1),
+    )
+    s, _, goal = worktree_setup(tmp_path, [noisy])
+    assert invoke("run", goal, "--config", s.config).exit_code == 0
+    (changes,) = (e["changes"] for e in of_kind(s, "attempt_completed"))
+    assert changes["added"] == ["b.txt"]  # out.log is ignored (*.log)
+    back = invoke("rollback", "g1", "--turn", "1", "--state-dir", s.state_dir)
+    assert back.exit_code == 0, back.output
+    worktree = tmp_path / "workspaces" / "g1"
+    assert not (worktree / "b.txt").exists()
+    assert (worktree / "out.log").read_text() == "build\n"  # ignored: untouched
+
+
+def test_cleanup_of_finished_goals_and_of_other_workspaces(tmp_path: Path) -> None:
+    s = make_setup(tmp_path, [TURN_1, TURN_2, TURN_1, TURN_2])
+    repo = user_repo(tmp_path)
+    plain = s.goal("plain.yaml", goal_id="p1", acceptance=NEEDS_B, workspace="../repo")
+    assert invoke("run", plain, "--config", s.config).exit_code == 0
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    (directory / "gone.txt").write_text("x\n")
+    (directory / "tracked.txt").write_text("t\n")
+    shadow = write_yaml(
+        tmp_path / "goals" / "shadow.yaml",
+        {"id": "s1", "description": "b", "acceptance": NEEDS_B, "workspace": "../dir",
+         "checkpoints": True},
+    )  # fmt: skip
+    assert invoke("run", shadow, "--config", s.config).exit_code == 0
+    recent = invoke("cleanup", "--finished-before", "1h", "--state-dir", s.state_dir)
+    assert recent.exit_code == 0, recent.output
+    assert git(repo, "for-each-ref", "refs/nexo/") != ""  # ended just now: kept
+    everything = invoke("cleanup", "--finished-before", "0s", "--state-dir", s.state_dir)
+    assert everything.exit_code == 0, everything.output
+    assert git(repo, "for-each-ref", "refs/nexo/") == ""
+    assert not (s.state_dir / "git" / "s1.git").exists()
+    assert (directory / "b.txt").exists()  # the user's files stay
+    assert (repo / "b.txt").exists()
+    bad = invoke("cleanup", "--finished-before", "soon", "--state-dir", s.state_dir)
+    assert bad.exit_code == 2
+    assert "--finished-before" in bad.stderr
+    neither = invoke("cleanup", "--state-dir", s.state_dir)
+    assert neither.exit_code == 2
+
+
+def test_diff_and_rollback_take_the_goal_file_too(tmp_path: Path) -> None:
+    s, _, goal = worktree_setup(tmp_path, [TURN_1, TURN_2])
+    assert invoke("run", goal, "--config", s.config).exit_code == 0
+    shown = invoke("diff", goal, "--turn", "2", "--stat", "--config", s.config)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines() == [
+        "A b.txt",
+        "M a.txt",
+        "D gone.txt",
+        "3 file(s) changed, 2 insertion(s)(+), 1 deletion(s)(-)",
+    ]
