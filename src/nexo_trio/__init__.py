@@ -75,6 +75,7 @@ _EXPORTS = {
     "CheckpointFailed": "nexo_trio.core.goal_events",
     "RolledBack": "nexo_trio.core.goal_events",
     "WorkspaceInfo": "nexo_trio.core.goal_events",
+    "WorkspaceCleaned": "nexo_trio.core.goal_events",
     "SessionBound": "nexo_trio.core.goal_events",
     "TurnActivity": "nexo_trio.core.goal_events",
     "AttemptCompleted": "nexo_trio.core.goal_events",
@@ -179,6 +180,7 @@ if TYPE_CHECKING:
         StuckDetected,
         TurnActivity,
         WokeUp,
+        WorkspaceCleaned,
         WorkspaceInfo,
     )
     from nexo_trio.core.goal_machine import GoalState
@@ -323,6 +325,7 @@ __all__ = [
     "Verifier",
     "VerifierRegistry",
     "WokeUp",
+    "WorkspaceCleaned",
     "WorkspaceInfo",
     "__version__",
     "abstain",

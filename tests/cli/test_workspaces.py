@@ -453,3 +453,30 @@ def test_diff_and_rollback_take_the_goal_file_too(tmp_path: Path) -> None:
         "D gone.txt",
         "3 file(s) changed, 2 insertion(s)(+), 1 deletion(s)(-)",
     ]
+
+
+def test_a_run_after_cleanup_starts_from_a_fresh_worktree_and_is_told(tmp_path: Path) -> None:
+    s, repo, goal = worktree_setup(tmp_path, [TURN_1, TURN_2])
+    goal.write_text(goal.read_text().replace("max_turns: 4", "max_turns: 1"))
+    assert invoke("run", goal, "--config", s.config).exit_code == 1  # out of turns
+    assert invoke("cleanup", "g1", "--state-dir", s.state_dir).exit_code == 0
+    assert [e["removed"] for e in of_kind(s, "workspace_cleaned")] == [
+        [
+            "deleted 2 checkpoint ref(s)",
+            "removed the worktree " + str(tmp_path / "workspaces" / "g1"),
+            "deleted the branch nexo/g1",
+        ]
+    ]
+    goal.write_text(goal.read_text().replace("max_turns: 1", "max_turns: 2"))
+    r = invoke("run", goal, "--config", s.config, "--json")
+    assert r.exit_code == 0, r.output
+    prompt = s.fake.invocations()[-1]["prompt"]
+    assert "[ROLLBACK]" in prompt
+    assert "cleaned up" in prompt
+    started = of_kind(s, "attempt_started")[-1]
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/nexo/g1/2")
+    assert refs.split() == ["refs/nexo/g1/2", started["checkpoint"]]
+    diff = invoke("diff", "g1", "--state-dir", s.state_dir)  # from the new first checkpoint
+    assert diff.exit_code == 0, diff.output
+    assert "+++ b/b.txt" in diff.stdout
+    assert "tracked.txt" not in diff.stdout  # turn 1's change went with the old worktree

@@ -34,7 +34,7 @@ from nexo_trio.cli.common import (
     state_dir_option,
 )
 from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
-from nexo_trio.core.goal_events import GoalStarted, RolledBack, WorkspaceInfo
+from nexo_trio.core.goal_events import GoalStarted, RolledBack, WorkspaceCleaned, WorkspaceInfo
 from nexo_trio.core.goal_machine import GoalState, apply, checkpoint_of, initial_state
 from nexo_trio.orchestrator import git_workspace as git
 from nexo_trio.orchestrator.state_dir import StateDir
@@ -398,25 +398,44 @@ def cleanup(
                     chosen.append(found)
         lines: list[str] = []
         for each in chosen:
-            lines += await _clean_one(each, layout, keep_branch=keep_branch)
+            done = await _clean_one(each, layout, keep_branch=keep_branch)
+            removed = tuple(line for line in done if line.startswith(("removed", "deleted")))
+            if removed:
+                cleaned = WorkspaceCleaned(
+                    each.goal_id,
+                    removed,
+                    by=f"nexo-trio cleanup ({getpass.getuser()})",
+                    at=time.time(),
+                )
+                await store.append_events(each.goal_id, [event_to_ledger(cleaned)])
+            lines += [f"{each.goal_id}: {line}" for line in done]
+            if not done:
+                lines.append(f"{each.goal_id}: {_nothing(each)}")
         return lines
 
     for line in _run(config_file, state_dir, clean):
         click.echo(line)
 
 
+def _nothing(goal: Recorded) -> str:
+    if goal.git is None or goal.git.kind == "directory":
+        return "nothing to clean up (a plain directory)"
+    return "nothing left to clean up"
+
+
 async def _clean_one(goal: Recorded, layout: StateDir, *, keep_branch: bool) -> list[str]:
+    """What was removed of the goal's workspace (nothing: an empty list)."""
     info = goal.git
     name = goal.goal_id
     if info is None or info.kind == "directory":
-        return [f"{name}: nothing to clean up (a plain directory)"]
+        return []
     done: list[str] = []
     if info.kind == "shadow":
         shadow = layout.shadow(name)
         if await trio.to_thread.run_sync(shadow.exists):
             await trio.to_thread.run_sync(lambda: shutil.rmtree(shadow))
             done.append(f"removed the shadow repository {shadow}")
-        return [f"{name}: {line}" for line in done] or [f"{name}: nothing left to clean up"]
+        return done
     target = info.target
     if info.kind == "worktree" and info.repo is not None:
         refs_target = await git.repository_refs(info.repo)
@@ -437,7 +456,7 @@ async def _clean_one(goal: Recorded, layout: StateDir, *, keep_branch: bool) -> 
             done.append(f"removed the worktree {goal.workspace}")
         if info.branch is not None:
             done += await _clean_branch(info.repo, info.branch, keep_branch=keep_branch)
-    return [f"{name}: {line}" for line in done] or [f"{name}: nothing left to clean up"]
+    return done
 
 
 async def _clean_branch(repo: str, branch: str, *, keep_branch: bool) -> list[str]:

@@ -140,6 +140,17 @@ class RolledBack(_Stamped):
 
 
 @attrs.frozen
+class WorkspaceCleaned(_Stamped):
+    """``nexo-trio cleanup`` removed what the goal's workspace was made of (``removed``: the
+    worktree, the checkpoint refs, the branch, the shadow repository): its checkpoints are
+    gone, and a later run starts from a fresh workspace (its first prompt says so)."""
+
+    goal_id: str
+    removed: tuple[str, ...]
+    by: str
+
+
+@attrs.frozen
 class SessionBound(_Stamped):
     """The goal is now bound to this Claude Code session."""
 
@@ -383,6 +394,7 @@ GoalEvent: TypeAlias = (
     | AttemptStarted
     | CheckpointFailed
     | RolledBack
+    | WorkspaceCleaned
     | SessionBound
     | TurnActivity
     | AttemptCompleted

@@ -34,6 +34,7 @@ Rules of ``apply`` (the fold; config-free: every decision it applies was recorde
    until the next acceptance or a wake-up, and the streak of identical failures grows.
 7. ``rolled_back``: the workspace is back at a checkpoint: the next work prompt says so, the
    last failures and changes no longer apply, a ``done`` goal is open again.
+   ``workspace_cleaned``: its checkpoints are gone; the next work prompt says so.
 8. ``sleeping`` plans a wake-up time; ``woke_up`` ends the sleep (the next prompt says so).
    ``stuck_detected`` with ``fresh_session`` drops the session and resets the streaks.
 9. Operator controls set what they say (cancel, pause, resume, queue a message, raise
@@ -109,6 +110,7 @@ from nexo_trio.core.goal_events import (
     Sleeping,
     StuckDetected,
     WokeUp,
+    WorkspaceCleaned,
     WorkspaceInfo,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
@@ -287,6 +289,20 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
             return attrs.evolve(state, escalation=state.escalation or failed, rollback_due=None)
         case RolledBack():
             return _rolled_back(state, event)
+        case WorkspaceCleaned(removed=removed, by=by):
+            note = (
+                f"The goal's workspace was cleaned up (by {by}: {', '.join(removed)}) and made "
+                "again: files of earlier turns are gone unless they were committed on its "
+                "branch. Look at the workspace as it is now and continue toward the goal."
+            )
+            return attrs.evolve(
+                state,
+                checkpoints=(),
+                turn_ends=(),
+                rollback_due=None,
+                rolled_back=note,
+                last_changes=None,
+            )
         case SessionBound(session_id=session_id):
             return attrs.evolve(state, session_id=session_id)
         case DecisionMade():
