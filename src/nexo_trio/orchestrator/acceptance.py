@@ -587,7 +587,11 @@ async def _git_status(ctx: CheckContext, pathspecs: Sequence[str]) -> str | Cust
             return CustomResult(False, f"workspace {workspace} is not a git repository")
         first_line = stderr.splitlines()[0] if stderr else _describe_exit(probe.exit_code)
         return CustomResult(False, f"git cannot use the workspace: {first_line}", tail(stderr))
-    status = await git("status", "--porcelain", "--untracked-files=all", "--", *pathspecs)
+    # quotePath: every unusual name comes C-quoted, whatever the user's config (see _unquote).
+    status = await git(
+        "-c", "core.quotePath=true", "status", "--porcelain", "--untracked-files=all", "--",
+        *pathspecs,
+    )  # fmt: skip
     if status.timed_out:
         return CustomResult(False, f"git status timed out after {GIT_TIMEOUT:g}s")
     if status.exit_code != 0:
@@ -599,10 +603,12 @@ async def _git_status(ctx: CheckContext, pathspecs: Sequence[str]) -> str | Cust
 
 
 def _status_paths(line: str) -> list[str]:
-    """The paths of one ``git status --porcelain`` line (both of a rename), unquoted."""
+    """The paths of one ``git status --porcelain`` line (both of a rename), unquoted. A
+    nested repository shows as a directory (``vendor/lib/``); a checkpoint has it as the
+    path ``vendor/lib``: the slash is dropped."""
     rest = line[3:]
     parts = rest.split(" -> ") if " -> " in rest else [rest]
-    return [_unquote(p) for p in parts]
+    return [_unquote(p).rstrip("/") for p in parts]
 
 
 def _unquote(path: str) -> str:

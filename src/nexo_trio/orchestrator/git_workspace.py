@@ -768,16 +768,40 @@ async def _write_tree(
     return out if isinstance(out, WorkspaceProblem) else _line(out)
 
 
+NESTED_REPOSITORIES = 64
+"""How many nested repositories without a commit one checkpoint leaves out at most."""
+
+_NO_COMMIT = re.compile(r"'(?P<path>.+)' does not have a commit checked out")
+
+
+def _exclude(scratch: _Scratch, path: str) -> None:
+    """Leave ``path`` (relative to the work tree) out of the scratch's ``add -A``."""
+    pattern = "/" + "".join(f"\\{c}" if c in "*?[\\!#" else c for c in path.rstrip("/"))
+    with open(os.path.join(scratch.git_dir, "info", "exclude"), "a", encoding="utf-8") as f:
+        f.write(f"\n{pattern}/\n")
+
+
 async def _add_all(scratch: _Scratch, *, timeout: float) -> WorkspaceProblem | None:
-    out = await _neutral(
-        scratch,
-        "add",
-        "-A",
-        "--",
-        ":/",
-        timeout=timeout,
-        doing=f"adding {scratch.target.work_tree} to a checkpoint",
-    )
+    """``git add -A``; a nested repository with no commit (``git init`` and nothing else),
+    which git refuses to add, is left out of the checkpoint rather than failing it (git
+    records a nested repository by its commit, and it has none)."""
+    out: bytes | WorkspaceProblem = WorkspaceProblem("no add was run")
+    for _ in range(NESTED_REPOSITORIES + 1):
+        out = await _neutral(
+            scratch,
+            "add",
+            "-A",
+            "--",
+            ":/",
+            timeout=timeout,
+            doing=f"adding {scratch.target.work_tree} to a checkpoint",
+        )
+        if not isinstance(out, WorkspaceProblem):
+            return None
+        nested = _NO_COMMIT.search(out.message)
+        if nested is None:
+            return out
+        await trio.to_thread.run_sync(_exclude, scratch, nested.group("path"))
     return out if isinstance(out, WorkspaceProblem) else None
 
 
