@@ -401,3 +401,12 @@ def test_a_reftable_repository_is_refused(tmp_path: Path) -> None:
     Path(repo.common, "reftable").mkdir()
     with pytest.raises(ValueError, match="reftable"):
         worktree_mounts(repo.common, repo.admin, "nexo/g1")
+
+
+def test_the_checkpoints_cache_index_is_read_only_once_it_exists(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, "nexo/g1", packed=False)
+    _, before = worktree_mounts(repo.common, repo.admin, "nexo/g1")
+    assert f"{repo.admin}/nexo-trio.index" not in before
+    Path(repo.admin, "nexo-trio.index").write_bytes(b"DIRC")
+    _, after = worktree_mounts(repo.common, repo.admin, "nexo/g1")
+    assert f"{repo.admin}/nexo-trio.index" in after

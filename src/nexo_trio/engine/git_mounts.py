@@ -27,8 +27,8 @@ are made shallowest first, the most specific path wins):
 * ``objects/pack`` and ``objects/info`` (a commit writes neither: the user's packed history
   can't be deleted, no ``alternates`` can be planted), created when missing;
 * the admin dir's ``commondir``, ``gitdir``, ``config.worktree`` (created empty when
-  missing: git reads it only with ``extensions.worktreeConfig``, and then it stays empty)
-  and ``locked`` if there is one;
+  missing: git reads it only with ``extensions.worktreeConfig``, and then it stays empty),
+  ``locked`` if there is one, and the checkpoints' cache index ``nexo-trio.index``;
 * every other entry of the branch's ref directory and of its reflog directory (files and
   subdirectories: another branch's ref cannot be written, removed or renamed over, since
   ``rename``/``unlink`` of a mount point fail with ``EBUSY``). A branch that lives only in
@@ -88,9 +88,17 @@ from typing import Final
 
 REFS_HEADS: Final = "refs/heads"
 LOCK_SUFFIX: Final = ".lock"
-WORKTREE_READONLY: Final = ("commondir", "gitdir", "config.worktree", "locked")
+WORKTREE_READONLY: Final = (
+    "commondir",
+    "gitdir",
+    "config.worktree",
+    "locked",
+    "nexo-trio.index",
+)
 """The admin dir's files the turn must not change (the first three always exist after this
-module has run; ``locked`` only if the worktree is locked)."""
+module has run; ``locked`` only if the worktree is locked; ``nexo-trio.index`` is the
+checkpoints' cache index, once the first checkpoint wrote it: a turn that could rewrite its
+stat data could hide a change from the next checkpoint)."""
 OBJECTS_READONLY: Final = ("pack", "info")
 
 
