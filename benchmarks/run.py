@@ -12,7 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_checkpoint, bench_gate, bench_mcp_startup, bench_store, bench_stream
+from benchmarks import (
+    bench_checkpoint,
+    bench_gate,
+    bench_goals,
+    bench_mcp_startup,
+    bench_store,
+    bench_stream,
+)
 
 Rows = list[tuple[str, float, str]]
 BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
@@ -37,6 +44,12 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         "per-turn checkpoint of a 10k-file workspace vs `git add -A && git write-tree`",
         "ms",
         bench_checkpoint.run,
+    ),
+    "goals": (
+        f"{bench_goals.GOALS} goals x {bench_goals.TURNS} fake turns, one state dir: 1 process "
+        f"vs {bench_goals.PROCESSES}",
+        "",
+        bench_goals.run,
     ),
 }
 
