@@ -10,7 +10,7 @@ from typing import Any, get_args
 import attrs
 import pytest
 
-from nexo_trio.core.goal import Criterion, Goal, GitWorkspace
+from nexo_trio.core.goal import Criterion, GitWorkspace, Goal
 from nexo_trio.core.goal_events import GoalEvent, event_kind
 from nexo_trio.core.settings import Config
 from nexo_trio.wire.files import _CRITERION_KINDS, _yaml_key
@@ -40,9 +40,7 @@ def test_every_config_key(key: str) -> None:
     assert mentioned(key), f"docs/reference.md does not name the config key `{key}`"
 
 
-@pytest.mark.parametrize(
-    "key", [*keys(Goal), *(f"workspace.{k}" for k in keys(GitWorkspace))]
-)
+@pytest.mark.parametrize("key", [*keys(Goal), *(f"workspace.{k}" for k in keys(GitWorkspace))])
 def test_every_goal_key(key: str) -> None:
     assert mentioned(key), f"docs/reference.md does not name the goal key `{key}`"
 
