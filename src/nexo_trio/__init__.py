@@ -8,7 +8,7 @@ Everything an application embeds with is importable from here::
   ``cancel_goal`` / ``pause_goal`` / ``resume_goal`` / ``interrupt_goal`` /
   ``set_goal_max_turns``, ``subscribe``), :class:`GoalOutcome`, :class:`GoalEndKind`;
 - goals and config: :class:`Goal`, :class:`Budget`, the checks (:class:`ShellCheck`,
-  :class:`FileMatchCheck`, :class:`CustomCheck`, custom ones through a
+  :class:`FileMatchCheck`, :class:`CustomCheck`, :class:`LlmJudgeCheck`, custom ones through a
   :class:`VerifierRegistry`), :class:`Config` and its parts, :func:`load_goal` and
   :func:`load_config` for the YAML files (:class:`FileFormatError` when one is wrong);
 - the goal's events (:class:`GoalStarted` ... :class:`GoalCompleted`, all :data:`GoalEvent`)
@@ -48,6 +48,7 @@ _EXPORTS = {
     "ShellCheck": "nexo_trio.core.goal",
     "FileMatchCheck": "nexo_trio.core.goal",
     "CustomCheck": "nexo_trio.core.goal",
+    "LlmJudgeCheck": "nexo_trio.core.goal",
     "Criterion": "nexo_trio.core.goal",
     "BUILTIN_CHECKS": "nexo_trio.core.goal",
     "GitWorkspace": "nexo_trio.core.goal",
@@ -77,6 +78,7 @@ _EXPORTS = {
     "WorkspaceInfo": "nexo_trio.core.goal_events",
     "WorkspaceCleaned": "nexo_trio.core.goal_events",
     "SessionBound": "nexo_trio.core.goal_events",
+    "TurnSpawned": "nexo_trio.core.goal_events",
     "TurnActivity": "nexo_trio.core.goal_events",
     "AttemptCompleted": "nexo_trio.core.goal_events",
     "ReplayDecided": "nexo_trio.core.goal_events",
@@ -114,6 +116,9 @@ _EXPORTS = {
     "Orchestrator": "nexo_trio.orchestrator.orchestrator",
     "LayoutError": "nexo_trio.orchestrator.orchestrator",
     "SandboxUnavailable": "nexo_trio.orchestrator.orchestrator",
+    "GoalLocked": "nexo_trio.orchestrator.goal_lock",
+    "goal_runner": "nexo_trio.orchestrator.goal_lock",
+    "LockHolder": "nexo_trio.core.goal_lock",
     "GoalHandle": "nexo_trio.orchestrator.goal_run",
     "VerifierRegistry": "nexo_trio.orchestrator.acceptance",
     "CheckContext": "nexo_trio.orchestrator.acceptance",
@@ -152,6 +157,7 @@ if TYPE_CHECKING:
         FileMatchCheck,
         GitWorkspace,
         Goal,
+        LlmJudgeCheck,
         ShellCheck,
     )
     from nexo_trio.core.goal_events import (
@@ -179,10 +185,12 @@ if TYPE_CHECKING:
         Sleeping,
         StuckDetected,
         TurnActivity,
+        TurnSpawned,
         WokeUp,
         WorkspaceCleaned,
         WorkspaceInfo,
     )
+    from nexo_trio.core.goal_lock import LockHolder
     from nexo_trio.core.goal_machine import GoalState
     from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
     from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
@@ -225,6 +233,7 @@ if TYPE_CHECKING:
         VerifierRegistry,
         default_registry,
     )
+    from nexo_trio.orchestrator.goal_lock import GoalLocked, goal_runner
     from nexo_trio.orchestrator.goal_run import GoalHandle
     from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator, SandboxUnavailable
     from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry, Store
@@ -282,6 +291,7 @@ __all__ = [
     "GoalEndKind",
     "GoalEvent",
     "GoalHandle",
+    "GoalLocked",
     "GoalOutcome",
     "GoalPaused",
     "GoalProgress",
@@ -295,7 +305,9 @@ __all__ = [
     "LayoutError",
     "LedgerEntry",
     "LlmDecider",
+    "LlmJudgeCheck",
     "LlmSettings",
+    "LockHolder",
     "MaxTurnsRaised",
     "MemoryStore",
     "Orchestrator",
@@ -319,6 +331,7 @@ __all__ = [
     "TurnKind",
     "TurnOutcome",
     "TurnResult",
+    "TurnSpawned",
     "TurnState",
     "Usage",
     "Verdict",
@@ -335,6 +348,7 @@ __all__ = [
     "default_registry",
     "deny",
     "goal_id_for_path",
+    "goal_runner",
     "load_config",
     "load_goal",
     "open_sqlite_store",

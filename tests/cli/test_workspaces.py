@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -235,30 +236,40 @@ def test_rollback_by_sha_and_the_mistakes_it_refuses(tmp_path: Path) -> None:
 def test_rollback_is_refused_while_the_goal_runs(tmp_path: Path) -> None:
     s, _, goal = worktree_setup(tmp_path, [TURN_1, TURN_2])
     assert invoke("run", goal, "--config", s.config).exit_code == 0
-    # A run that never recorded its end, by a live process: as a running goal looks.
-    from nexo_trio.core.goal_events import GoalStarted
-    from nexo_trio.store.sqlite import open_sqlite_store
-    from nexo_trio.wire.goal_json import event_to_ledger
-
-    live = subprocess.Popen(["sleep", "30"])
+    # Another process holding the goal's lock is how a running goal looks.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from nexo_trio.orchestrator.goal_lock import try_acquire; "
+            "lock = try_acquire(Path(sys.argv[1]), 'g1'); print('held', flush=True); "
+            "time.sleep(30)",
+            str(s.state_dir),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
-        import trio
-
-        async def fake_run() -> None:
-            async with open_sqlite_store(s.state_dir / "nexo.db") as store:
-                started = GoalStarted("g1", "x", str(tmp_path), pid=live.pid, at=1.0)
-                await store.append_events("g1", [event_to_ledger(started)])
-
-        trio.run(fake_run)
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
         r = invoke("rollback", "g1", "--turn", "1", "--state-dir", s.state_dir)
         assert r.exit_code == 2
-        assert f"is running (process {live.pid})" in r.stderr
+        assert f"is running in process {holder.pid}" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
         c = invoke("cleanup", "g1", "--state-dir", s.state_dir)
         assert c.exit_code == 2
         assert "is running" in c.stderr
+        many = invoke("cleanup", "--finished-before", "0s", "--state-dir", s.state_dir)
+        assert many.exit_code == 0
+        assert "g1: skipped: it is running" in many.stdout
     finally:
-        live.kill()
-        live.wait()
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert (tmp_path / "workspaces" / "g1" / "b.txt").exists()  # nothing was rolled back
+    after = invoke("rollback", "g1", "--turn", "2", "--state-dir", s.state_dir)
+    assert after.exit_code == 0, after.output  # the lock of a dead process is no lock
 
 
 def test_worktrees_and_cleanup(tmp_path: Path) -> None:

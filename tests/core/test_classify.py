@@ -26,6 +26,7 @@ from nexo_trio.core.events import (
     Usage,
 )
 from nexo_trio.core.outcome import COMPACT_HINT, Cause, TurnKind, TurnOutcome
+from nexo_trio.core.pricing import DEFAULT_PRICE
 from nexo_trio.core.turn import parse_sleep_request
 from nexo_trio.wire.stream_json import StreamDecoder, parse_frame
 from tests.conftest import FIXTURES
@@ -388,15 +389,17 @@ def test_session_id_is_the_last_one_seen_in_any_frame() -> None:
     assert outcome_of(anonymous_result).session_id == "third"
 
 
-def test_usage_and_cost_come_from_the_result_frame_only() -> None:
+def test_usage_and_cost_come_from_the_result_frame_else_from_the_assistant_frames() -> None:
     assistant = AssistantMessage(
         session_id="s",
         content=(TextBlock("partial"),),
         usage=Usage(input_tokens=1000, output_tokens=5, cache_read_input_tokens=7),
     )
     no_result = outcome_of(turn(assistant))
-    assert no_result.usage == Usage()
-    assert no_result.cost_usd == 0.0
+    # No result frame (killed, timed out): what the assistant frames reported, the cost
+    # estimated (no model named: the price table's default, its highest rates).
+    assert no_result.usage == Usage(input_tokens=1000, output_tokens=5, cache_read_input_tokens=7)
+    assert no_result.cost_usd == pytest.approx(DEFAULT_PRICE.cost(no_result.usage))
     assert no_result.final_text == "partial"
     assert no_result.context_tokens == 1007
 

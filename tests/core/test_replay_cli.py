@@ -131,8 +131,10 @@ def test_no_result_and_no_exit_code_is_a_clean_end(tmp_path: Path) -> None:
     assert out["session_id"] == "ae90ce3c-9239-47f8-a3d6-27fc90d07eb7"
     assert out["malformed_lines"] == 1  # the half line
     assert out["events"] == 4
-    assert out["usage"] == dict.fromkeys(USAGE_KEYS, 0)
-    assert out["cost_usd"] == 0
+    # No result frame: what the complete assistant frame reported, its cost estimated at
+    # claude-sonnet-4-5's rates ($3 input, $15 output per million tokens).
+    assert out["usage"] == {**dict.fromkeys(USAGE_KEYS, 0), "input_tokens": 101, "output_tokens": 1}
+    assert out["cost_usd"] == pytest.approx((101 * 3 + 1 * 15) / 1e6)
 
 
 @pytest.mark.parametrize("code", ["143", "137", "-15", "-9"])

@@ -70,6 +70,7 @@ HELLO = "echo hi > hello.txt"
 DONE_IN_ONE_TURN = (
     "goal_started",
     "attempt_started",
+    "turn_spawned",
     "session_bound",
     "decision_made",
     "attempt_completed",
@@ -153,6 +154,15 @@ def configure(s: Setup, **claude: Any) -> None:
 
 def kinds(rows: Sequence[LedgerRow]) -> list[str]:
     return [kind for _, _, kind, _ in rows]
+
+
+RECORD_KINDS = frozenset({"assistant_text", "tool_called"})
+"""The turn's record (what Claude said and ran: tests/orchestrator/test_record.py)."""
+
+
+def flow(rows: Sequence[LedgerRow]) -> list[str]:
+    """The kinds of the rows but the turn's record."""
+    return [kind for kind in kinds(rows) if kind not in RECORD_KINDS]
 
 
 def wait_for(what: str, check: Any, proc: subprocess.Popen[str]) -> None:
@@ -321,7 +331,7 @@ def test_a_lock_held_20_s_mid_turn_by_another_process_loses_nothing(
     time.sleep(LOCK_S - 2.0)
     assert holder.poll() is None, "the lock was let go early"
     assert proc.poll() is None
-    assert kinds(ledger_rows(database)) == ["goal_started", "attempt_started", "session_bound"]
+    assert flow(ledger_rows(database)) == list(DONE_IN_ONE_TURN[:4])
     assert holder.wait(timeout=10) == 0  # not communicate(): its EOF would release the lock
     held, released_wall = time.monotonic() - locked_at, time.time()
     assert holder.stdout is not None
@@ -339,7 +349,8 @@ def test_a_lock_held_20_s_mid_turn_by_another_process_loses_nothing(
     assert outcome["outcome"] == {"kind": "done"}
     assert (outcome["decisions"], outcome["total_turns"]) == ({"allowed": 1, "denied": 0}, 1)
     rows = ledger_rows(database)
-    assert kinds(rows) == list(DONE_IN_ONE_TURN)  # each once, in order
+    assert flow(rows) == list(DONE_IN_ONE_TURN)  # each once, in order
+    assert kinds(rows).count("tool_called") == 3
     assert_runs_well_formed(rows)
     data = {kind: row for _, _, kind, row in rows}
     assert data["decision_made"]["subject"] == HELLO
@@ -386,9 +397,10 @@ def test_a_disk_full_mid_turn_prints_the_outcome_then_exits_3(tmp_path: Path, ru
     assert "full" in line
     # What the file holds: the events before the disk filled, whole.
     assert_runs_well_formed(rows, unfinished=True)
-    assert kinds(rows) == ["goal_started", "attempt_started", "session_bound"]
-    # And what it does not hold is counted, not lost silently.
-    missing = len(DONE_IN_ONE_TURN) - len(rows)
+    assert flow(rows) == list(DONE_IN_ONE_TURN[:4])
+    # And what it does not hold is counted, not lost silently (the record too: three
+    # tool calls and Claude's text).
+    missing = len(DONE_IN_ONE_TURN) + 4 - len(rows)
     assert line.endswith(f"; {missing} event(s) of 1 goal(s) not written"), line
     assert elapsed < 30  # the flush at close is bounded (5 s), no waiting for 60 s
     assert (tmp_path / "goals" / "ws-g1" / "hello.txt").read_text() == "hi\n"

@@ -423,7 +423,8 @@ async def test_failed_decisions_count_towards_max_consecutive_denies(
 ) -> None:
     """Two failed decisions in a row reach ``max_consecutive_denies: 2``: the goal ends on
     that budget, and no call after them is allowed. Here the turn is slow to stop, so its
-    next call comes in first: denied (the goal is stopping it), counted, never run; an
+    next call comes in first: denied (``cancelled``: the goal is stopping it), never run,
+    and not one more in the run of denials (the budget stopped the turn at its second); an
     allow would have run it and reset the count, and the goal would have gone on."""
     fake = h.fake(
         turn(
@@ -456,10 +457,10 @@ async def test_failed_decisions_count_towards_max_consecutive_denies(
         GoalEndKind.BUDGET_EXHAUSTED,
         BudgetAxis.CONSECUTIVE_DENIES,
     )
-    assert outcome.reason == "max consecutive denials reached: 3 of 2"
+    assert outcome.reason == "max consecutive denials reached: 2 of 2"
     assert outcome.total_turns == 1
     assert (outcome.allowed, outcome.denied) == (0, 3)
-    assert (state.denied, state.consecutive_denies) == (3, 3)
+    assert (state.denied, state.consecutive_denies) == (3, 2)
     answers = [(d.subject, *what_the_cli_got(d, {"command": d.subject})) for d in recorded]
     assert calls(fake.permission_log()) == answers
     assert answers[-1][2] == "Permission denied: the goal was cancelled"

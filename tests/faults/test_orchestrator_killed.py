@@ -276,16 +276,27 @@ def split_runs(
     return events[: starts[1]], events[starts[1] :]
 
 
+RECORD_KINDS = ("turn_spawned", "assistant_text", "tool_called")
+"""Rows whose place among the others is not fixed (the CLI's identity, recorded as it
+starts; what Claude wrote and called): the checks of the order leave them out."""
+
+
 def check_killed_run(events: list[tuple[str, dict[str, Any]]], killed: Killed, s: Setup) -> str:
     """The killed run's rows: it began, bound its session, started turn 1, allowed the
     daemon's command, and recorded no end of the turn or the goal. Its session id."""
+    # What Claude wrote and called (the turn's record) is beside the point here.
+    events = [(kind, data) for kind, data in events if kind not in RECORD_KINDS[1:]]
     kinds = [kind for kind, _ in events]
     # The init frame (the session) and the permission request come on two channels: the
     # ledger may have them either way round.
     assert kinds[:2] == ["goal_started", "attempt_started"], kinds
-    assert sorted(kinds[2:]) == ["decision_made", "session_bound"], kinds
+    assert sorted(kinds[2:]) == ["decision_made", "session_bound", "turn_spawned"], kinds
     (_, started), (_, attempt) = events[:2]
-    bound, decision = (dict(events[2:])[kind] for kind in ("session_bound", "decision_made"))
+    bound, decision, spawned = (
+        dict(events[2:])[kind] for kind in ("session_bound", "decision_made", "turn_spawned")
+    )
+    assert (spawned["turn"], spawned["boot"] != "") == (1, True)  # what a re-run checks
+    assert attempt["marker"]
     assert (started["run"], started["resumed_after"], started["pid"]) == (1, None, killed.pid)
     assert started["confined"] is s.confined
     assert (attempt["turn"], attempt["redo"], attempt["resume_session"]) == (1, False, None)
@@ -310,6 +321,7 @@ def check_rerun_began(events: list[tuple[str, dict[str, Any]]], session: str, pi
     assert started["resumed_session"] == session
     assert started["resumed_turns"] == 0  # the crashed turn never completed: not counted
     assert started["pid"] == pid
+    assert started["leftovers_stopped"] == []  # the killed run's turn was already gone
     assert (attempt["turn"], attempt["redo"], attempt["resume_session"]) == (1, True, session)
 
 
@@ -357,6 +369,9 @@ def test_a_run_killed_mid_turn_leaves_nothing_and_the_rerun_does_the_goal(
     session = check_killed_run(old, killed, s)
     assert outcome["session_id"] == session
     check_rerun_began(new, session, second.pid)
+    (spawned,) = [data for kind, data in new if kind == "turn_spawned"]
+    assert spawned["turn"] == 1
+    new = [(kind, data) for kind, data in new if kind not in RECORD_KINDS]
     assert [kind for kind, _ in new[2:]] == [
         "decision_made",
         "attempt_completed",

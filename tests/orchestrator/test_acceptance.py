@@ -114,6 +114,7 @@ async def test_shell_stdout_pattern(tmp_path: Path) -> None:
             ShellCheck("echo ok; exit 2", stdout_pattern="ok"),
         ],
         workspace=tmp_path,
+        mode="parallel",
     )
     first, second, third, fourth = verdict.results
     assert first.passed
@@ -268,7 +269,7 @@ async def test_shell_checks_run_concurrently(tmp_path: Path) -> None:
     # another, the first would wait for them in vain and time out.
     wait_for_all = "while [ ! -e a ] || [ ! -e b ] || [ ! -e c ]; do sleep 0.01; done"
     checks = [ShellCheck(f"touch {name}; {wait_for_all}", timeout_s=5) for name in "abc"]
-    verdict = await evaluate(checks, workspace=tmp_path)
+    verdict = await evaluate(checks, workspace=tmp_path, mode="parallel")
     assert verdict.met, [r.message for r in verdict.results]
 
 
@@ -293,7 +294,9 @@ async def test_file_match_pass_and_fail(tmp_path: Path) -> None:
 async def test_file_match_missing_file_and_directory(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     verdict = await evaluate(
-        [FileMatchCheck("nope.txt", "x"), FileMatchCheck("sub", "x")], workspace=tmp_path
+        [FileMatchCheck("nope.txt", "x"), FileMatchCheck("sub", "x")],
+        workspace=tmp_path,
+        mode="parallel",
     )
     missing, directory = verdict.results
     assert not missing.passed
@@ -338,6 +341,7 @@ async def test_file_match_refuses_paths_outside_the_workspace(tmp_path: Path) ->
             FileMatchCheck("link-in", "TOKEN"),  # a symlink within the workspace: fine
         ],
         workspace=workspace,
+        mode="parallel",
     )
     dotdot, absolute, link_out, dir_link_out, inside, link_in = verdict.results
     assert dotdot.message == "path ../secret.txt resolves outside the workspace: refused"
@@ -421,6 +425,7 @@ async def test_custom_verifier_raising_is_a_failure_and_others_still_run(tmp_pat
         [CustomCheck("boom"), ShellCheck("sleep 0.2; true"), CustomCheck("wrong")],
         workspace=tmp_path,
         registry=registry,
+        mode="parallel",
     )
     boomed, shell, wronged = verdict.results
     assert not boomed.passed
@@ -454,7 +459,10 @@ async def test_all_criteria_run_concurrently(tmp_path: Path) -> None:
 
     with trio.fail_after(5):
         verdict = await evaluate(
-            [CustomCheck("meet")] * 3, workspace=tmp_path, registry=VerifierRegistry({"meet": meet})
+            [CustomCheck("meet")] * 3,
+            workspace=tmp_path,
+            registry=VerifierRegistry({"meet": meet}),
+            mode="parallel",
         )
     assert verdict.met
     assert [r.index for r in verdict.results] == [0, 1, 2]
@@ -472,6 +480,7 @@ async def test_slow_checks_overlap_in_virtual_time(
         [CustomCheck("slow", args={"s": s}) for s in (10, 30, 20)],
         workspace=tmp_path,
         registry=VerifierRegistry({"slow": slow}),
+        mode="parallel",
     )
     assert trio.current_time() - started == pytest.approx(30)
     assert [r.duration_s for r in verdict.results] == pytest.approx([10, 30, 20])
@@ -486,7 +495,7 @@ async def test_failures_keep_criterion_order_and_indexes(tmp_path: Path) -> None
         FileMatchCheck("f", "absent", label="fast fail"),
         FileMatchCheck("f", "absent too", required=False),
     ]
-    verdict = await evaluate(criteria, workspace=tmp_path)
+    verdict = await evaluate(criteria, workspace=tmp_path, mode="parallel")
     assert [r.index for r in verdict.results] == [0, 1, 2, 3, 4]
     assert [r.passed for r in verdict.results] == [True, False, True, False, False]
     assert not verdict.met
@@ -583,6 +592,7 @@ async def test_git_checks_outside_a_repo(tmp_path: Path, monkeypatch: pytest.Mon
     verdict = await evaluate(
         [CustomCheck("git_clean"), CustomCheck("no_paths_touched", args={"paths": ["x"]})],
         workspace=plain,
+        mode="parallel",
     )
     for result in verdict.results:
         assert not result.passed
@@ -617,6 +627,7 @@ async def test_no_paths_touched_bad_args(repo: Path) -> None:
             CustomCheck("no_paths_touched", args={"paths": ["a.txt", 3]}),
         ],
         workspace=repo,
+        mode="parallel",
     )
     messages = [r.message for r in verdict.results]
     assert not any(r.passed for r in verdict.results)

@@ -257,7 +257,9 @@ async def test_a_socket_and_a_link_to_a_fifo_are_refused(workspace: Path) -> Non
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(workspace / "sock"))
         verdict = await evaluate(
-            [FileMatchCheck("sock", "x"), FileMatchCheck("link", "x")], workspace=workspace
+            [FileMatchCheck("sock", "x"), FileMatchCheck("link", "x")],
+            workspace=workspace,
+            mode="parallel",
         )
     sock, link = verdict.results
     assert sock.message == "sock is a socket, not a regular file: refused"
@@ -557,6 +559,7 @@ async def test_a_confined_check_reports_its_exit_and_output(
         ],
         workspace=workspace,
         sandbox=plan,
+        mode="parallel",
     )
     failed, stdin = verdict.results
     assert failed.message == "exit code 3 (expected 0)"
@@ -593,6 +596,7 @@ async def test_the_git_of_the_built_in_checks_runs_confined(
         [CustomCheck("git_clean"), CustomCheck("no_paths_touched", args={"paths": ["new.txt"]})],
         workspace=workspace,
         sandbox=plan,
+        mode="parallel",
     )
     dirty, touched = verdict.results
     assert dirty.message == "1 uncommitted change(s) in the workspace"

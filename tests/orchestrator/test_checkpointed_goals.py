@@ -257,7 +257,8 @@ async def test_no_paths_touched_sees_a_protected_path_changed_and_committed(
     users = CustomCheck("no_paths_touched", args={"paths": ["a.txt", "*.md"]}, label="users")
     runner = WorkspaceRunner([commits_a_protected_change])
     goal = goal_in(repo, protected, other, users, max_turns=1)
-    outcome, events = await run(h, goal, runner)
+    # In parallel: each check's own result is wanted, after the first one fails too.
+    outcome, events = await run(h, goal, runner, acceptance_mode="parallel")
 
     assert outcome.kind is GoalEndKind.BUDGET_EXHAUSTED
     (checked,) = of(events, AcceptanceChecked)

@@ -235,6 +235,7 @@ async def test_a_denied_destructive_call_never_runs_and_is_recorded_everywhere(
         "subject": DESTRUCTIVE,
         "effect": "destructive",
         "rule": denied.rule,
+        "tool_use_id": log[0]["tool_use_id"],  # the call asked about (its tool_called)
     }
     assert denied.rule
     assert (rows[1]["outcome"], rows[1]["decider"]) == ("allow_once", "rules")

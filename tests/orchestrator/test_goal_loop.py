@@ -119,8 +119,11 @@ async def test_done_on_the_first_turn(h: Harness) -> None:
     assert kinds(durable) == [
         "goal_started",
         "attempt_started",
+        "turn_spawned",  # who the CLI is: a run after a crash stops it if it outlived us
         "session_bound",
         "decision_made",  # the Bash call went through the permission gate (rules: allow)
+        "tool_called",  # the record: the call once its result came, then Claude's text
+        "assistant_text",
         "attempt_completed",
         "replay_decided",
         "acceptance_checked",

@@ -4,6 +4,7 @@ the model's next prompt, and a huge result text is not stored whole."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import sqlite3
 import stat
@@ -74,10 +75,9 @@ async def test_a_huge_result_text_is_kept_capped(h: Harness) -> None:
     # The raw copy of the turn's stdout keeps every byte, privately.
     (stream,) = (h.root / "state" / "streams" / "g1").iterdir()
     assert stream.name.startswith("turn-1-")
-    assert stream.name.endswith(".ndjson")
+    assert stream.name.endswith(".ndjson.gz")  # compressed (see tests/orchestrator/test_record.py)
     assert stat.S_IMODE(stream.stat().st_mode) == 0o600
     assert stat.S_IMODE(stream.parent.stat().st_mode) == 0o700
-    finals = [
-        orjson.loads(line) for line in stream.read_bytes().splitlines() if b'"result"' in line
-    ]
+    raw = gzip.decompress(stream.read_bytes())
+    finals = [orjson.loads(line) for line in raw.splitlines() if b'"result"' in line]
     assert huge in [frame.get("result") for frame in finals]

@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexo_trio.core.compact import CompactPolicy
-from nexo_trio.core.goal import Budget, CustomCheck, FileMatchCheck, Goal, ShellCheck
+from nexo_trio.core.goal import (
+    Budget,
+    CustomCheck,
+    FileMatchCheck,
+    Goal,
+    LlmJudgeCheck,
+    ShellCheck,
+)
 from nexo_trio.core.settings import (
     ClaudeSettings,
     Config,
@@ -408,13 +415,13 @@ GOAL_ERRORS = [
     (
         "description: d\nacceptance: [{command: x}]\n",
         "acceptance[0].kind",
-        "required key is missing (one of shell, file_match, custom)",
+        "required key is missing (one of shell, file_match, custom, llm_judge)",
     ),
     # bad enum values
     (
         "description: d\nacceptance: [{kind: custom, name: a}, {kind: shel, command: x}]\n",
         "acceptance[1].kind",
-        "expected one of shell, file_match, custom, got 'shel'",
+        "expected one of shell, file_match, custom, llm_judge, got 'shel'",
     ),
     # wrong types
     ("description: 5\n", "description", "expected a string, got 5 (quote it)"),
@@ -683,6 +690,16 @@ criteria = st.one_of(
         FileMatchCheck, path=nonblank, pattern=patterns, required=st.booleans(), label=labels
     ),
     st.builds(CustomCheck, name=nonblank, args=free_form, label=labels),
+    st.builds(
+        LlmJudgeCheck,
+        rubric=nonblank,
+        model=st.none() | nonblank,
+        paths=st.lists(nonblank, max_size=3).map(tuple),
+        command=st.none() | nonblank,
+        timeout_s=positive,
+        required=st.booleans(),
+        label=labels,
+    ),
 )
 budgets = st.builds(
     Budget,

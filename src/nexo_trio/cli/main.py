@@ -16,6 +16,7 @@ _COMMANDS = {
     "run": ("nexo_trio.cli.run", "run"),
     "demo": ("nexo_trio.cli.demo", "demo"),
     "replay": ("nexo_trio.cli.replay", "replay"),
+    "transcript": ("nexo_trio.cli.transcript", "transcript"),
     "status": ("nexo_trio.cli.state", "status"),
     "events": ("nexo_trio.cli.state", "events"),
     "bindings": ("nexo_trio.cli.state", "bindings"),
@@ -25,6 +26,14 @@ _COMMANDS = {
     "cleanup": ("nexo_trio.cli.workspace", "cleanup"),
     "approve": ("nexo_trio.cli.control", "approve"),
     "deny": ("nexo_trio.cli.control", "deny"),
+    "pause": ("nexo_trio.cli.control", "pause"),
+    "resume": ("nexo_trio.cli.control", "resume"),
+    "cancel": ("nexo_trio.cli.control", "cancel"),
+    "interrupt": ("nexo_trio.cli.control", "interrupt"),
+    "max-turns": ("nexo_trio.cli.control", "max_turns"),
+    "watch": ("nexo_trio.cli.watch", "watch"),
+    "check": ("nexo_trio.cli.check", "check"),
+    "init": ("nexo_trio.cli.init", "init"),
     "permission-mcp": ("nexo_trio.cli.permission_mcp", "permission_mcp"),
 }
 

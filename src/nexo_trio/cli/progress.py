@@ -73,6 +73,13 @@ class Progress:
                 self.update(event)
                 live.refresh()
 
+    def expect(self, goal_ids: list[str]) -> None:
+        """Show these goals from now on (``queued`` until their first event): with many
+        goals, the ones waiting for a slot (``max_concurrent_goals``) are in the table too."""
+        for goal_id in goal_ids:
+            if goal_id not in self.rows:
+                self.rows[goal_id] = _Row(goal_id, time.monotonic(), phase="queued")
+
     def note(self, text: str) -> None:
         """Say something to the user now, live table or not."""
         self.console.print(text, markup=False)
@@ -82,6 +89,8 @@ class Progress:
         row = self.rows.get(event.goal_id)
         if row is None:
             row = self.rows[event.goal_id] = _Row(event.goal_id, time.monotonic())
+        elif row.phase == "queued":  # its time runs from its first event, as for the others
+            row.started, row.phase = time.monotonic(), "starting"
         line = self._apply(row, event)
         if isinstance(event, GoalStarted) and self.live:
             for warning in event.warnings:  # shown above the table, not only in a row
@@ -103,6 +112,9 @@ class Progress:
                 confined = "confined" if event.confined else "unconfined"
                 lines = [f"goal started in {workspace} ({confined}){extra}"]
                 lines += [f"  warning: {warning}" for warning in event.warnings]
+                if event.leftovers_stopped:
+                    stopped = ", ".join(event.leftovers_stopped)
+                    lines.append(f"  stopped what the crashed run left running: {stopped}")
                 return "\n".join(lines)
             case GoalRestarted(reason=reason):
                 return f"goal restarted: {reason}"

@@ -1,4 +1,7 @@
-"""``nexo-trio status``, ``events GOAL_ID`` and ``bindings``: read the state directory."""
+"""``nexo-trio status``, ``events GOAL_ID`` and ``bindings``: read the state directory.
+
+``events GOAL_ID --follow`` goes on printing new events as they are recorded, by any
+process (:mod:`nexo_trio.cli.follow`)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from nexo_trio.cli.common import (
     state_dir_option,
 )
 from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.store.base import Store
+from nexo_trio.store.base import LedgerEntry, Store
 from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.outcome_json import dumps
 
@@ -78,21 +81,53 @@ def status(config_file: Path | None, state_dir: Path | None, as_json: bool) -> N
 @click.command()
 @click.argument("goal_id")
 @state_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
-def events(goal_id: str, config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Print every recorded event of GOAL_ID, in order."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event (exact values).")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Then print new events as they are recorded (by any process), until Ctrl-C.",
+)
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="With --follow: stop once the goal's run records goal_completed.",
+)
+def events(  # noqa: PLR0917 - click passes every option by position
+    goal_id: str,
+    config_file: Path | None,
+    state_dir: Path | None,
+    as_json: bool,
+    follow: bool,
+    until_done: bool,
+) -> None:
+    """Print every recorded event of GOAL_ID, in order (numbers rounded; --json: exact)."""
+    if until_done and not follow:
+        raise UserError("--until-done goes with --follow")
+    if follow:
+        from nexo_trio.cli.follow import follow_events  # noqa: PLC0415 - only when following
+
+        db = _db_path(config_file, state_dir)
+        follow_events(db, goal_id, as_json=as_json, until_done=until_done)
+        return
     entries = _with_store(_db_path(config_file, state_dir), lambda store: store.events(goal_id))
     if entries is None:
         return
     if not entries:
         raise UserError(f"no events recorded for goal {goal_id!r}")
     for e in entries:
-        if as_json:
-            row = {"seq": e.seq, "at": e.at, "kind": e.kind, "data": e.data}
-            sys.stdout.buffer.write(dumps(row) + b"\n")
-        else:
-            click.echo(f"{e.seq:>6} {_when(e.at)} {e.kind:<20} {_brief(e.data)}")
+        sys.stdout.buffer.write(event_line(e, as_json=as_json))
     sys.stdout.flush()
+
+
+def event_line(entry: LedgerEntry, *, as_json: bool) -> bytes:
+    """One recorded event as ``events`` prints it: a JSON object (exact values), or a line
+    for people (rounded numbers, the failed checks of an ``acceptance_checked``)."""
+    if as_json:
+        row = {"seq": entry.seq, "at": entry.at, "kind": entry.kind, "data": entry.data}
+        return dumps(row) + b"\n"
+    brief = _brief(entry.data)
+    return f"{entry.seq:>6} {_when(entry.at)} {entry.kind:<20} {brief}".rstrip().encode() + b"\n"
 
 
 @click.command()
@@ -116,11 +151,64 @@ def _brief(data: dict[str, Any]) -> str:
         if key in skip or value in (None, "", [], {}):
             continue
         if key == "outcome" and isinstance(value, dict) and isinstance(value.get("outcome"), dict):
-            # A goal_completed event: its GoalOutcome, in brief.
-            end = value["outcome"]
-            reason = f" ({end['reason']})" if end.get("reason") else ""
-            text = f"{end.get('kind')}{reason} after {value.get('total_turns', 0)} turn(s)"
+            text = _outcome_brief(value)  # a goal_completed event: its GoalOutcome
         else:
-            text = str(value)
+            text = _number(key, value) if isinstance(value, float) else str(value)
         parts.append(f"{key}={text if len(text) <= 80 else text[:77] + '...'}")
+    usage = data.get("usage")
+    if isinstance(usage, dict) and usage:
+        parts.append(f"tokens={_tokens(usage)}")
+    results = data.get("results")
+    if isinstance(results, list) and results:
+        parts.append(_checks_brief(results))
+    return " ".join(parts)
+
+
+def _number(key: str, value: float) -> str:
+    """A float for people: money to 4 decimals, durations to 0.1 (s or ms), times as times."""
+    if key.endswith("_usd"):
+        return f"{value:.4f}"
+    if key.endswith(("_s", "_ms")):
+        return f"{value:.1f}"
+    if key == "until":
+        return _when(value)
+    return f"{round(value, 4):g}"
+
+
+def _tokens(usage: dict[str, Any]) -> int:
+    return sum(v for k, v in usage.items() if k.endswith("_tokens") and isinstance(v, int))
+
+
+def _outcome_brief(value: dict[str, Any]) -> str:
+    end = value["outcome"]
+    reason = f" ({end['reason']})" if end.get("reason") else ""
+    given = value.get("usage")
+    usage: dict[str, Any] = given if isinstance(given, dict) else {}
+    cost, wall = usage.get("cost_usd"), usage.get("wall_time_s")
+    spent = f", {_tokens(usage)} tokens"
+    spent += f", ${cost:.4f}" if isinstance(cost, int | float) else ""
+    spent += f", {wall:.1f}s" if isinstance(wall, int | float) else ""
+    return f"{end.get('kind')}{reason} after {value.get('total_turns', 0)} turn(s){spent}"
+
+
+def _checks_brief(results: list[Any]) -> str:
+    """The checks of an ``acceptance_checked``: how many passed, and each failed one with
+    why (its message, and the last line of its evidence)."""
+    rows = [r for r in results if isinstance(r, dict)]
+    passed = sum(1 for r in rows if r.get("passed"))
+    parts = [f"passed={passed}/{len(rows)}"]
+    skipped = sum(1 for r in rows if r.get("skipped"))
+    if skipped:
+        parts.append(f"skipped={skipped}")
+    for r in rows:
+        if r.get("passed") or r.get("skipped"):
+            continue
+        text = f"{r.get('label', '?')}: {r.get('message') or 'failed'}"
+        lines = [line.strip() for line in str(r.get("evidence") or "").splitlines()]
+        last = next((line for line in reversed(lines) if line), "")
+        if last:
+            text += f" ({last if len(last) <= 60 else last[:57] + '...'})"
+        if r.get("required") is False:
+            text += " [optional]"
+        parts.append(f"✗ {text if len(text) <= 160 else text[:157] + '...'}")
     return " ".join(parts)

@@ -17,7 +17,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
 from nexo_trio.core.goal_events import GoalStarted, RolledBack, WorkspaceCleaned, WorkspaceInfo
 from nexo_trio.core.goal_machine import GoalState, apply, checkpoint_of, initial_state
 from nexo_trio.orchestrator import git_workspace as git
+from nexo_trio.orchestrator.goal_lock import GoalLocked, acquire_goal_lock
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import Store
 from nexo_trio.store.sqlite import open_sqlite_store
@@ -84,6 +86,22 @@ async def recorded(store: Store, goal_id: str) -> Recorded | None:
     return Recorded(goal_id, state, started.workspace, started.git, pid)
 
 
+@asynccontextmanager
+async def _holding(layout: StateDir, goal_id: str, doing: str) -> AsyncIterator[None]:
+    """Hold the goal's lock while changing its workspace: no run of it starts meanwhile, and
+    one that runs makes this a one-line refusal."""
+    try:
+        lock = await acquire_goal_lock(layout.root, goal_id)
+    except GoalLocked as exc:
+        raise UserError(f"{exc}: cannot {doing} while it runs; cancel it or wait") from None
+    except OSError as exc:
+        raise state_dir_error(layout.root, exc) from None
+    try:
+        yield
+    finally:
+        await lock.release()
+
+
 def _alive(pid: int | None) -> bool:
     if pid is None or pid == os.getpid():
         return False
@@ -96,14 +114,6 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _refuse_if_running(goal: Recorded, doing: str) -> None:
-    if _alive(goal.pid):
-        raise UserError(
-            f"goal {goal.goal_id!r} is running (process {goal.pid}): cannot {doing} while it "
-            "runs; cancel or wait for it first"
-        )
-
-
 def _goal_id(goal: str) -> str:
     """A goal id, or the id of the goal file ``goal`` names."""
     path = Path(goal)
@@ -112,10 +122,14 @@ def _goal_id(goal: str) -> str:
     return goal
 
 
+def _layout(config_file: Path | None, state_dir: Path | None) -> StateDir:
+    return StateDir(Path(read_config(config_file, state_dir=state_dir).state_dir).expanduser())
+
+
 def _run(
     config_file: Path | None, state_dir: Path | None, fn: Callable[[Store], Awaitable[T]]
 ) -> T:
-    layout = StateDir(Path(read_config(config_file, state_dir=state_dir).state_dir).expanduser())
+    layout = _layout(config_file, state_dir)
     if not layout.database.exists():
         raise UserError(f"nothing recorded yet: {layout.database} does not exist")
 
@@ -241,10 +255,14 @@ def rollback(
     if (turn is None) == (sha is None):
         raise UserError("give exactly one of --turn N and --to SHA")
     goal_id = _goal_id(goal)
+    layout = _layout(config_file, state_dir)
 
     async def undo(store: Store) -> str:
+        async with _holding(layout, goal_id, "roll back its workspace"):
+            return await _undo(store)
+
+    async def _undo(store: Store) -> str:
         recorded_goal = await _goal(store, goal_id)
-        _refuse_if_running(recorded_goal, "roll back its workspace")
         target = _checkpointed(recorded_goal)
         state = recorded_goal.state
         if turn is not None:
@@ -380,12 +398,11 @@ def cleanup(
             age = parse_duration(finished_before)
         except ValueError as exc:
             raise UserError(f"--finished-before: {exc}") from None
-    layout = StateDir(Path(read_config(config_file, state_dir=state_dir).state_dir).expanduser())
+    layout = _layout(config_file, state_dir)
 
     async def clean(store: Store) -> list[str]:
         if goal is not None:
             chosen = [await _goal(store, _goal_id(goal))]
-            _refuse_if_running(chosen[0], "clean up its workspace")
         else:
             assert age is not None
             cutoff = time.time() - age
@@ -398,7 +415,14 @@ def cleanup(
                     chosen.append(found)
         lines: list[str] = []
         for each in chosen:
-            done = await _clean_one(each, layout, keep_branch=keep_branch)
+            try:
+                async with _holding(layout, each.goal_id, "clean up its workspace"):
+                    done = await _clean_one(each, layout, keep_branch=keep_branch)
+            except UserError:
+                if goal is not None:
+                    raise
+                lines.append(f"{each.goal_id}: skipped: it is running")
+                continue
             removed = tuple(line for line in done if line.startswith(("removed", "deleted")))
             if removed:
                 cleaned = WorkspaceCleaned(

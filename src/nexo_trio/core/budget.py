@@ -1,7 +1,9 @@
 """Budget policy: what a goal has spent, and which limit (if any) it has reached.
 
-Checked before every turn. An axis is exhausted when what was spent reaches its limit:
-``turns >= max_turns`` means no further turn may start.
+Checked before every turn, and while a turn runs (its live spend added, see
+:class:`LiveSpend`): an axis is exhausted when what was spent reaches its limit.
+``turns >= max_turns`` means no further turn may start; tokens or cost reached mid-turn stop
+the running turn.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ class Spent:
     def tokens(self) -> int:
         """All four token counts together."""
         return self.usage.total_tokens
+
+
+@attrs.frozen
+class LiveSpend:
+    """What the running turn has spent so far, read from its stream as it goes (the tokens
+    of its assistant frames, their cost estimated). Not recorded: the turn's
+    ``attempt_completed`` records its final figures (its result frame's, when it has one)."""
+
+    turn: int
+    compact: bool
+    usage: Usage = attrs.field(factory=Usage)
+    cost_usd: float = 0.0
+
+
+def with_live(spent: Spent, live: LiveSpend) -> Spent:
+    """``spent`` with the running turn's live tokens and cost added."""
+    return attrs.evolve(
+        spent, usage=spent.usage + live.usage, cost_usd=spent.cost_usd + live.cost_usd
+    )
 
 
 def _limits(budget: Budget, spent: Spent) -> tuple[tuple[BudgetAxis, float | None, float], ...]:

@@ -15,6 +15,9 @@ from nexo_trio.core.checkpoints import default_branch, goal_id_problem, ref_prob
 
 BUILTIN_CHECKS: Final = ("git_clean", "no_paths_touched")
 """The custom checks every verifier registry starts with."""
+DEFAULT_CHECK_TIMEOUT: Final = 300.0
+"""How long a check's command may run when its ``timeout`` is not given (5 minutes: a
+build or a test suite, not a hung process)."""
 
 
 @attrs.frozen
@@ -25,7 +28,7 @@ class ShellCheck:
     """
 
     command: str = attrs.field(validator=v.non_empty)
-    timeout_s: float = attrs.field(default=60.0, validator=v.positive_duration)
+    timeout_s: float = attrs.field(default=DEFAULT_CHECK_TIMEOUT, validator=v.positive_duration)
     expect_exit: int = attrs.field(default=0, validator=v.exit_code)
     stdout_pattern: str | None = attrs.field(default=None, validator=v.optional(v.regex))
     label: str | None = None
@@ -65,7 +68,45 @@ class CustomCheck:
         return self.label or f"custom: {self.name}"
 
 
-Criterion: TypeAlias = ShellCheck | FileMatchCheck | CustomCheck
+def _str_tuple(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class LlmJudgeCheck:
+    """Passes when a language model judges that the work meets ``rubric``.
+
+    The judge is shown the rubric, the contents of the workspace files ``paths`` (each
+    capped; a file that is missing or refused is shown as such) and, when ``command`` is
+    set, that command's exit code and output (run like a ``shell`` check, within
+    ``timeout_s``). It is asked through the Messages API with the client settings of the
+    config's ``permission.llm`` (``base_url``, ``api_key_env``, ``timeout``), under
+    ``model`` or else ``permission.llm.model``. Its answer must be the JSON object
+    ``{"passed": true|false, "reasoning": "..."}``; the reasoning is the check's evidence.
+    """
+
+    rubric: str = attrs.field(validator=v.non_empty)
+    model: str | None = attrs.field(default=None, validator=v.optional(v.non_empty))
+    paths: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=v.each(v.non_empty)
+    )
+    command: str | None = attrs.field(default=None, validator=v.optional(v.non_empty))
+    timeout_s: float = attrs.field(default=DEFAULT_CHECK_TIMEOUT, validator=v.positive_duration)
+    required: bool = True
+    label: str | None = None
+
+    @property
+    def title(self) -> str:
+        """How failures name this check."""
+        if self.label:
+            return self.label
+        first = self.rubric.strip().splitlines()[0]
+        return f"llm_judge: {first if len(first) <= 60 else first[:59] + '…'}"
+
+
+Criterion: TypeAlias = ShellCheck | FileMatchCheck | CustomCheck | LlmJudgeCheck
 
 
 def _branch_name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -114,10 +155,11 @@ def _criteria(value: object) -> tuple[Criterion, ...]:
 
 
 def _is_criterion(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, ShellCheck | FileMatchCheck | CustomCheck):
+    if not isinstance(value, ShellCheck | FileMatchCheck | CustomCheck | LlmJudgeCheck):
         raise v.FieldError(
             attribute.name,
-            f"expected ShellCheck, FileMatchCheck or CustomCheck items, got {v.shown(value)}",
+            "expected ShellCheck, FileMatchCheck, CustomCheck or LlmJudgeCheck items, "
+            f"got {v.shown(value)}",
         )
 
 

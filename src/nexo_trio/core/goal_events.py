@@ -83,6 +83,9 @@ class GoalStarted(_Stamped):
     """What the user should know about this run (e.g. why it is not confined)."""
     git: WorkspaceInfo | None = None
     """The workspace's kind and checkpoint target (``None``: recorded before checkpoints)."""
+    leftovers_stopped: tuple[str, ...] = ()
+    """``PID NAME`` of each process of the crashed run's open turn that was still running
+    and was stopped before this run began (see ``engine/leftovers.py``)."""
 
 
 @attrs.frozen
@@ -114,6 +117,26 @@ class AttemptStarted(_Stamped):
     redo: bool = False
     checkpoint: str | None = None
     """The commit of the workspace as it was before this turn (checkpointed workspaces)."""
+    stream: str | None = None
+    """The file keeping this attempt's raw stdout, in ``STATE/streams/GOAL/`` (``None``:
+    none kept)."""
+    marker: str | None = None
+    """The turn's marker: ``NEXO_TRIO_TURN=<marker>`` is in the environment of every
+    process the turn starts (how a later run finds what a crash left of it)."""
+
+
+@attrs.frozen
+class TurnSpawned(_Stamped):
+    """The CLI of turn ``turn`` runs (bubblewrap's process for a confined turn): its pid,
+    its start time (clock ticks after boot, ``/proc/PID/stat``) and the boot's id, which a
+    later run checks before it stops a process a crash left (a reused pid is never taken).
+    """
+
+    goal_id: str
+    turn: int
+    pid: int
+    start: int
+    boot: str = ""
 
 
 @attrs.frozen
@@ -342,11 +365,46 @@ class DecisionMade(_Stamped):
     ``unknown`` (``None`` when no rule classified it)."""
     rule: str | None = None
     """The rule that fired (``rm-outside-workspace``, ``interpreter``, ``Bash(npm test:*)``)."""
+    tool_use_id: str | None = None
+    """The tool call asked about, as the CLI named it (its :class:`ToolCalled`)."""
 
     @property
     def allowed(self) -> bool:
         """The tool call was allowed."""
         return self.outcome in ("allow_once", "allow_session")
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@attrs.frozen
+class AssistantText(_Stamped):
+    """Claude wrote ``text`` in turn ``turn``: one text block of an assistant message, every
+    one of the turn, not only the last (``parent_tool_use_id``: a subagent's, inside that
+    tool call). Informational: the goal machine decides nothing on it."""
+
+    goal_id: str
+    turn: int
+    text: str
+    parent_tool_use_id: str | None = None
+
+
+@attrs.frozen
+class ToolCalled(_Stamped):
+    """A tool call of turn ``turn``, recorded once its result came back: the tool, its input
+    (the values of secret-looking keys redacted, and every text as all texts are kept), the
+    result's size in bytes and whether it was an error. ``result_bytes`` is ``None`` when
+    no result came (the turn ended first). Its permission decision, when the gate was asked,
+    is the :class:`DecisionMade` with the same ``tool_use_id``. Informational."""
+
+    goal_id: str
+    turn: int
+    tool_use_id: str
+    name: str
+    input: dict[str, Any] = attrs.field(factory=dict)
+    result_bytes: int | None = None
+    is_error: bool = False
+    parent_tool_use_id: str | None = None
 
 
 # --------------------------------------------------------------------------- the end
@@ -392,6 +450,7 @@ GoalEvent: TypeAlias = (
     GoalStarted
     | GoalRestarted
     | AttemptStarted
+    | TurnSpawned
     | CheckpointFailed
     | RolledBack
     | WorkspaceCleaned
@@ -410,6 +469,8 @@ GoalEvent: TypeAlias = (
     | MaxTurnsRaised
     | CancelRequested
     | DecisionMade
+    | AssistantText
+    | ToolCalled
     | BudgetExhausted
     | Escalated
     | GoalProgress

@@ -19,9 +19,12 @@ Rules of ``apply`` (the fold; config-free: every decision it applies was recorde
    failures, queued messages).
 4. ``attempt_started`` opens a turn and takes its operator messages off the queue; its
    checkpoint (the workspace before the turn) is the turn's, unless an earlier attempt of
-   the same turn number already has one. ``checkpoint_failed`` escalates.
-   ``session_bound`` sets the session. ``decision_made`` counts an allowed or denied tool
-   call: an allow ends the run of consecutive denials, a deny extends it.
+   the same turn number already has one, and its marker; ``turn_spawned`` adds its CLI's
+   identity (what a later run stops of it after a crash: :func:`crash_leftovers`).
+   ``checkpoint_failed`` escalates. ``session_bound`` sets the session. ``decision_made``
+   counts an allowed or denied tool call: an allow ends the run of consecutive denials, a
+   deny extends it; a call the gate refused because the turn is being stopped
+   (``cancelled``) is denied but leaves the run as it is (no decider denied it).
 5. ``attempt_completed`` closes the turn with what it spent (tokens, cost, the context size
    for the compaction policy, denials the CLI reports beyond the gate's) and waits for its
    judgement. ``replay_decided`` applies it: counted turns, consecutive errors, the replay
@@ -58,8 +61,13 @@ Rules of ``next_step`` (first match wins; ``now`` is seconds since the epoch)
 * otherwise a work turn: the next number, the composed prompt, the current session, a
   timeout that never outlasts the wall-time budget.
 
-While a step runs, the shell folds every event it records; when :func:`supersedes` says the
-step no longer stands (a cancel, a budget run out mid-turn, a wake-up), it stops the step.
+A turn that timed out as the wall-time budget ran out is judged ``proceed``, not retried
+(nor given up on as an escalation): the goal ends ``budget_exhausted`` on ``wall_time``.
+
+While a step runs, the shell folds every event it records, and passes the running turn's
+live spend (``live``: tokens and cost read from its stream, counted while that turn is open
+only, so never twice); when :func:`supersedes` says the step no longer stands (a cancel, a
+budget run out mid-turn: denials, tokens, cost; a wake-up), it stops the step.
 """
 
 from __future__ import annotations
@@ -74,10 +82,12 @@ import attrs
 from nexo_trio.core.acceptance import Failure, Verdict
 from nexo_trio.core.budget import (
     BudgetAxis,
+    LiveSpend,
     Spent,
     axis_exhausted,
     describe_exhaustion,
     exhausted_axis,
+    with_live,
 )
 from nexo_trio.core.checkpoints import Checkpoint, DiffStat
 from nexo_trio.core.command import ClaudeCommand
@@ -109,14 +119,23 @@ from nexo_trio.core.goal_events import (
     SessionBound,
     Sleeping,
     StuckDetected,
+    TurnSpawned,
     WokeUp,
     WorkspaceCleaned,
     WorkspaceInfo,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
+from nexo_trio.core.permission import DecisionOutcome
+from nexo_trio.core.processes import ProcessIdentity
 from nexo_trio.core.prompt import SYSTEM_PROMPT, WakeUp, compose_prompt
-from nexo_trio.core.replay import ReplayAction, ReplayState, decide_replay, replay_after
+from nexo_trio.core.replay import (
+    ReplayAction,
+    ReplayDecision,
+    ReplayState,
+    decide_replay,
+    replay_after,
+)
 from nexo_trio.core.settings import ClaudeSettings, Config
 
 # --------------------------------------------------------------------------- the state
@@ -134,6 +153,10 @@ class OpenAttempt:
     gate_allowed: int = 0
     gate_denied: int = 0
     checkpoint: str | None = None
+    marker: str | None = None
+    """The turn's marker (in the environment of its processes)."""
+    process: ProcessIdentity | None = None
+    """The turn's CLI process, once it runs (``turn_spawned``)."""
 
 
 @attrs.frozen
@@ -277,6 +300,7 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
                 resume_session=event.resume_session,
                 interrupts=event.interrupts,
                 checkpoint=event.checkpoint,
+                marker=event.marker,
             )
             checkpoints = state.checkpoints
             if event.checkpoint is not None and checkpoint_of(state, event.turn) is None:
@@ -305,6 +329,12 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
             )
         case SessionBound(session_id=session_id):
             return attrs.evolve(state, session_id=session_id)
+        case TurnSpawned():
+            running = state.attempt
+            if running is None or running.turn != event.turn or event.pid < 1 or event.start < 0:
+                return state
+            process = ProcessIdentity(pid=event.pid, start=event.start, boot=event.boot)
+            return attrs.evolve(state, attempt=attrs.evolve(running, process=process))
         case DecisionMade():
             return _count_decision(state, event)
         case AttemptCompleted():
@@ -357,7 +387,8 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
             return attrs.evolve(state, running=False, wall_closed_s=closed, outcome=outcome)
         case _:
             # Informational events (activity, compaction scheduled, progress, the end's
-            # announcements) change nothing the machine decides on.
+            # announcements, the turn's record: assistant_text, tool_called) change
+            # nothing the machine decides on.
             return state
 
 
@@ -409,10 +440,13 @@ def _count_decision(state: GoalState, event: DecisionMade) -> GoalState:
         return attrs.evolve(state, allowed=state.allowed + 1, consecutive_denies=0, attempt=attempt)
     if attempt is not None:
         attempt = attrs.evolve(attempt, gate_denied=attempt.gate_denied + 1)
+    # A call refused because the turn is being stopped (a budget reached, a cancel) is
+    # denied, but by no decider: the run of denials stays as it is (it reached its limit).
+    stopping = event.outcome == DecisionOutcome.CANCELLED.value
     return attrs.evolve(
         state,
         denied=state.denied + 1,
-        consecutive_denies=state.consecutive_denies + 1,
+        consecutive_denies=state.consecutive_denies + (0 if stopping else 1),
         attempt=attempt,
     )
 
@@ -682,8 +716,24 @@ def begin(state: GoalState, goal: Goal, config: Config, now: float) -> Begin | F
     return Begin(resumed_after=recorded.kind.value)
 
 
-def next_step(state: GoalState, goal: Goal, config: Config, now: float) -> Step:
-    """What to do next (pure; rules in the module docstring)."""
+def live_spent(state: GoalState, now: float, live: LiveSpend | None) -> Spent:
+    """What the goal has spent at ``now``, with the running turn's live spend while that
+    turn is open: once its ``attempt_completed`` is folded, the turn's own figures are in
+    the state and the live ones no longer count (a turn is never counted twice)."""
+    spent = state.spent(now)
+    attempt = state.attempt
+    if live is None or attempt is None:
+        return spent
+    if (attempt.turn, attempt.compact) != (live.turn, live.compact):
+        return spent
+    return with_live(spent, live)
+
+
+def next_step(
+    state: GoalState, goal: Goal, config: Config, now: float, live: LiveSpend | None = None
+) -> Step:
+    """What to do next (pure; rules in the module docstring). ``live``: what the running
+    turn has spent so far (see :func:`live_spent`)."""
     if not state.running:
         return begin(state, goal, config, now)
     if state.ended is not None:
@@ -698,7 +748,7 @@ def next_step(state: GoalState, goal: Goal, config: Config, now: float) -> Step:
         reason = state.escalation
         return _finish(state, goal, GoalEndKind.ESCALATED, reason, now, Escalated(goal.id, reason))
     budget = effective_budget(goal, state)
-    spent = state.spent(now)
+    spent = live_spent(state, now, live)
     wall_deadline = _wall_deadline(budget, state)
     if budget.max_wall_time_s is not None and now >= wall_deadline:
         # The deadline is reached: the wall time summed back may fall short of the limit
@@ -789,6 +839,11 @@ def _wall_deadline(budget: Budget, state: GoalState) -> float:
     return state.run_started_at + (budget.max_wall_time_s - state.wall_closed_s)
 
 
+def _wall_time_up(budget: Budget, state: GoalState, now: float) -> bool:
+    """Whether the running run has reached the wall-time budget's deadline at ``now``."""
+    return budget.max_wall_time_s is not None and now >= _wall_deadline(budget, state)
+
+
 def _judgement(state: GoalState, goal: Goal, config: Config, now: float) -> Record:
     ended = state.ended
     assert ended is not None
@@ -801,6 +856,15 @@ def _judgement(state: GoalState, goal: Goal, config: Config, now: float) -> Reco
         session_invalid=completed.session_invalid,
     )
     decision, _ = decide_replay(outcome, state.replay, max_retries=config.replay.max_retries)
+    if (
+        outcome.cause is Cause.TIMEOUT
+        and decision.action is not ReplayAction.PROCEED
+        and _wall_time_up(effective_budget(goal, state), state, now)
+    ):
+        # Its deadline was the wall-time budget's: the goal ends on that budget, the turn
+        # is neither retried nor given up on (an escalation would hide the budget).
+        reason = f"the wall-time budget ran out during the turn ({outcome.reason})"
+        decision = ReplayDecision(ReplayAction.PROCEED, reason)
     counted = decision.counts_as_turn and not completed.compact
     # The CLI refused the session: it is dropped whatever the policy does next (retry with a
     # fresh one or escalate), so a re-run never resumes it again.
@@ -959,8 +1023,10 @@ def run_started(
     confined: bool = False,
     warnings: tuple[str, ...] = (),
     git: WorkspaceInfo | None = None,
+    leftovers_stopped: tuple[str, ...] = (),
 ) -> GoalStarted:
-    """The ``goal_started`` event of a :class:`Begin` step."""
+    """The ``goal_started`` event of a :class:`Begin` step (``leftovers_stopped``: what was
+    left of the turn a crash interrupted, stopped before the run began)."""
     return GoalStarted(
         goal_id=goal.id,
         description=goal.description,
@@ -975,7 +1041,18 @@ def run_started(
         confined=confined,
         warnings=warnings,
         git=git,
+        leftovers_stopped=leftovers_stopped,
     )
+
+
+def crash_leftovers(state: GoalState) -> OpenAttempt | None:
+    """The turn a crash left open (the state of a goal no process runs), when it recorded
+    how to find its processes: its marker, or its CLI's identity. Its processes may still
+    run: the next run stops them (``engine/leftovers.py``) before it begins."""
+    attempt = state.attempt
+    if attempt is None or (attempt.marker is None and attempt.process is None):
+        return None
+    return attempt
 
 
 def turn_started(goal_id: str, step: RunTurn) -> tuple[GoalEvent, ...]:

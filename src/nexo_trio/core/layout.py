@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import PurePath
 from typing import Final
 
-STATE_DIR_ENTRIES: Final = frozenset({"nexo.db", "run", "gate", "scratch", "streams"})
+STATE_DIR_ENTRIES: Final = frozenset({"nexo.db", "run", "gate", "scratch", "streams", "locks"})
 """The state directory's own entries (and ``nexo.db-wal``, ``nexo.db-shm``), which no
 workspace root may be or be inside."""
 

@@ -56,7 +56,8 @@ class TurnOutcome:
     """The classified result of one turn.
 
     ``kind`` and ``reason`` say what happened; the other fields summarise the run (usage and
-    cost come from the result frame only; ``cost_usd`` is this run's own cost, not the
+    cost come from the result frame; without one, from the assistant frames, the cost
+    estimated at the price table's rates; ``cost_usd`` is this run's own cost, not the
     cumulative ``total_cost_usd`` that ``--resume`` carries over).
     """
 

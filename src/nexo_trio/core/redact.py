@@ -59,6 +59,11 @@ def secret_values(*environs: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(sorted(values, key=len, reverse=True))
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether ``name`` (a variable, a key) looks like it holds a secret."""
+    return _SECRET_NAME.search(name) is not None
+
+
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` with ``secrets`` (see :func:`secret_values`), assignments to secret-looking
     names and ``Authorization`` values replaced by ``[redacted]``."""

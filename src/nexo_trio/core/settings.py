@@ -27,6 +27,9 @@ SANDBOX_MODES: tuple[SandboxMode, ...] = get_args(SandboxMode)
 StuckAction: TypeAlias = Literal["fresh_session_then_escalate", "escalate", "off"]
 STUCK_ACTIONS: tuple[StuckAction, ...] = get_args(StuckAction)
 
+AcceptanceMode: TypeAlias = Literal["sequential", "parallel"]
+ACCEPTANCE_MODES: tuple[AcceptanceMode, ...] = get_args(AcceptanceMode)
+
 
 def _str_tuple(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
@@ -147,3 +150,9 @@ class Config:
     replay: ReplaySettings = attrs.field(factory=ReplaySettings)
     stuck: StuckSettings = attrs.field(factory=StuckSettings)
     sandbox: SandboxSettings = attrs.field(factory=SandboxSettings)
+    acceptance_mode: AcceptanceMode = attrs.field(
+        default="sequential", validator=v.one_of(ACCEPTANCE_MODES)
+    )
+    """How a goal's acceptance checks run: ``sequential`` (in the order written, stopping at
+    the first failing required check; the rest are reported as not run) or ``parallel``
+    (all at once)."""

@@ -12,7 +12,11 @@ closed **and** the process has exited, in either order), or ``pending`` -> ``fin
    oversized lines bump their own counters too. Nothing else about them is kept.
 2. Before the result frame, frames update the turn: ``session_id`` becomes the last one any
    frame named; the init frame is kept; assistant frames set the last text, the last tool
-   and the context size of the latest request; ``user`` frames' tool results are counted,
+   and the context size of the latest request, and their usage is kept per API message (the
+   CLI prints several frames for one message, with its id and usage on each: a message is
+   counted once, each count at the largest any of its frames reported), which gives the
+   turn's spend so far, its cost estimated by :mod:`nexo_trio.core.pricing`; ``user``
+   frames' tool results are counted,
    and a failing one extends the run of identical tool errors (a success ends it);
    ``api_retry`` and ``compact_boundary`` are counted (the latter also keeps the context
    size after compaction). The first ``result`` frame is kept and freezes all of this.
@@ -32,12 +36,16 @@ Rules of ``classify`` (first match wins)
   killed by a signal (also exit 128+N) -> ``continue`` "interrupted"; clean exit or no exit
   seen -> ``continue`` "stream ended without result"; non-zero exit -> ``continue`` with the
   code and the stderr tail.
+
+The outcome's usage and cost (:func:`turn_spend`) are the result frame's; without one (a
+turn killed, timed out or crashed), what the assistant frames reported, its cost estimated.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from typing import Any
 
@@ -68,6 +76,7 @@ from nexo_trio.core.events import (
     signal_name,
 )
 from nexo_trio.core.outcome import COMPACT_HINT, Cause, TurnKind, TurnOutcome
+from nexo_trio.core.pricing import estimate_cost
 
 
 class Phase(enum.Enum):
@@ -76,6 +85,17 @@ class Phase(enum.Enum):
     PENDING = "pending"
     RUNNING = "running"
     FINISHED = "finished"
+
+
+@attrs.frozen
+class MessageSpend:
+    """What one API message of the turn used, as its assistant frames reported it."""
+
+    message_id: str | None
+    model: str | None
+    usage: Usage
+    cost_usd: float = 0.0
+    """What ``usage`` costs at the price table's rates for ``model`` (an estimate)."""
 
 
 @attrs.frozen
@@ -114,6 +134,12 @@ class TurnState:
     """MCP servers the turn cannot do without (the permission gate's)."""
     gate_error: str | None = None
     """Set when the init frame shows a required MCP server not connected."""
+    messages: tuple[MessageSpend, ...] = ()
+    """The usage of each API message so far, in order (one entry per message id)."""
+    estimated_usage: Usage = attrs.field(factory=Usage)
+    """The sum of :attr:`messages`: the turn's tokens so far, before its result frame."""
+    estimated_cost_usd: float = 0.0
+    """What :attr:`messages` cost at the price table's rates (an estimate)."""
 
     @property
     def finished(self) -> bool:
@@ -210,6 +236,7 @@ def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
                 last_tool=last_tool,
                 tool_uses=tool_uses,
                 context_tokens=context,
+                **(_with_message(state, frame) if usage is not None else {}),
             )
         case SystemInit():
             return attrs.evolve(
@@ -252,6 +279,72 @@ def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
             )
         case _:
             return attrs.evolve(state, events=events, session_id=session_id)
+
+
+def _with_message(state: TurnState, frame: AssistantMessage) -> dict[str, Any]:
+    """The spend fields after an assistant frame with usage: its message's usage updated
+    (or the message added), the totals with it (nothing when the frame repeats what its
+    message's earlier frames said)."""
+    assert frame.usage is not None
+    messages = list(state.messages)
+    known = None
+    if frame.message_id is not None:
+        # Latest first: a message's frames come together.
+        for index in range(len(messages) - 1, -1, -1):
+            if messages[index].message_id == frame.message_id:
+                known = index
+                break
+    old = MessageSpend(frame.message_id, None, Usage())
+    if known is not None:
+        old = messages[known]
+    model, usage = frame.model or old.model, _largest(old.usage, frame.usage)
+    if known is not None and (model, usage) == (old.model, old.usage):
+        return {}
+    spend = MessageSpend(frame.message_id, model, usage, estimate_cost(model, usage))
+    if known is None:
+        messages.append(spend)
+    else:
+        messages[known] = spend
+    total = _minus(state.estimated_usage + usage, old.usage)
+    cost = math.fsum(m.cost_usd for m in messages)
+    return {"messages": tuple(messages), "estimated_usage": total, "estimated_cost_usd": cost}
+
+
+def _minus(a: Usage, b: Usage) -> Usage:
+    """``a`` less ``b``, count by count (``b`` is part of ``a``)."""
+    return Usage(
+        input_tokens=a.input_tokens - b.input_tokens,
+        output_tokens=a.output_tokens - b.output_tokens,
+        cache_read_input_tokens=a.cache_read_input_tokens - b.cache_read_input_tokens,
+        cache_creation_input_tokens=a.cache_creation_input_tokens - b.cache_creation_input_tokens,
+    )
+
+
+def _largest(a: Usage, b: Usage) -> Usage:
+    """Each count at the larger of the two (a later frame of a message never lowers one)."""
+    return Usage(
+        input_tokens=max(a.input_tokens, b.input_tokens),
+        output_tokens=max(a.output_tokens, b.output_tokens),
+        cache_read_input_tokens=max(a.cache_read_input_tokens, b.cache_read_input_tokens),
+        cache_creation_input_tokens=max(
+            a.cache_creation_input_tokens, b.cache_creation_input_tokens
+        ),
+    )
+
+
+def turn_spend(state: TurnState) -> tuple[Usage, float]:
+    """The turn's tokens and cost so far: the result frame's once it came (its usage, and
+    its cost when it reports one), else what the assistant frames reported, the cost
+    estimated. What a turn that never printed a result still spent."""
+    result = state.result
+    if result is None:
+        return state.estimated_usage, state.estimated_cost_usd
+    run_cost = result.run_cost_usd
+    if run_cost is not None:
+        return result.usage, run_cost
+    # Without the per-run figure, the cumulative one is the best we have (older CLIs).
+    cumulative = result.total_cost_usd
+    return result.usage, cumulative if cumulative is not None else state.estimated_cost_usd
 
 
 TOOL_ERROR_CHARS = 500
@@ -351,19 +444,14 @@ def classify(state: TurnState) -> TurnOutcome:
 def _summary(state: TurnState) -> dict[str, Any]:
     result = state.result
     exit_ = state.exit
-    usage = Usage()
-    cost = 0.0
+    usage, cost = turn_spend(state)
     cumulative = None
     final_text = state.last_text
     num_turns = None
     api_status = None
     denials: tuple[Any, ...] = ()
     if result is not None:
-        usage = result.usage
-        run_cost = result.run_cost_usd
         cumulative = result.total_cost_usd
-        # Without the per-run figure, the cumulative one is the best we have (older CLIs).
-        cost = run_cost if run_cost is not None else (cumulative or 0.0)
         if result.result is not None:
             final_text = result.result
         num_turns = result.num_turns

@@ -1,36 +1,68 @@
-"""The raw copy of a turn's stdout: every byte the CLI wrote, as it wrote it.
+"""The raw copy of a turn's stdout: every byte the CLI wrote, as it wrote it, up to a cap.
 
 The ledger keeps each text capped and redacted (``core/kept_text.py``); this file keeps
-everything, for ``nexo-trio replay FILE`` and for a person asking what exactly Claude said.
-It is written from the turn's stdout reader through a worker thread, mode 0600 in the
-state directory (never writable by a turn). A copy that cannot be written (a full disk)
-stops copying and says so once, in the log: it never fails the turn it records.
+everything, for ``nexo-trio transcript --raw``, ``nexo-trio replay FILE`` and for a person
+asking what exactly Claude said. A path ending in ``.gz`` is written gzip-compressed (the
+orchestrator's are: ``STATE/streams/GOAL/turn-N-STAMP.ndjson.gz``), flushed at every chunk
+so that a copy whose writer was killed still reads up to its last chunk. At most
+:data:`STREAM_CAP` bytes of the stream are kept: the chunk that would pass the cap is cut
+after its last line end that fits, and the copy ends with a line of type
+:data:`~nexo_trio.core.record.TRUNCATED_FRAME` saying so (``replay`` reports it).
+
+It is written from the turn's stdout reader through a worker thread (compression
+included: nothing blocks the event loop), mode 0600 in the state directory (never writable
+by a turn). A copy that cannot be written (a full disk) stops copying and says so once, in
+the log: it never fails the turn it records.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import zlib
 from pathlib import Path
+from typing import Final
 
 import trio
+
+from nexo_trio.core.record import truncation_line
 
 log = logging.getLogger("nexo_trio.engine")
 
 FILE_MODE = 0o600
+STREAM_CAP: Final = 256 * 1024 * 1024
+"""The most bytes of one turn's stdout a copy keeps (read when a copy is opened)."""
+COMPRESS_LEVEL: Final = 6
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 
 
 class StreamCopy:
     """An open raw copy (one use): :meth:`open`, :meth:`write` chunks, :meth:`aclose`."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, *, cap: int = STREAM_CAP) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._compressor = (
+            zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+            if path.name.endswith(".gz")
+            else None
+        )
+        self.cap = cap
         self.written = 0
+        """Bytes of the stream kept (before compression)."""
+        self.dropped = 0
+        """Bytes of the stream past the cap, not kept."""
+        self._ends_line = True
+
+    @property
+    def truncated(self) -> bool:
+        """The stream was longer than :attr:`cap`: its end is not kept."""
+        return self.dropped > 0
 
     @classmethod
-    async def open(cls, path: Path) -> StreamCopy | None:
-        """Create ``path`` (and its directory, 0700); ``None`` (logged) when it cannot be."""
+    async def open(cls, path: Path, *, cap: int | None = None) -> StreamCopy | None:
+        """Create ``path`` (and its directory, 0700); ``None`` (logged) when it cannot be.
+        ``cap``: the most bytes kept (default :data:`STREAM_CAP`)."""
 
         def create() -> int:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -42,29 +74,68 @@ class StreamCopy:
         except OSError as exc:
             log.warning("%s: not keeping the raw stream: %s", path, exc.strerror or exc)
             return None
-        return cls(path, fd)
+        return cls(path, fd, cap=STREAM_CAP if cap is None else cap)
 
     async def write(self, chunk: bytes | bytearray) -> None:
-        """Append ``chunk`` (whole); on a failure, stop copying (logged once)."""
-        fd = self._fd
-        if fd is None:
+        """Append ``chunk`` (whole, or up to the cap); on a failure, stop copying (logged
+        once)."""
+        if self._fd is None:
             return
+        if self.truncated:
+            self.dropped += len(chunk)
+            return
+        data = bytes(chunk)
+        room = self.cap - self.written
+        end = b""
+        if len(data) > room:
+            keep = data.rfind(b"\n", 0, room) + 1  # whole lines only
+            self.dropped = len(data) - keep
+            data = data[:keep]
+            kept = self.written + keep
+            ends_line = data.endswith(b"\n") if data else self._ends_line
+            end = (b"" if ends_line else b"\n") + truncation_line(kept, self.cap)
+            log.warning("%s: raw stream cut at its cap, after %d bytes", self.path, kept)
         try:
-            await trio.to_thread.run_sync(_write_all, fd, chunk)
+            await trio.to_thread.run_sync(self._write, data, end)
         except OSError as exc:
             log.warning(
                 "%s: raw stream cut after %d bytes: %s", self.path, self.written, exc.strerror
             )
             await self.aclose()
             return
-        self.written += len(chunk)
+        self.written += len(data)
+        if data:
+            self._ends_line = data.endswith(b"\n")
+
+    def _write(self, data: bytes, end: bytes) -> None:
+        """Compress (when compressing) and write, in a worker thread."""
+        assert self._fd is not None
+        payload = data + end
+        if self._compressor is not None:
+            payload = self._compressor.compress(payload) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+        _write_all(self._fd, payload)
 
     async def aclose(self) -> None:
-        """Close the file (shielded: it runs in cleanup)."""
+        """End the compressed stream and close the file (shielded: it runs in cleanup)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(os.close, fd)
+        if fd is None:
+            return
+        compressor, self._compressor = self._compressor, None
+
+        def close() -> None:
+            try:
+                if compressor is not None:
+                    _write_all(fd, compressor.flush(zlib.Z_FINISH))
+            finally:
+                os.close(fd)
+
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(close)
+            except OSError as exc:
+                log.warning("%s: raw stream not ended: %s", self.path, exc.strerror or exc)
+        if self.truncated:
+            log.warning("%s: %d bytes past the cap not kept", self.path, self.dropped)
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:

@@ -101,8 +101,8 @@ from nexo_trio.engine.stream_copy import StreamCopy
 from nexo_trio.wire.stream_json import StreamDecoder
 
 TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
-"""Set in the CLI's environment to a fresh id per turn, so the turn's stray descendants can
-be recognised after the CLI is gone."""
+"""Set in the CLI's environment to a fresh id per turn (or the one the command's ``env``
+gives), so the turn's stray descendants can be recognised after the CLI is gone."""
 READ_CHUNK: Final = 64 * 1024
 STDERR_TAIL_BYTES: Final = 16 * 1024
 SNAPSHOT_INTERVAL: Final = 1.0
@@ -158,7 +158,8 @@ async def run_turn(
     ``sandbox`` confines the run (bubblewrap; see the module docstring): the plan's paths
     must exist (``engine.sandbox.prepare_sandbox`` makes them so), and ``TMPDIR`` is set to
     its scratch dir. The result's ``argv`` and ``pid`` are then bwrap's.
-    ``stdout_copy``: a file (created 0600) to keep the raw stdout in, every byte of it
+    ``stdout_copy``: a file (created 0600) to keep the raw stdout in, every byte of it up
+    to a cap, gzip-compressed when its name ends in ``.gz``
     (:mod:`~nexo_trio.engine.stream_copy`).
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
@@ -169,7 +170,8 @@ async def run_turn(
     argv = command.argv()
     stdin_data = command.stdin_data()
     initial = attrs.evolve(INITIAL_STATE, required_mcp_servers=tuple(require_mcp_servers))
-    marker = uuid.uuid4().hex
+    # The caller may choose the marker (to record it before the turn starts).
+    marker = command.env.get(TURN_MARKER_VAR) or uuid.uuid4().hex
     env = command.child_env(os.environ if environ is None else environ)
     env[TURN_MARKER_VAR] = marker
     started = trio.current_time()

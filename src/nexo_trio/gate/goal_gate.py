@@ -146,6 +146,7 @@ class GoalGate:
                 subject=self._clean(subject),
                 effect=decision.effect,
                 rule=decision.rule,
+                tool_use_id=request.tool_use_id,
             )
         )
 

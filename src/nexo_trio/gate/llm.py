@@ -13,6 +13,10 @@ error — is ``unavailable`` with the reason, which the gate sends as a deny. It
 (the ``llm`` extra: ``pip install 'nexo-trio[llm]'``), imported only when it is built.
 It runs under trio (the SDK's HTTP stack is anyio). Tests point it at
 :class:`nexo_trio.testing.messages_api.ScriptedMessagesAPI`.
+
+:func:`client_from_settings` (a client from the config's ``permission.llm``) and :func:`ask`
+(one bounded request that never raises) serve both the decider and the ``llm_judge``
+acceptance check.
 """
 
 from __future__ import annotations
@@ -121,6 +125,74 @@ class AnthropicClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def client_from_settings(
+    settings: LlmSettings,
+    environ: Mapping[str, str],
+    *,
+    model: str | None = None,
+    user: str = "the LLM decider",
+) -> AnthropicClient:
+    """The :class:`AnthropicClient` a config's ``permission.llm`` describes (``model``
+    overrides its model): the one client of the LLM decider and of ``llm_judge`` checks.
+
+    Raises ``ValueError`` when the API key variable is unset or empty, and ``ImportError``
+    (saying ``pip install 'nexo-trio[llm]'``) without the SDK; ``user`` says who needs them.
+    """
+    api_key = environ.get(settings.api_key_env, "")
+    if not api_key.strip():
+        raise ValueError(
+            f"{user} needs an API key in the environment variable "
+            f"{settings.api_key_env} (permission.llm.api_key_env), which is not set"
+        )
+    try:
+        return AnthropicClient(
+            model=model or settings.model,
+            api_key=api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout_s,
+        )
+    except ImportError as exc:
+        raise ImportError(
+            f"{user} needs the anthropic SDK, which is not installed: {INSTALL_HINT}"
+        ) from exc
+
+
+@attrs.frozen
+class LlmFailure:
+    """Why :func:`ask` got no answer (a timeout, an HTTP or transport error, a client bug)."""
+
+    reason: str
+
+
+async def ask(
+    client: LlmClient,
+    *,
+    system: str,
+    prompt: str,
+    max_tokens: int,
+    timeout: float,
+    user: str = "LLM decider",
+) -> str | LlmFailure:
+    """The model's text answer, or why there is none, within ``timeout`` (a trio deadline
+    around the call as well as the client's own). Never raises but for cancellation."""
+    answer: str | None = None
+    failure: str | None = None
+    with trio.move_on_after(timeout) as scope:
+        try:
+            answer = await client.complete(
+                system=system, prompt=prompt, max_tokens=max_tokens, timeout=timeout
+            )
+        except LlmError as exc:
+            failure = f"LLM request failed: {exc}"
+        except Exception as exc:
+            failure = f"LLM client error: {type(exc).__name__}: {exc}"
+    if scope.cancelled_caught:
+        failure = f"{user} timed out after {timeout:g}s"
+    if failure is not None or answer is None:
+        return LlmFailure(failure or "the LLM gave no answer")
+    return answer
 
 
 def _status_text(status: int, body: object) -> str:
@@ -270,19 +342,7 @@ class LlmDecider:
         Raises ``ValueError`` when the API key variable is unset or empty, and
         ``ImportError`` (saying ``pip install 'nexo-trio[llm]'``) without the SDK.
         """
-        api_key = environ.get(settings.api_key_env, "")
-        if not api_key.strip():
-            raise ValueError(
-                f"the LLM decider needs an API key in the environment variable "
-                f"{settings.api_key_env} (permission.llm.api_key_env), which is not set"
-            )
-        client = AnthropicClient(
-            model=settings.model,
-            api_key=api_key,
-            base_url=settings.base_url,
-            timeout=settings.timeout_s,
-        )
-        return cls(client, timeout=settings.timeout_s)
+        return cls(client_from_settings(settings, environ), timeout=settings.timeout_s)
 
     async def aclose(self) -> None:
         """Close the client, if it can be closed."""
@@ -333,25 +393,15 @@ class LlmDecider:
 
     async def decide(self, request: PermissionRequest) -> Decision:
         """Ask the model; any failure is ``unavailable`` with the reason (a deny)."""
-        prompt = self.build_prompt(request)
-        answer: str | None = None
-        failure: str | None = None
-        with trio.move_on_after(self.timeout) as scope:
-            try:
-                answer = await self.client.complete(
-                    system=self.system_prompt,
-                    prompt=prompt,
-                    max_tokens=self.max_tokens,
-                    timeout=self.timeout,
-                )
-            except LlmError as exc:
-                failure = f"LLM request failed: {exc}"
-            except Exception as exc:
-                failure = f"LLM client error: {type(exc).__name__}: {exc}"
-        if scope.cancelled_caught:
-            failure = f"LLM decider timed out after {self.timeout:g}s"
-        if failure is not None or answer is None:
-            decision = unavailable(failure or "the LLM gave no answer", self.name)
+        answer = await ask(
+            self.client,
+            system=self.system_prompt,
+            prompt=self.build_prompt(request),
+            max_tokens=self.max_tokens,
+            timeout=self.timeout,
+        )
+        if isinstance(answer, LlmFailure):
+            decision = unavailable(answer.reason, self.name)
         else:
             decision = decision_from_answer(answer, self.name)
         self._remember(request, decision)

@@ -1,10 +1,13 @@
 """Acceptance: run a goal's criteria against its workspace and give the verdict.
 
 The verdict types are sans-IO (:mod:`nexo_trio.core.acceptance`); this is the trio shell.
-Every criterion is evaluated, all of them concurrently, and a check never breaks the
-evaluation: whatever goes wrong inside one (a timeout, a bad regex, a verifier that raises)
-becomes that check's failed result, with the reason in its message. Only cancellation of
-the caller propagates, and it leaves no process of a check behind.
+The criteria run one after another in the order written (``mode="sequential"``, the
+default), stopping at the first failing required check: the ones after it are reported as
+not run (``skipped``, no failures: they prove nothing). ``mode="parallel"`` runs them all at
+once. A check never breaks the evaluation: whatever goes wrong inside one (a timeout, a bad
+regex, a verifier that raises, a judge that cannot be reached) becomes that check's failed
+result, with the reason in its message. Only cancellation of the caller propagates, and it
+leaves no process of a check behind.
 
 Nothing a check starts outlives it. With ``evaluate(..., sandbox=plan)`` every command (a
 ``shell`` check, the ``git`` of the built-ins, a custom verifier's :meth:`CheckContext.run`)
@@ -26,6 +29,11 @@ Kinds:
   ``..``, symlinks pointing out) are refused, and so is anything but a regular file.
 - ``custom``: a named async verifier of a :class:`VerifierRegistry`; built-ins ``git_clean``
   and ``no_paths_touched``.
+- ``llm_judge``: a language model judges a rubric against workspace files (read like
+  ``file_match`` reads, each capped) and a command's output, through the Messages API with
+  the client of the LLM decider (:func:`nexo_trio.gate.llm.client_from_settings`, the
+  config's ``permission.llm``). Its strict JSON answer is the verdict, its reasoning the
+  evidence; no key, no SDK, a timeout, an HTTP error or a malformed answer fail the check.
 """
 
 from __future__ import annotations
@@ -41,11 +49,21 @@ from typing import Any, Final, TypeVar, assert_never, overload
 import attrs
 import trio
 
-from nexo_trio.core.acceptance import EVIDENCE_CHARS, CheckResult, Verdict, tail
+from nexo_trio.core.acceptance import (
+    EVIDENCE_CHARS,
+    JUDGE_ANSWER_SHAPE,
+    NOT_RUN,
+    CheckResult,
+    Verdict,
+    parse_judgement,
+    tail,
+)
 from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
-from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, ShellCheck
+from nexo_trio.core.goal import Criterion, CustomCheck, FileMatchCheck, LlmJudgeCheck, ShellCheck
 from nexo_trio.core.sandbox import SandboxPlan
+from nexo_trio.core.settings import ACCEPTANCE_MODES, AcceptanceMode, LlmSettings
 from nexo_trio.engine.capture import Captured, run_captured
+from nexo_trio.gate.llm import LlmFailure, ask, client_from_settings
 from nexo_trio.orchestrator.git_workspace import changed_paths
 
 __all__ = [
@@ -70,6 +88,21 @@ system strands at most these, never the threads the rest of the program needs.""
 STDOUT_CAP: Final = 16 * 1024 * 1024
 """A ``shell`` check's stdout kept for its pattern (its end)."""
 GIT_TIMEOUT: Final = 60.0
+JUDGE_FILE_CAP: Final = 64 * 1024
+"""Bytes of each of an ``llm_judge``'s files shown to the judge (its beginning)."""
+JUDGE_MATERIAL_CAP: Final = 256 * 1024
+"""Characters of material (files and output) an ``llm_judge`` shows in all."""
+JUDGE_OUTPUT_CAP: Final = 64 * 1024
+"""Characters of an ``llm_judge`` command's output shown to the judge (its end)."""
+JUDGE_MAX_TOKENS: Final = 1024
+JUDGE_SYSTEM_PROMPT: Final = f"""\
+You are the acceptance judge of an autonomous coding agent's work. You are given a rubric \
+and material from the agent's workspace: files, a command's output. Decide whether the work \
+meets the rubric, from what you are shown only: what you are not shown is not met.
+
+Answer with one JSON object and nothing else:
+{JUDGE_ANSWER_SHAPE}
+"reasoning" says, in a few sentences, what you saw that decided it."""
 
 _GIT_REDIRECTS: Final = (
     "GIT_DIR",
@@ -190,12 +223,24 @@ async def evaluate(
     goal_id: str = "",
     sandbox: SandboxPlan | None = None,
     baseline: Baseline | None = None,
+    mode: AcceptanceMode = "sequential",
+    llm: LlmSettings | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Verdict:
-    """Evaluate every criterion, concurrently, in ``workspace``.
+    """Evaluate the criteria in ``workspace``.
+
+    ``mode="sequential"`` (the config's default): one after another, in order, stopping at
+    the first failing required check; each later one is a failed result marked ``skipped``
+    with the message :data:`~nexo_trio.core.acceptance.NOT_RUN` (not among the verdict's
+    failures). A failing check that is not required does not stop the run.
+    ``mode="parallel"``: all at once.
 
     Results come in criterion order (``index`` is the position). A failing or broken check
     is a failed result, never an exception; cancellation propagates. ``registry`` defaults
     to :func:`default_registry`.
+
+    ``llm`` (default: ``LlmSettings()``) is the client of ``llm_judge`` checks, the config's
+    ``permission.llm``; its API key is read from ``environ`` (default: ``os.environ``).
 
     ``sandbox`` confines every command of the evaluation (the plan of the goal's turns does:
     its ``api_proxy`` is dropped, so with ``network=False`` a check has no network at all);
@@ -205,12 +250,15 @@ async def evaluate(
     ``baseline`` (the goal's first checkpoint) lets ``git_clean`` and ``no_paths_touched``
     judge the goal's own changes, commits included.
     """
+    if mode not in ACCEPTANCE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(ACCEPTANCE_MODES)}, got {mode!r}")
     if registry is None:
         registry = default_registry()
+    judge = _Judge(llm or LlmSettings(), os.environ if environ is None else environ)
     results: list[CheckResult | None] = [None] * len(criteria)
 
-    async def run(index: int, criterion: Criterion) -> None:
-        results[index] = await _run_check(
+    async def run(index: int, criterion: Criterion) -> CheckResult:
+        result = await _run_check(
             index,
             criterion,
             workspace=workspace,
@@ -218,11 +266,30 @@ async def evaluate(
             goal_id=goal_id,
             sandbox=sandbox,
             baseline=baseline,
+            judge=judge,
         )
+        results[index] = result
+        return result
 
-    async with trio.open_nursery() as nursery:
+    if mode == "parallel":
+        async with trio.open_nursery() as nursery:
+            for index, criterion in enumerate(criteria):
+                nursery.start_soon(run, index, criterion)
+    else:
+        stopped = False
         for index, criterion in enumerate(criteria):
-            nursery.start_soon(run, index, criterion)
+            if stopped:
+                results[index] = CheckResult(
+                    index=index,
+                    label=criterion.title,
+                    passed=False,
+                    required=_required(criterion),
+                    message=NOT_RUN,
+                    skipped=True,
+                )
+                continue
+            result = await run(index, criterion)
+            stopped = not result.passed and result.required
     done = tuple(r for r in results if r is not None)
     assert len(done) == len(criteria)  # each task stores its result or raises
     return Verdict(results=done)
@@ -235,6 +302,19 @@ class _Outcome:
     evidence: str = ""
 
 
+@attrs.frozen
+class _Judge:
+    """What an ``llm_judge`` check asks through: the client settings and the environment
+    its API key is read from."""
+
+    settings: LlmSettings
+    environ: Mapping[str, str]
+
+
+def _required(criterion: Criterion) -> bool:
+    return criterion.required if isinstance(criterion, FileMatchCheck | LlmJudgeCheck) else True
+
+
 async def _run_check(
     index: int,
     criterion: Criterion,
@@ -244,14 +324,15 @@ async def _run_check(
     goal_id: str,
     sandbox: SandboxPlan | None,
     baseline: Baseline | None,
+    judge: _Judge,
 ) -> CheckResult:
     started = trio.current_time()
-    required = criterion.required if isinstance(criterion, FileMatchCheck) else True
+    required = _required(criterion)
     context = CheckContext(
         workspace=workspace, args={}, goal_id=goal_id, sandbox=sandbox, baseline=baseline
     )
     try:
-        outcome = await _check(criterion, context, registry)
+        outcome = await _check(criterion, context, registry, judge)
     except Exception as exc:
         # A broken check is a failed check, not a broken evaluation. (trio.Cancelled is a
         # BaseException, so cancellation still propagates.)
@@ -268,7 +349,7 @@ async def _run_check(
 
 
 async def _check(
-    criterion: Criterion, context: CheckContext, registry: VerifierRegistry
+    criterion: Criterion, context: CheckContext, registry: VerifierRegistry, judge: _Judge
 ) -> _Outcome:
     if isinstance(criterion, ShellCheck):
         return await _shell(criterion, context.workspace, context.sandbox)
@@ -276,6 +357,8 @@ async def _check(
         return await _file_match(criterion, context.workspace)
     if isinstance(criterion, CustomCheck):
         return await _custom(criterion, context, registry)
+    if isinstance(criterion, LlmJudgeCheck):
+        return await _llm_judge(criterion, context, judge)
     assert_never(criterion)
 
 
@@ -347,11 +430,26 @@ def _describe_exit(code: int | None) -> str:
 async def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
     """Resolve, open and read (capped) in a worker thread, bounded; then search."""
     regex = re.compile(check.pattern)  # validated when the check was built
-    if os.path.isabs(check.path):
-        return _Outcome(
-            False, f"absolute path {check.path} refused: paths are relative to the workspace"
-        )
-    read = _FileRead(check.path, workspace)
+    outcome = await _read_workspace_file(check.path, workspace, FILE_READ_CAP + 1)
+    if isinstance(outcome, _Outcome):
+        return outcome
+    data = outcome
+    truncated = len(data) > FILE_READ_CAP
+    text = data[:FILE_READ_CAP].decode("utf-8", errors="replace")
+    if await _search(regex, text):
+        return _Outcome(True, f"{check.path} matches /{check.pattern}/")
+    message = f"{check.path} does not match /{check.pattern}/"
+    if truncated:
+        message += f" (only its first {_mib(FILE_READ_CAP)} were read)"
+    return _Outcome(False, message, tail(text))
+
+
+async def _read_workspace_file(path: str, workspace: Path, limit: int) -> bytes | _Outcome:
+    """At most ``limit`` bytes of the workspace file ``path``, or why not: read in a worker
+    thread, bounded by :data:`FILE_TIMEOUT`; only regular files inside the workspace."""
+    if os.path.isabs(path):
+        return _Outcome(False, f"absolute path {path} refused: paths are relative to the workspace")
+    read = _FileRead(path, workspace, limit)
     outcome: bytes | _Outcome | None = None
     with trio.move_on_after(FILE_TIMEOUT):
         # abandon_on_cancel: a thread stuck in the kernel (a hung NFS server) cannot be
@@ -364,20 +462,10 @@ async def _file_match(check: FileMatchCheck, workspace: Path) -> _Outcome:
     if outcome is None:
         return _Outcome(
             False,
-            f"cannot read {check.path}: no answer from the file system within "
+            f"cannot read {path}: no answer from the file system within "
             f"{FILE_TIMEOUT:g}s (a hung network file system?): gave up",
         )
-    if isinstance(outcome, _Outcome):
-        return outcome
-    data = outcome
-    truncated = len(data) > FILE_READ_CAP
-    text = data[:FILE_READ_CAP].decode("utf-8", errors="replace")
-    if await _search(regex, text):
-        return _Outcome(True, f"{check.path} matches /{check.pattern}/")
-    message = f"{check.path} does not match /{check.pattern}/"
-    if truncated:
-        message += f" (only its first {_mib(FILE_READ_CAP)} were read)"
-    return _Outcome(False, message, tail(text))
+    return outcome
 
 
 _FILE_LIMITER: Final = trio.lowlevel.RunVar[trio.CapacityLimiter]("nexo_file_match_limiter")
@@ -406,10 +494,11 @@ _NOT_REGULAR: Final = (
 @attrs.frozen
 class _FileRead:
     """The blocking part of a ``file_match``, for a worker thread: the bytes read (at most
-    ``FILE_READ_CAP + 1``), or why there are none."""
+    ``limit``), or why there are none."""
 
     path: str
     workspace: Path
+    limit: int = FILE_READ_CAP + 1
 
     def run(self) -> bytes | _Outcome:
         try:
@@ -438,7 +527,7 @@ class _FileRead:
             refused = self._refuse(os.fstat(fd).st_mode)
             if refused is not None:
                 return refused
-            return _read_up_to(fd, FILE_READ_CAP + 1)
+            return _read_up_to(fd, self.limit)
         except OSError as exc:
             return _Outcome(False, f"cannot read {self.path}: {exc.strerror or exc}")
         finally:
@@ -628,6 +717,100 @@ async def _workspace_prefix(ctx: CheckContext) -> str | CustomResult:
     if done.timed_out or done.exit_code != 0:
         return CustomResult(False, "git rev-parse --show-prefix failed in the workspace")
     return done.stdout_text.strip()
+
+
+# ----------------------------------------------------------------------------- llm_judge
+
+
+async def _llm_judge(check: LlmJudgeCheck, context: CheckContext, judge: _Judge) -> _Outcome:
+    """Gather the material, ask the judge (one bounded request), read its strict answer."""
+    try:
+        # First: without a key or the SDK, no command is worth running.
+        client = client_from_settings(
+            judge.settings, judge.environ, model=check.model, user="an llm_judge check"
+        )
+    except (ValueError, ImportError) as exc:
+        return _Outcome(False, str(exc))
+    async with client:
+        material = await _judge_material(check, context)
+        if isinstance(material, _Outcome):
+            return material
+        answer = await ask(
+            client,
+            system=JUDGE_SYSTEM_PROMPT,
+            prompt=material,
+            max_tokens=JUDGE_MAX_TOKENS,
+            timeout=judge.settings.timeout_s,
+            user="the LLM judge",
+        )
+    model = client.model
+    if isinstance(answer, LlmFailure):
+        return _Outcome(False, f"no verdict from the LLM judge ({model}): {answer.reason}")
+    judgement = parse_judgement(answer)
+    if isinstance(judgement, str):
+        return _Outcome(
+            False,
+            f"the LLM judge ({model}) did not answer {JUDGE_ANSWER_SHAPE}: {judgement}",
+            tail(answer),
+        )
+    verdict = "met" if judgement.passed else "not met"
+    message = f"the LLM judge ({model}) found the rubric {verdict}"
+    return _Outcome(judgement.passed, message, tail(judgement.reasoning))
+
+
+async def _judge_material(check: LlmJudgeCheck, context: CheckContext) -> str | _Outcome:
+    """The judge's prompt: the rubric, then each file (capped), then the command's output;
+    an :class:`_Outcome` when the command cannot be run or times out."""
+    parts = [f"Rubric:\n{check.rubric.strip()}"]
+    room = JUDGE_MATERIAL_CAP
+    for path in check.paths:
+        if room <= 0:
+            parts.append(f"File {path}: not shown (the material shown is capped).")
+            continue
+        cap = min(JUDGE_FILE_CAP, room)
+        read = await _read_workspace_file(path, context.workspace, cap + 1)
+        if isinstance(read, _Outcome):
+            parts.append(f"File {path}: not shown ({read.message}).")
+            continue
+        text = read[:cap].decode("utf-8", errors="replace")
+        room -= len(text)
+        cut = f", only its first {len(text)} characters" if len(read) > cap else ""
+        parts.append(f"File {path}{cut}:\n<<<\n{text}\n>>>")
+    if check.command is not None:
+        try:
+            captured = await run_captured(
+                ["/bin/sh", "-c", check.command],
+                cwd=context.workspace,
+                timeout=check.timeout_s,
+                stdout_cap=JUDGE_OUTPUT_CAP,
+                sandbox=context.sandbox,
+            )
+        except OSError as exc:
+            return _Outcome(False, f"could not run the command in {context.workspace}: {exc}")
+        if captured.timed_out:
+            return _Outcome(
+                False,
+                f"the command timed out after {check.timeout_s:g}s: not judged",
+                _output_evidence(captured),
+            )
+        output = _judge_output(captured, max(room, EVIDENCE_CHARS))
+        parts.append(
+            f"Command `{check.command}` ended with {_describe_exit(captured.exit_code)}; "
+            f"its output:\n<<<\n{output}\n>>>"
+        )
+    parts.append(f"Judge the work against the rubric. Answer with {JUDGE_ANSWER_SHAPE} only.")
+    return "\n\n".join(parts)
+
+
+def _judge_output(captured: Captured, room: int) -> str:
+    """The ends of a command's stdout and stderr, within ``room`` characters in all."""
+    cap = min(JUDGE_OUTPUT_CAP, room)
+    stdout, stderr = captured.stdout_text, captured.stderr_text
+    if not stderr.strip():
+        return tail(stdout, cap)
+    if not stdout.strip():
+        return "[stderr]\n" + tail(stderr, cap)
+    return f"[stdout]\n{tail(stdout, cap // 2)}\n[stderr]\n{tail(stderr, cap // 2)}"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,8 +1,10 @@
 """The process's control socket: other ``nexo-trio`` processes on the machine reach the goals
-this one runs (``nexo-trio approve GOAL``, ``deny GOAL``).
+this one runs (``nexo-trio approve|deny|pause|resume|cancel|interrupt|max-turns GOAL``).
 
 One request per connection, one line each way (:mod:`nexo_trio.wire.control_frames`). The
-socket is mode 0600 in a 0700 directory, so only the same user gets in. A client finds the
+socket is mode 0600 in a 0700 directory, so only the same user gets in; and each connection's
+peer is checked (``SO_PEERCRED`` where the platform has it): root, which file modes do not
+stop, is refused too unless the server runs as root. A client finds the
 socket of the process running a goal through the ledger: the pid in the goal's latest
 ``goal_started`` names it (:meth:`~nexo_trio.orchestrator.state_dir.StateDir.control_socket`).
 Every wait is bounded: a client that says nothing is dropped after :data:`READ_TIMEOUT`.
@@ -11,6 +13,9 @@ Every wait is bounded: a client that says nothing is dropped after :data:`READ_T
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
@@ -38,11 +43,13 @@ Handler = Callable[[ControlRequest], Awaitable[ControlReply]]
 
 
 class ControlServer:
-    """Answers control requests on a Unix socket with ``handler``."""
+    """Answers control requests on a Unix socket with ``handler``, from processes of the
+    user ``uid`` only (default: this process's)."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, handler: Handler, *, uid: int | None = None) -> None:
         self.path = path
         self.handler = handler
+        self.uid = os.getuid() if uid is None else uid
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report ready, serve until cancelled; the socket file is removed after."""
@@ -52,17 +59,38 @@ class ControlServer:
         async with stream:
             reply: ControlReply
             with trio.move_on_after(READ_TIMEOUT) as waited:
-                line = await _read_line(stream)
-            if waited.cancelled_caught or line is None:
-                reply = ControlReply(False, "no request received")
+                line = await _read_line(stream)  # read even when refused: then answered
+            refused = peer_problem(stream.socket, self.uid)
+            if refused is not None:
+                reply = ControlReply(False, refused, "invalid")
+            elif waited.cancelled_caught or line is None:
+                reply = ControlReply(False, "no request received", "invalid")
             else:
                 try:
                     reply = await self.handler(decode_request(line))
                 except ControlFrameError as exc:
-                    reply = ControlReply(False, f"bad request: {exc}")
+                    reply = ControlReply(False, f"bad request: {exc}", "invalid")
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 with trio.move_on_after(READ_TIMEOUT):
                     await stream.send_all(encode_reply(reply))
+
+
+def peer_problem(sock: trio.socket.SocketType, uid: int) -> str | None:
+    """Why the peer of the connected Unix socket ``sock`` may not control this process (it
+    is not a process of ``uid``), or ``None``. Where the platform cannot tell the peer
+    (no ``SO_PEERCRED``), the socket's mode and directory are the only guard."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    size = struct.calcsize("3i")
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, option, size)
+    except OSError as exc:
+        return f"refused: cannot tell who is asking ({exc.strerror or exc})"
+    pid, peer_uid, _gid = struct.unpack("3i", raw[:size])
+    if peer_uid != uid:
+        return f"refused: process {pid} runs as uid {peer_uid}, not {uid}"
+    return None
 
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> bytes | None:

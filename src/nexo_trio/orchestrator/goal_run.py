@@ -9,7 +9,8 @@ as it records them.
        Begin       -> record goal_started, then the operator controls that waited for it
        Record      -> record the machine's decision (replay judgement, sleep, wake-up, stuck)
        RunTurn     -> checkpoint the workspace (a work turn of a checkpointed workspace),
-                      record attempt_started, run the CLI, record attempt_completed with
+                      record attempt_started (with the turn's marker), run the CLI
+                      (record turn_spawned: who it is), record attempt_completed with
                       what the turn changed
        RunAcceptance -> run the checks, record acceptance_checked
        Restore     -> put the workspace back to a checkpoint, record rolled_back
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -33,11 +35,13 @@ from pathlib import Path
 import attrs
 import trio
 
+from nexo_trio.core.budget import LiveSpend
 from nexo_trio.core.checkpoints import DiffStat, GitTarget, WorkspaceProblem
-from nexo_trio.core.events import Event, SystemInit
+from nexo_trio.core.events import Event, Spawned, SystemInit
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
     AcceptanceChecked,
+    AttemptStarted,
     CancelRequested,
     CheckpointFailed,
     ControlEvent,
@@ -46,6 +50,7 @@ from nexo_trio.core.goal_events import (
     RolledBack,
     SessionBound,
     TurnActivity,
+    TurnSpawned,
     WorkspaceInfo,
 )
 from nexo_trio.core.goal_machine import (
@@ -71,11 +76,13 @@ from nexo_trio.core.goal_machine import (
     turn_started,
 )
 from nexo_trio.core.goal_outcome import GoalOutcome
+from nexo_trio.core.record import Transcribing, transcribe
 from nexo_trio.core.sandbox import ApiProxy, SandboxPlan
 from nexo_trio.core.settings import Config
-from nexo_trio.core.turn import TurnState
+from nexo_trio.core.turn import TurnState, turn_spend
+from nexo_trio.engine.leftovers import process_identity
 from nexo_trio.engine.sandbox import prepare_sandbox
-from nexo_trio.engine.supervisor import TurnResult, run_turn
+from nexo_trio.engine.supervisor import TURN_MARKER_VAR, TurnResult, run_turn
 from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
 from nexo_trio.orchestrator.acceptance import Baseline, VerifierRegistry, evaluate
@@ -109,6 +116,8 @@ class GoalHandle:
         self._pending: list[ControlEvent] = []
         self._live = False
         self._waits: set[trio.CancelScope] = set()
+        self.live_spend: LiveSpend | None = None
+        """What the running turn has spent so far (read from its stream, not recorded)."""
 
     @property
     def goal_id(self) -> str:
@@ -178,6 +187,13 @@ class GoalHandle:
                 self._waits.discard(scope)
         return not scope.cancelled_caught
 
+    def set_live_spend(self, live: LiveSpend | None) -> None:
+        """The running turn's spend so far (``None``: no turn running); wakes whoever
+        waits for a change, as a budget may now be reached mid-turn."""
+        self.live_spend = live
+        self._changed.set()
+        self._changed = trio.Event()
+
     def applied(self, event: GoalEvent) -> None:
         """Fold a recorded event into the state and wake whoever waits for a change."""
         self._state = apply(self._state, event)
@@ -245,6 +261,7 @@ class GoalRun:
         plan: TurnPlan,
         turn_runner: TurnRunner = run_turn,
         environ: Mapping[str, str] | None = None,
+        leftovers_stopped: tuple[str, ...] = (),
     ) -> None:
         self.handle = handle
         self.goal = handle.goal
@@ -258,9 +275,13 @@ class GoalRun:
         self.plan = plan
         self.turn_runner = turn_runner
         self.environ = environ
+        self.leftovers_stopped = leftovers_stopped
+        """What was left of the turn a crash interrupted, stopped before this run (said in
+        its ``goal_started``)."""
 
     def _next(self) -> Step:
-        return next_step(self.handle.state, self.goal, self.config, self.clock())
+        state, live = self.handle.state, self.handle.live_spend
+        return next_step(state, self.goal, self.config, self.clock(), live)
 
     async def run(self) -> GoalOutcome:
         """Run the goal's steps; return how it ended."""
@@ -279,6 +300,7 @@ class GoalRun:
                         confined=self.plan.confinement is not None,
                         warnings=self.plan.warnings,
                         git=self.git,
+                        leftovers_stopped=self.leftovers_stopped,
                     )
                     await self.emit(started)
                     await self.handle.go_live(self.emit)
@@ -370,16 +392,24 @@ class GoalRun:
         if checked is None:
             return
         step = checked
+        stream = self._stream_file(step)
+        marker = uuid.uuid4().hex  # recorded before the CLI starts: a crash may come first
         for event in turn_started(self.goal.id, step):
+            if isinstance(event, AttemptStarted):
+                event = attrs.evolve(event, marker=marker)  # noqa: PLW2901
+            if isinstance(event, AttemptStarted) and stream is not None:
+                event = attrs.evolve(event, stream=stream.name)  # noqa: PLW2901
             await self.emit(event)
         plan = self.plan
         try:
-            await self._run_turn(step)
+            await self._run_turn(step, stream, marker)
         finally:
             if plan.gate is not None:
                 plan.gate.end_turn()  # a straggler of this turn is denied from now on
 
-    async def _run_turn(self, step: RunTurn) -> None:
+    async def _run_turn(
+        self, step: RunTurn, stream: Path | None = None, marker: str | None = None
+    ) -> None:
         plan = self.plan
         if plan.mcp_config is not None and plan.socket_path is not None and plan.deadlines:
             # Fresh for every turn: nothing a turn wrote there survives to the next, and
@@ -397,6 +427,8 @@ class GoalRun:
         env = dict(plan.env)
         if plan.scratch is not None:
             env["TMPDIR"] = str(plan.scratch)
+        if marker is not None:
+            env[TURN_MARKER_VAR] = marker
         command = turn_command(
             step,
             self.config.claude,
@@ -407,21 +439,25 @@ class GoalRun:
         )
         sandbox = await self._sandbox()
         stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stop_when_superseded, step, stop)
-            result = await self.turn_runner(
-                command,
-                timeout=step.timeout_s,
-                kill_grace=self.config.kill_grace_s,
-                line_cap=self.config.line_cap,
-                on_events=_Activity(self, step.turn),
-                stop=stop,
-                require_mcp_servers=plan.require_mcp_servers,
-                environ=self.environ,
-                sandbox=sandbox,
-                stdout_copy=self._stream_file(step),
-            )
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stop_when_superseded, step, stop)
+                result = await self.turn_runner(
+                    command,
+                    timeout=step.timeout_s,
+                    kill_grace=self.config.kill_grace_s,
+                    line_cap=self.config.line_cap,
+                    on_events=_Activity(self, step.turn, compact=step.compact),
+                    stop=stop,
+                    require_mcp_servers=plan.require_mcp_servers,
+                    environ=self.environ,
+                    sandbox=sandbox,
+                    stdout_copy=stream,
+                )
+                nursery.cancel_scope.cancel()
+        finally:
+            # The turn's own figures are recorded next: its live ones are done.
+            self.handle.set_live_spend(None)
         completed = turn_completed(
             self.goal.id,
             step,
@@ -433,15 +469,16 @@ class GoalRun:
         await self.emit(attrs.evolve(completed, changes=changes, after=after))
 
     def _stream_file(self, step: RunTurn) -> Path | None:
-        """The file keeping this turn's raw stdout: ``turn-N[-compact][-redo]-STAMP.ndjson``
-        (each attempt its own, for ``nexo-trio replay``)."""
+        """The file keeping this turn's raw stdout, compressed:
+        ``turn-N[-compact][-redo]-STAMP.ndjson.gz`` (each attempt its own, named in its
+        ``attempt_started``; ``nexo-trio transcript --raw`` and ``replay`` read it)."""
         if self.plan.streams is None:
             return None
         kind = "-compact" if step.compact else ""
         kind += "-redo" if step.redo else ""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
         millis = int(self.clock() * 1000) % 1000
-        return self.plan.streams / f"turn-{step.turn}{kind}-{stamp}.{millis:03d}Z.ndjson"
+        return self.plan.streams / f"turn-{step.turn}{kind}-{stamp}.{millis:03d}Z.ndjson.gz"
 
     async def _sandbox(self) -> SandboxPlan | None:
         """The sandbox of the next turn (its directories made ready), or ``None``."""
@@ -488,6 +525,9 @@ class GoalRun:
                     registry=self.registry,
                     goal_id=self.goal.id,
                     baseline=self._baseline(),
+                    mode=self.config.acceptance_mode,
+                    llm=self.config.permission.llm,
+                    environ=self.environ,
                 )
             )
             nursery.cancel_scope.cancel()
@@ -511,6 +551,17 @@ class GoalRun:
         with trio.move_on_at(deadline):
             await self._until_superseded(step)
 
+    async def spawned(self, turn: int, pid: int) -> None:
+        """The turn's CLI runs as ``pid``: record who it is (``turn_spawned``), for the run
+        after a crash to stop it should it outlive this one."""
+        # One read of /proc/PID/stat (kernel memory, microseconds: no disk, nothing that
+        # waits), in this task: recorded at once, ahead of anything the CLI does next.
+        identity = process_identity(pid)
+        if identity is not None:
+            await self.emit(
+                TurnSpawned(self.goal.id, turn, identity.pid, identity.start, identity.boot)
+            )
+
     # ------------------------------------------------------------------ sessions
 
     async def bind_session(self, session_id: str) -> None:
@@ -528,12 +579,17 @@ class GoalRun:
 
 
 class _Activity:
-    """The engine's per-batch callback: binds the session at once, reports live activity."""
+    """The engine's per-batch callback: binds the session at once, reports live activity,
+    passes on what the turn has spent so far (:attr:`GoalHandle.live_spend`)."""
 
-    def __init__(self, run: GoalRun, turn: int) -> None:
+    def __init__(self, run: GoalRun, turn: int, *, compact: bool = False) -> None:
         self.run = run
         self.turn = turn
+        self.compact = compact
+        self.spent = turn_spend(TurnState())
         self.reported: tuple[str | None, int] = (None, 0)
+        self.record = Transcribing(run.goal.id, turn)
+        """The turn's record: Claude's texts and tool calls (see ``core/record.py``)."""
 
     async def __call__(self, state: TurnState, batch: Sequence[Event]) -> None:
         for event in batch:
@@ -541,6 +597,17 @@ class _Activity:
             # session id too (sometimes a random one) that must never be bound.
             if isinstance(event, SystemInit) and event.session_id:
                 await self.run.bind_session(event.session_id)
+            elif isinstance(event, Spawned):
+                await self.run.spawned(self.turn, event.pid)
+        # Tokens or cost may reach a budget mid-turn (first: a stop is due at once). Once
+        # the result frame is in, the turn is ending: its figures are recorded with its end.
+        spent = turn_spend(state)
+        if spent != self.spent and state.result is None:
+            self.spent = spent
+            self.run.handle.set_live_spend(LiveSpend(self.turn, self.compact, *spent))
+        self.record, kept = transcribe(self.record, batch)
+        for recorded in kept:  # texts and tool calls: most batches have none
+            await self.run.emit(recorded)
         activity = (state.last_tool, state.tool_uses)
         if activity != self.reported:
             self.reported = activity

@@ -15,6 +15,12 @@ crash continues from its ledger exactly where it was.
 Every run of a goal ends with exactly one ``GoalCompleted`` event, on every path (a bug, a
 shutdown). A goal that already ended ``done`` (or on a budget it still exhausts) reports
 its recorded outcome without a run.
+
+A goal runs in one process at a time, however many share the state dir: ``start_goal``
+takes the goal's lock (:mod:`.goal_lock`; :class:`GoalLocked` when another process holds
+it) and the goal's run lets go of it once its end is recorded. A run taking up a goal whose
+last run crashed first stops what that run's open turn left running (by its recorded
+marker and CLI process: ``engine/leftovers.py``), and its ``goal_started`` says so.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import math
 import os
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +45,7 @@ from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
     CancelRequested,
     ControlEvent,
+    DecisionMade,
     GoalCompleted,
     GoalEvent,
     GoalPaused,
@@ -53,9 +60,11 @@ from nexo_trio.core.goal_machine import (
     apply,
     begin,
     control_effect,
+    crash_leftovers,
     effective_budget,
     end_outcome,
     initial_state,
+    live_spent,
 )
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.core.kept_text import kept_event
@@ -64,6 +73,7 @@ from nexo_trio.core.redact import secret_values
 from nexo_trio.core.sandbox import ApiProxy
 from nexo_trio.core.settings import Config
 from nexo_trio.engine.git_mounts import worktree_mounts
+from nexo_trio.engine.leftovers import stop_leftovers
 from nexo_trio.engine.sandbox import probe_bwrap
 from nexo_trio.engine.supervisor import run_turn
 from nexo_trio.gate.deciders import Decider, build_decider, close_decider
@@ -72,7 +82,14 @@ from nexo_trio.gate.human import HumanDecider
 from nexo_trio.gate.mcp_config import PERMISSION_PROMPT_TOOL, SERVER_NAME, GateDeadlines
 from nexo_trio.gate.socket_server import GateServer
 from nexo_trio.orchestrator.acceptance import VerifierRegistry, default_registry
+from nexo_trio.orchestrator.control_ops import OPERATOR_OPS, operate
 from nexo_trio.orchestrator.control_server import ControlServer
+from nexo_trio.orchestrator.goal_lock import (
+    GoalLock,
+    GoalLocked,
+    acquire_goal_lock,
+    find_goal_runner,
+)
 from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
@@ -164,6 +181,9 @@ class Orchestrator:
         self._goals: dict[str, GoalHandle] = {}
         self._subscribers: list[trio.MemorySendChannel[GoalEvent]] = []
         self._emit_locks: dict[str, trio.Lock] = {}
+        self._goal_locks: dict[str, GoalLock] = {}
+        """The lock of each goal started here (see :mod:`.goal_lock`), held until its run
+        has recorded its end."""
         self._secrets: dict[str, tuple[str, ...]] = {}
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -218,6 +238,11 @@ class Orchestrator:
             for channel in self._subscribers:
                 channel.close()
             self._subscribers.clear()
+            # Every goal's run released its lock; this is for one whose start failed
+            # half-way (a close of a regular file: it does not block).
+            for lock in self._goal_locks.values():
+                lock.release_sync()
+            self._goal_locks.clear()
 
     def now(self) -> float:
         """The goal machine's clock: seconds since the epoch."""
@@ -390,13 +415,23 @@ class Orchestrator:
         A goal the ledger already knows continues where it was (see the module
         docstring); ``restart`` starts it over instead: new session, fresh budget.
         Raises ``ValueError`` when the goal is already running here or names a custom
-        check the registry does not have, and :class:`LayoutError` (a ``ValueError``) when
-        its workspace is not its own (the state dir, the shared workspace root, or above).
+        check the registry does not have, :class:`GoalLocked` (a ``ValueError``: ``goal X
+        is running in process N since T``) when another process runs it, and
+        :class:`LayoutError` (a ``ValueError``) when its workspace is not its own (the state
+        dir, the shared workspace root, or above). The goal's lock is held from here until
+        its run has recorded its end.
         """
         if self._nursery is None:
             raise RuntimeError("the Orchestrator is not open: use `async with Orchestrator()`")
         await self.check_goal(goal)
-        handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
+        lock = await acquire_goal_lock(self.state_dir, goal.id)
+        try:
+            # Folded once the lock is ours: a run that ended elsewhere just now is in it.
+            handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
+        except BaseException:
+            await lock.release()
+            raise
+        self._goal_locks[goal.id] = lock
         self._goals[goal.id] = handle
         self._nursery.start_soon(self._run_goal, handle, name=f"goal {goal.id}")
         return handle
@@ -405,6 +440,9 @@ class Orchestrator:
         """Raise what :meth:`start_goal` would raise for ``goal``, without starting it."""
         if goal.id in self._goals:
             raise ValueError(f"goal {goal.id!r} is already running")
+        holder = await find_goal_runner(self.state_dir, goal.id)
+        if holder is not None:
+            raise GoalLocked(goal.id, holder)
         unknown = [name for name in goal.custom_check_names() if name not in self.registry]
         if unknown:
             known = ", ".join(self.registry.names) or "none"
@@ -463,6 +501,8 @@ class Orchestrator:
             return end_outcome(handle.state, goal.id, kind, reason, self.now())
 
         try:
+            # Before a restart forgets the turn a crash left open: its processes may run.
+            leftovers = await self._stop_leftovers(handle)
             if handle.restart:
                 await self._emit(GoalRestarted(goal.id))
             first = begin(handle.state, goal, self.config, self.now())
@@ -539,6 +579,7 @@ class Orchestrator:
                     ),
                     turn_runner=self.turn_runner,
                     environ=self.environ,
+                    leftovers_stopped=leftovers,
                 )
                 outcome = await run.run()
             finally:
@@ -561,17 +602,41 @@ class Orchestrator:
             del self._goals[goal.id]
             self._emit_locks.pop(goal.id, None)
             self._secrets.pop(goal.id, None)
+            lock = self._goal_locks.pop(goal.id, None)
+            if lock is not None:
+                await lock.release()  # shielded: its end is recorded, another may run it
             handle.finish(outcome)
+
+    async def _stop_leftovers(self, handle: GoalHandle) -> tuple[str, ...]:
+        """Stop what still runs of the turn a crashed run left open (found by its recorded
+        marker and CLI process; a reused pid is never taken): ``PID NAME`` of each."""
+        attempt = crash_leftovers(handle.state)
+        if attempt is None:
+            return ()
+        stopped = await stop_leftovers(
+            attempt.process, attempt.marker, grace=self.config.kill_grace_s
+        )
+        if stopped:
+            log.warning(
+                "goal %s: stopped %d process(es) left by the crashed run's turn %d: %s",
+                handle.goal_id,
+                len(stopped),
+                attempt.turn,
+                ", ".join(stopped),
+            )
+        return stopped
 
     def _stopping(self, handle: GoalHandle) -> bool:
         """Whether the goal's running turn is being stopped: cancelled, or a budget reached
-        mid-turn (the consecutive denials, the wall time). Its gate allows nothing more: an
-        allow slipping in before the stop would run the call and undo the denials' count."""
+        mid-turn (the consecutive denials, the wall time, the tokens or cost the turn has
+        spent so far). Its gate allows nothing more: an allow slipping in before the stop
+        would run the call and undo the denials' count."""
         state = handle.state
         if state.cancel_reason is not None:
             return True
         budget = effective_budget(handle.goal, state)
-        return exhausted_axis(budget, state.spent(self.now())) is not None
+        spent = live_spent(state, self.now(), handle.live_spend)
+        return exhausted_axis(budget, spent) is not None
 
     async def _conclude(
         self, handle: GoalHandle, outcome: GoalOutcome | None, *, recorded: bool, started: float
@@ -630,8 +695,7 @@ class Orchestrator:
         # order, even when emitted concurrently (a gate decision while the turn reports
         # activity): the store's batched commit wakes its writers in no particular order.
         # trio.Lock is FIFO.
-        lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
-        async with lock:
+        async with self._emit_turn(event):
             # What is recorded, folded and shown is redacted and bounded (see kept_text).
             event = kept_event(attrs.evolve(event, at=self.now()), self._secrets_of(event.goal_id))
             handle = self._goals.get(event.goal_id)
@@ -650,17 +714,38 @@ class Orchestrator:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         self._subscribers.remove(channel)
 
+    @asynccontextmanager
+    async def _emit_turn(self, event: GoalEvent) -> AsyncIterator[None]:
+        """Hold the goal's emit lock. A gate decision waits for it shielded: the CLI has
+        its answer, so the ledger and the denials' count must have it too, even when it waits
+        behind another event's slow write (a ledger locked by another process; the store's
+        own bounds end that wait), however short its caller's deadline."""
+        lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
+        with trio.CancelScope(shield=isinstance(event, DecisionMade)):
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
     # ------------------------------------------------------------------ control
 
     async def _on_control(self, request: ControlRequest) -> ControlReply:
-        """A request of another ``nexo-trio`` process (see :mod:`.control_server`)."""
+        """A request of another ``nexo-trio`` process (see :mod:`.control_server`): an
+        operator control (:mod:`.control_ops`), or an answer to the human decider."""
+        if request.op in OPERATOR_OPS:
+            return await operate(self, request)
         handle = self._goals.get(request.goal_id)
         if handle is None:
-            return ControlReply(False, f"goal {request.goal_id!r} is not running here")
+            return ControlReply(
+                False, f"goal {request.goal_id!r} is not running here", "not_running"
+            )
         human = self.human
         if human is None:
             return ControlReply(
-                False, f"goal {request.goal_id!r} has no human decider to answer (permission)"
+                False,
+                f"goal {request.goal_id!r} has no human decider to answer (permission)",
+                "invalid",
             )
         waiting = human.pending(request.goal_id)
         allow = request.op == "approve"

@@ -13,9 +13,13 @@
       gate/GOAL.mcp.json      the MCP config of a goal's running turn (mode 0600)
       scratch/GOAL/           the goal's scratch dir: its turns' TMPDIR, writable in the
                               sandbox (nothing else of the state dir is)
-      streams/GOAL/turn-N-STAMP.ndjson
-                              each turn's raw stdout, whole (mode 0600): the ledger keeps
-                              texts capped; `nexo-trio replay FILE` reads these
+      streams/GOAL/turn-N-STAMP.ndjson.gz
+                              each turn's raw stdout, gzip-compressed, up to 256 MiB (mode
+                              0600): the ledger keeps texts capped; `nexo-trio transcript
+                              --raw` and `nexo-trio replay FILE` read these
+      locks/GOAL.lock         the goal's lock: the process running the goal holds an
+                              exclusive flock on it (the file names that process; see
+                              orchestrator/goal_lock.py)
 
 A socket address holds about 100 bytes: when a socket's path would be longer, it lives in
 a private directory under the temp dir instead, named after the state dir.
@@ -71,6 +75,10 @@ class StateDir:
     def shadow(self, goal_id: str) -> Path:
         """The goal's private shadow repository (``checkpoints: true`` of a plain directory)."""
         return self.root / "git" / f"{goal_id}.git"
+
+    def lock(self, goal_id: str) -> Path:
+        """The goal's lock file (held by the process running the goal)."""
+        return self.root / "locks" / f"{goal_id}.lock"
 
     def scratch(self, goal_id: str) -> Path:
         """The goal's scratch directory (its turns' ``TMPDIR``)."""

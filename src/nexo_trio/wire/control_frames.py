@@ -3,10 +3,19 @@ to do something to it, and gets one answer.
 
 One JSON object per line, one request per connection::
 
-    {"v": 1, "op": "approve", "goal_id": "g1", "reason": null, "by": "uid 1000"}
-    {"v": 1, "ok": true, "message": "approved Bash: rm -rf build"}
+    {"v": 1, "op": "approve", "goal_id": "g1", "reason": null, "by": "uid 1000", ...}
+    {"v": 1, "ok": true, "message": "approved Bash: rm -rf build", "problem": null}
 
-``op`` is one of :data:`OPS`. The records are typed; :func:`encode_request` /
+``op`` is one of :data:`OPS`: ``approve`` / ``deny`` answer the goal's human decider;
+``pause``, ``resume``, ``cancel`` (with an optional ``reason``), ``interrupt`` (with its
+``message``) and ``max_turns`` (with ``max_turns``) are the operator controls of
+:class:`~nexo_trio.orchestrator.orchestrator.Orchestrator`. A reply that is not ``ok`` says
+why in ``problem`` (:data:`PROBLEMS`): nothing changed (``unchanged``: already paused...),
+the request is not valid for the goal (``invalid``: an empty message, lowering
+``max_turns``), or the process does not run the goal (``not_running``). Fields added since
+version 1 are optional, so older peers still understand each other.
+
+The records are typed; :func:`encode_request` /
 :func:`decode_request` and :func:`encode_reply` / :func:`decode_reply` are the only code that
 reads or writes the JSON, and decoding validates (:class:`ControlFrameError`).
 """
@@ -22,8 +31,11 @@ import orjson
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 1024 * 1024
 
-Op: TypeAlias = Literal["approve", "deny"]
+Op: TypeAlias = Literal["approve", "deny", "pause", "resume", "cancel", "interrupt", "max_turns"]
 OPS: tuple[Op, ...] = get_args(Op)
+
+Problem: TypeAlias = Literal["unchanged", "invalid", "not_running"]
+PROBLEMS: tuple[Problem, ...] = get_args(Problem)
 
 
 class ControlFrameError(ValueError):
@@ -38,6 +50,10 @@ class ControlRequest:
     goal_id: str = attrs.field(validator=attrs.validators.instance_of(str))
     reason: str | None = None
     by: str = ""
+    message: str | None = None
+    """The operator message of an ``interrupt``."""
+    max_turns: int | None = None
+    """The new turn budget of a ``max_turns``."""
 
 
 @attrs.frozen
@@ -46,6 +62,10 @@ class ControlReply:
 
     ok: bool
     message: str
+    problem: Problem | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(PROBLEMS))
+    )
+    """Why it was not done (``None`` when ``ok``, or from a peer that does not say)."""
 
 
 def _make_converter() -> cattrs.Converter:
@@ -61,8 +81,14 @@ def _make_converter() -> cattrs.Converter:
             raise TypeError(f"expected true or false, got {type(value).__name__}")
         return value
 
+    def strict_int(value: object, _: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {type(value).__name__}")
+        return value
+
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(bool, strict_bool)
+    converter.register_structure_hook(int, strict_int)
     return converter
 
 

@@ -61,13 +61,16 @@ from nexo_trio.core.goal import (
     FileMatchCheck,
     GitWorkspace,
     Goal,
+    LlmJudgeCheck,
     ShellCheck,
 )
 from nexo_trio.core.settings import (
+    ACCEPTANCE_MODES,
     DECIDER_NAMES,
     SANDBOX_MODES,
     STUCK_ACTIONS,
     UNKNOWN_POLICIES,
+    AcceptanceMode,
     Config,
     DeciderName,
     LlmSettings,
@@ -321,6 +324,7 @@ class _Field:
 _FIELDS: Final[dict[type, dict[str, _Field]]] = {
     Goal: {"id": _Field(hook=_goal_id), "workspace": _Field(hook=_workspace)},
     ShellCheck: {"timeout_s": _Field("timeout", _duration)},
+    LlmJudgeCheck: {"timeout_s": _Field("timeout", _duration)},
     Budget: {"max_wall_time_s": _Field("max_wall_time", _optional(_duration))},
     LlmSettings: {"timeout_s": _Field("timeout", _duration)},
     Config: {
@@ -331,10 +335,11 @@ _FIELDS: Final[dict[type, dict[str, _Field]]] = {
     PermissionSettings: {"tool_timeout_s": _Field("tool_timeout", _duration)},
 }
 
-_CRITERION_KINDS: Final[dict[str, type[ShellCheck | FileMatchCheck | CustomCheck]]] = {
+_CRITERION_KINDS: Final[dict[str, type[Criterion]]] = {
     "shell": ShellCheck,
     "file_match": FileMatchCheck,
     "custom": CustomCheck,
+    "llm_judge": LlmJudgeCheck,
 }
 _KIND_OF: Final = {cls: kind for kind, cls in _CRITERION_KINDS.items()}
 _ALIASES: Final[dict[type, dict[str, str]]] = {ShellCheck: {"exit_code": "expect_exit"}}
@@ -515,6 +520,7 @@ def _make_converter() -> cattrs.Converter:
         lambda t: t == UnknownPolicy | None, _optional(_one_of(UNKNOWN_POLICIES))
     )
     conv.register_structure_hook_func(lambda t: t == SandboxMode, _one_of(SANDBOX_MODES))
+    conv.register_structure_hook_func(lambda t: t == AcceptanceMode, _one_of(ACCEPTANCE_MODES))
     conv.register_structure_hook_func(lambda t: t == Criterion, _criterion)
     conv.register_structure_hook_factory(_is_tuple, _tuple_hook)
     conv.register_structure_hook_factory(_is_dict, _dict_hook)
