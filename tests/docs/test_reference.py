@@ -61,3 +61,11 @@ def test_every_event_kind(kind: str) -> None:
 @pytest.mark.parametrize("code", ["0", "1", "2", "3", "130"])
 def test_every_exit_code(code: str) -> None:
     assert f"| {code} |" in REFERENCE.read_text(encoding="utf-8")
+
+
+def test_every_command() -> None:
+    from nexo_trio.cli.main import _COMMANDS
+
+    text = REFERENCE.read_text(encoding="utf-8")
+    for name in _COMMANDS:
+        assert f"`nexo-trio {name}" in text or f"`{name}" in text, f"no line for {name}"

@@ -22,8 +22,10 @@ from nexo_trio.cli.common import (
     state_dir_error,
     state_dir_option,
 )
+from nexo_trio.core.goal_lock import running_message
+from nexo_trio.orchestrator.goal_lock import find_goal_runner
 from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.store.base import LedgerEntry, Store
+from nexo_trio.store.base import GoalSummary, LedgerEntry, Store
 from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.outcome_json import dumps
 
@@ -51,6 +53,16 @@ def _with_store(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T | None:
     return trio.run(main)
 
 
+async def _open_state(state_dir: Path, goal_id: str) -> str:
+    """What a goal whose latest run recorded no end is: ``running in process N since T``
+    (its lock is held), or ``crashed`` (no live process holds it: the next run goes on
+    from its ledger and stops what the crashed run left)."""
+    holder = await find_goal_runner(state_dir, goal_id)
+    if holder is None:
+        return "crashed"
+    return running_message(goal_id, holder).removeprefix(f"goal {goal_id} is ")
+
+
 def _when(at: float) -> str:
     return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -60,8 +72,16 @@ def _when(at: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per goal.")
 def status(config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """List the goals in the ledger and how each ended (or that it is still open)."""
-    goals = _with_store(_db_path(config_file, state_dir), lambda store: store.goals())
-    for g in goals or []:
+    db = _db_path(config_file, state_dir)
+
+    async def summaries(store: Store) -> list[tuple[GoalSummary, str | None]]:
+        found = []
+        for g in await store.goals():
+            found.append((g, None if g.outcome else await _open_state(db.parent, g.goal_id)))
+        return found
+
+    goals = _with_store(db, summaries)
+    for g, running in goals or []:
         if as_json:
             row = {
                 "goal_id": g.goal_id,
@@ -70,10 +90,11 @@ def status(config_file: Path | None, state_dir: Path | None, as_json: bool) -> N
                 "events": g.events,
                 "last_kind": g.last_kind,
                 "outcome": g.outcome,
+                "running": running,
             }
             sys.stdout.buffer.write(dumps(row) + b"\n")
         else:
-            state = g.outcome or f"open (last: {g.last_kind})"
+            state = g.outcome or f"{running} (last: {g.last_kind})"
             click.echo(f"{g.goal_id}  {state:<28} {g.events:>5} events  last {_when(g.last_at)}")
     sys.stdout.flush()
 
