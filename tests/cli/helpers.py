@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,31 @@ def assert_goal_outcome_shape(data: dict[str, Any]) -> None:
     assert set(data["usage"]) == USAGE_KEYS
     assert set(data["decisions"]) == {"allowed", "denied"}
     assert isinstance(data["elapsed_s"], float)
+
+
+@contextlib.contextmanager
+def goal_lock_held(state_dir: Path, goal_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process holding the goal's lock (how a goal running elsewhere looks), until
+    the block ends; its pid is the process's."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from nexo_trio.orchestrator.goal_lock import try_acquire; "
+            "lock = try_acquire(Path(sys.argv[1]), sys.argv[2]); print('held', flush=True); "
+            "time.sleep(60)",
+            str(state_dir),
+            goal_id,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

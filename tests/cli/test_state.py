@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nexo_trio.testing.scenario import bash, init, result, text, turn
-from tests.cli.helpers import Setup, invoke, json_lines, make_setup, single_json
+from tests.cli.helpers import Setup, goal_lock_held, invoke, json_lines, make_setup, single_json
 from tests.cli.test_watch import record_dead_run
 
 HI = turn(init(), bash("echo hi > hello.txt"), text("Done."), result("Done."))
@@ -157,21 +155,7 @@ def test_status_tells_a_crashed_run_from_a_running_one(tmp_path: Path) -> None:
     s.state_dir.mkdir(parents=True)
     record_dead_run(s.state_dir, "dead")
     record_dead_run(s.state_dir, "alive")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; "
-            "from nexo_trio.orchestrator.goal_lock import try_acquire; "
-            "lock = try_acquire(Path(sys.argv[1]), 'alive'); print('held', flush=True); "
-            "time.sleep(30)",
-            str(s.state_dir),
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"held\n"
+    with goal_lock_held(s.state_dir, "alive") as holder:
         r = invoke("status", "--state-dir", s.state_dir, "--json")
         assert r.exit_code == 0, r.output
         rows = {row["goal_id"]: row for row in json_lines(r.stdout)}
@@ -179,8 +163,3 @@ def test_status_tells_a_crashed_run_from_a_running_one(tmp_path: Path) -> None:
         assert rows["alive"]["running"].startswith(f"running in process {holder.pid} since ")
         text = invoke("status", "--state-dir", s.state_dir)
         assert "dead  crashed (last: goal_started)" in text.stdout
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()

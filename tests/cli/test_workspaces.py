@@ -4,23 +4,26 @@ per goal that leaves the user's checkout byte for byte as it was, a checkpoint p
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nexo_trio.core.checkpoints import git_env
 from nexo_trio.testing import bash, init, result, text, turn
-from tests.cli.helpers import Setup, invoke, json_lines, make_setup, single_json, write_yaml
+from tests.cli.helpers import (
+    Setup,
+    goal_lock_held,
+    invoke,
+    json_lines,
+    make_setup,
+    single_json,
+    write_yaml,
+)
+from tests.git_repos import checkout_snapshot, git
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
-ME = ("-c", "user.name=Tester", "-c", "user.email=tester@example.com")
 
 TURN_1 = turn(
     init(),
@@ -35,17 +38,6 @@ TURN_2 = turn(
     result("Done.", cost_usd=0.1),
 )
 NEEDS_B = [{"kind": "file_match", "path": "b.txt", "pattern": "^two$"}]
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *ME, "-C", str(cwd), *args],
-        capture_output=True,
-        check=True,
-        env=git_env(os.environ),
-        timeout=30,
-    )
-    return done.stdout.decode()
 
 
 def user_repo(root: Path) -> Path:
@@ -64,27 +56,6 @@ def user_repo(root: Path) -> Path:
     (repo / "untracked.txt").write_text("the user's own\n")
     (repo / "debug.log").write_text("ignored\n")
     return repo
-
-
-def checkout_snapshot(repo: Path) -> dict[str, Any]:
-    """Every byte of the user's checkout the goal must not touch: files, index, HEAD,
-    branches, tags, config."""
-    found: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(repo):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in filenames:
-            full = Path(dirpath, name)
-            found[str(full.relative_to(repo))] = hashlib.sha256(full.read_bytes()).hexdigest()
-    dot_git = repo / ".git"
-    return {
-        "files": found,
-        "index": hashlib.sha256((dot_git / "index").read_bytes()).hexdigest(),
-        "HEAD": (dot_git / "HEAD").read_text(),
-        "config": (dot_git / "config").read_text(),
-        "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/main"),
-        "tags": git(repo, "tag", "--list"),
-        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
-    }
 
 
 def worktree_setup(tmp_path: Path, turns: list[Any]) -> tuple[Setup, Path, Path]:
@@ -237,21 +208,7 @@ def test_rollback_is_refused_while_the_goal_runs(tmp_path: Path) -> None:
     s, _, goal = worktree_setup(tmp_path, [TURN_1, TURN_2])
     assert invoke("run", goal, "--config", s.config).exit_code == 0
     # Another process holding the goal's lock is how a running goal looks.
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; "
-            "from nexo_trio.orchestrator.goal_lock import try_acquire; "
-            "lock = try_acquire(Path(sys.argv[1]), 'g1'); print('held', flush=True); "
-            "time.sleep(30)",
-            str(s.state_dir),
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"held\n"
+    with goal_lock_held(s.state_dir, "g1") as holder:
         r = invoke("rollback", "g1", "--turn", "1", "--state-dir", s.state_dir)
         assert r.exit_code == 2
         assert f"is running in process {holder.pid}" in r.stderr
@@ -262,11 +219,6 @@ def test_rollback_is_refused_while_the_goal_runs(tmp_path: Path) -> None:
         many = invoke("cleanup", "--finished-before", "0s", "--state-dir", s.state_dir)
         assert many.exit_code == 0
         assert "g1: skipped: it is running" in many.stdout
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
     assert (tmp_path / "workspaces" / "g1" / "b.txt").exists()  # nothing was rolled back
     after = invoke("rollback", "g1", "--turn", "2", "--state-dir", s.state_dir)
     assert after.exit_code == 0, after.output  # the lock of a dead process is no lock

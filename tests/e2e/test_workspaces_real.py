@@ -5,20 +5,17 @@ stays byte for byte as it was."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import yaml
 
-from nexo_trio.core.checkpoints import git_env
 from nexo_trio.core.prompt import FAILURES_HEADER
 from nexo_trio.testing.messages_api import (
     Reply,
@@ -29,40 +26,11 @@ from nexo_trio.testing.messages_api import (
     tool_use,
 )
 from tests.e2e.conftest import E2E, MARKER_VAR
+from tests.git_repos import checkout_snapshot, git
 
 pytestmark = pytest.mark.real_claude
 
 NEXO_TRIO = Path(sys.executable).parent / "nexo-trio"
-ME = ("-c", "user.name=Tester", "-c", "user.email=tester@example.com")
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", *ME, "-C", str(cwd), *args],
-        capture_output=True,
-        check=True,
-        env=git_env(os.environ),
-        timeout=30,
-    )
-    return done.stdout.decode()
-
-
-def snapshot(repo: Path) -> dict[str, Any]:
-    files: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(repo):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in filenames:
-            full = Path(dirpath, name)
-            files[str(full.relative_to(repo))] = hashlib.sha256(full.read_bytes()).hexdigest()
-    dot = repo / ".git"
-    return {
-        "files": files,
-        "index": hashlib.sha256((dot / "index").read_bytes()).hexdigest(),
-        "HEAD": (dot / "HEAD").read_text(),
-        "config": (dot / "config").read_text(),
-        "main": git(repo, "rev-parse", "refs/heads/main"),
-        "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
-    }
 
 
 async def nexo(e2e: E2E, *args: str | Path) -> subprocess.CompletedProcess[bytes]:
@@ -89,7 +57,7 @@ async def test_a_worktree_goal_then_diff_and_rollback_on_the_real_cli(e2e: E2E) 
     git(repo, "commit", "-q", "-m", "base")
     (repo / "notes.txt").write_text("notes\nthe user's uncommitted edit\n")
     (repo / "mine.txt").write_text("untracked, the user's\n")
-    before = snapshot(repo)
+    before = checkout_snapshot(repo)
 
     commit = "git -c user.name=c -c user.email=c@example.com"
     turn_1 = f"echo one > a.txt && {commit} add a.txt && {commit} commit -q -m 'turn 1'"
@@ -132,7 +100,7 @@ async def test_a_worktree_goal_then_diff_and_rollback_on_the_real_cli(e2e: E2E) 
     assert (worktree / "b.txt").read_text() == "two\n"
     # Claude's own commit is on the goal's branch, made from inside its turn.
     assert git(worktree, "log", "-1", "--format=%s", "nexo/wt").strip() == "turn 1"
-    assert snapshot(repo) == before  # the user's checkout, byte for byte
+    assert checkout_snapshot(repo) == before  # the user's checkout, byte for byte
 
     shown = await nexo(e2e, "diff", "wt", "--turn", "1", "--state-dir", e2e.state_dir)
     assert shown.returncode == 0, shown.stderr.decode()
@@ -149,7 +117,7 @@ async def test_a_worktree_goal_then_diff_and_rollback_on_the_real_cli(e2e: E2E) 
     assert not (worktree / "b.txt").exists()
     assert (worktree / "gone.txt").read_text() == "turn 2 deletes me\n"
     assert git(worktree, "status", "--porcelain") == ""  # as turn 1 left it: committed
-    assert snapshot(repo) == before
+    assert checkout_snapshot(repo) == before
     events = await nexo(e2e, "events", "wt", "--state-dir", e2e.state_dir, "--json")
     rows = [json.loads(line) for line in events.stdout.splitlines()]
     assert [r["data"]["turn"] for r in rows if r["kind"] == "rolled_back"] == [2]

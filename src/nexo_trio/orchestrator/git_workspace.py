@@ -343,13 +343,24 @@ async def _repository(repo: str, *, timeout: float) -> tuple[str, str] | Workspa
     )  # fmt: skip
     if isinstance(done, WorkspaceProblem):
         return done
+    found = _dir_and_format(done, repo, "is not a git repository")
+    if isinstance(found, WorkspaceProblem):
+        return found
+    return os.fsdecode(found[0]), found[1]
+
+
+def _dir_and_format(
+    done: _Done, where: str, otherwise: str
+) -> tuple[bytes, str] | WorkspaceProblem:
+    """The two lines of ``rev-parse … --show-object-format``: the first answer and a known
+    object format; else a problem (``where otherwise``)."""
     lines = done.stdout.rstrip(b"\n").split(b"\n")
     if done.returncode != 0 or len(lines) != 2:
-        return WorkspaceProblem(f"{repo} is not a git repository")
+        return WorkspaceProblem(f"{where} {otherwise}")
     object_format = lines[1].decode("ascii", "replace")
     if object_format not in OBJECT_FORMATS:
-        return WorkspaceProblem(f"{repo} uses the unknown object format {object_format!r}")
-    return os.fsdecode(lines[0]), object_format
+        return WorkspaceProblem(f"{where} uses the unknown object format {object_format!r}")
+    return lines[0], object_format
 
 
 async def _worktrees(repo: str, *, timeout: float) -> tuple[WorktreeEntry, ...] | WorkspaceProblem:
@@ -717,15 +728,10 @@ async def ensure_shadow(
     )  # fmt: skip
     if isinstance(out, WorkspaceProblem):
         return out
-    lines = out.stdout.rstrip(b"\n").split(b"\n")
-    if out.returncode != 0 or len(lines) != 2:
-        return WorkspaceProblem(f"{git_dir} exists and is not a git repository")
-    object_format = lines[1].decode("ascii", "replace")
-    if object_format not in OBJECT_FORMATS:
-        return WorkspaceProblem(f"{git_dir} uses the unknown object format {object_format!r}")
-    return GitTarget(
-        git_dir=git_dir, work_tree=work_tree, private=True, object_format=object_format
-    )
+    found = _dir_and_format(out, git_dir, "exists and is not a git repository")
+    if isinstance(found, WorkspaceProblem):
+        return found
+    return GitTarget(git_dir=git_dir, work_tree=work_tree, private=True, object_format=found[1])
 
 
 # -- checkpoints ----------------------------------------------------------------------------
