@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 import nexo_trio
@@ -144,3 +145,34 @@ def test_the_public_namespace_has_what_a_user_embeds_with() -> None:
     assert {"FakeClaude", "ScriptedMessagesAPI", "Reply", "turn", "bash"} <= set(testing.__all__)
     for name in testing.__all__:
         assert getattr(testing, name) is not None, name
+
+
+def test_the_help_listing_imports_no_command_module() -> None:
+    code = (
+        "import json, sys\n"
+        "from nexo_trio.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=30)
+    loaded = set(json.loads(proc.stderr))
+    assert b"Commands:" in proc.stdout
+    assert not {m for m in loaded if m.split(".")[0] in ("trio", "rich", "attrs", "cattrs")}
+    imported = {m for m in loaded if m.startswith("nexo_trio.")}
+    assert imported <= {
+        "nexo_trio.cli",
+        "nexo_trio.cli.main",
+        "nexo_trio.core",
+        "nexo_trio.core.lazy",
+    }
+
+
+def test_every_command_has_its_line_in_the_listing() -> None:
+    from nexo_trio.cli.main import _COMMANDS, main
+
+    for name, (_, _, summary) in _COMMANDS.items():
+        command = main.get_command(click.Context(main), name)
+        assert command is not None, name
+        assert summary.strip(), name
+        assert len(summary) <= 60, name
+        assert command.get_short_help_str() == summary
