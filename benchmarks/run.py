@@ -17,6 +17,7 @@ from benchmarks import (
     bench_gate,
     bench_goals,
     bench_mcp_startup,
+    bench_startup,
     bench_store,
     bench_stream,
 )
@@ -44,6 +45,11 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         "per-turn checkpoint of a 10k-file workspace vs `git add -A && git write-tree`",
         "ms",
         bench_checkpoint.run,
+    ),
+    "startup": (
+        "nexo-trio --help and import nexo_trio vs python -c pass, whole processes",
+        "ms",
+        bench_startup.run,
     ),
     "goals": (
         f"{bench_goals.GOALS} goals x {bench_goals.TURNS} fake turns, one state dir: 1 process "
