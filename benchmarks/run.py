@@ -17,6 +17,7 @@ from benchmarks import (
     bench_gate,
     bench_goals,
     bench_mcp_startup,
+    bench_memory,
     bench_startup,
     bench_store,
     bench_stream,
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
         "ms",
         bench_checkpoint.run,
     ),
+    "memory": ("peak memory of one 64 MiB line through the framer", "", bench_memory.run),
     "startup": (
         "nexo-trio --help and import nexo_trio vs python -c pass, whole processes",
         "ms",
