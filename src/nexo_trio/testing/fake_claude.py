@@ -919,9 +919,18 @@ class _McpClient:
 
     def close(self, grace: float) -> None:
         """Close the server's stdin, give it ``grace`` seconds to exit, then kill it."""
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.process.stdin.close()
+        stdin = self.process.stdin
+        if stdin is not None:
+            try:
+                stdin.close()
+            except (OSError, ValueError):
+                pass
+            except RuntimeError:
+                # A SIGTERM that came in the middle of a write to this very pipe (a
+                # reentrant call of the buffered writer): close the descriptor itself, so
+                # the server still sees its end of input; the process exits right after.
+                with contextlib.suppress(OSError, ValueError):
+                    os.close(stdin.fileno())
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
