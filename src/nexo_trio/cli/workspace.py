@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -134,15 +134,12 @@ def _run(
         raise UserError(f"nothing recorded yet: {layout.database} does not exist")
 
     async def main() -> T:
-        try:
-            opened = open_sqlite_store(layout.database)
-            store = await opened.__aenter__()
-        except STATE_DIR_ERRORS as exc:
-            raise state_dir_error(layout.root, exc) from None
-        try:
+        async with AsyncExitStack() as stack:
+            try:
+                store = await stack.enter_async_context(open_sqlite_store(layout.database))
+            except STATE_DIR_ERRORS as exc:
+                raise state_dir_error(layout.root, exc) from None
             return await fn(store)
-        finally:
-            await opened.__aexit__(None, None, None)
 
     return trio.run(main)
 

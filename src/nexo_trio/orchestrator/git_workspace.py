@@ -952,15 +952,23 @@ async def list_checkpoints(
     target: GitTarget, goal_id: str, *, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[Checkpoint, ...] | WorkspaceProblem:
     """The goal's checkpoints, by turn."""
+    out = await _goal_refs(target, goal_id, "%(refname) %(objectname)", timeout=timeout)
+    return out if isinstance(out, WorkspaceProblem) else parse_checkpoints(out, goal_id)
+
+
+async def _goal_refs(
+    target: GitTarget, goal_id: str, fmt: str, *, timeout: float
+) -> bytes | WorkspaceProblem:
+    """``for-each-ref --format=FMT refs/nexo/<goal>/`` (a goal id no ref can hold: a
+    problem)."""
     problem = goal_id_problem(goal_id)
     if problem is not None:
         return WorkspaceProblem(problem)
     prefix = checkpoint_prefix(goal_id)
-    out = await _ref_ok(
-        target, "for-each-ref", "--format=%(refname) %(objectname)", prefix,
+    return await _ref_ok(
+        target, "for-each-ref", f"--format={fmt}", prefix,
         timeout=timeout, doing=f"listing {prefix}",
     )  # fmt: skip
-    return out if isinstance(out, WorkspaceProblem) else parse_checkpoints(out, goal_id)
 
 
 async def delete_checkpoints(
@@ -968,16 +976,10 @@ async def delete_checkpoints(
 ) -> int | WorkspaceProblem:
     """Delete every ref below ``refs/nexo/<goal>/`` in one transaction; how many there were
     (0 when none: deleting twice is no problem)."""
-    problem = goal_id_problem(goal_id)
-    if problem is not None:
-        return WorkspaceProblem(problem)
-    prefix = checkpoint_prefix(goal_id)
-    out = await _ref_ok(
-        target, "for-each-ref", "--format=%(refname)", prefix,
-        timeout=timeout, doing=f"listing {prefix}",
-    )  # fmt: skip
+    out = await _goal_refs(target, goal_id, "%(refname)", timeout=timeout)
     if isinstance(out, WorkspaceProblem):
         return out
+    prefix = checkpoint_prefix(goal_id)
     refs = parse_refnames(out, prefix)
     if not refs:
         return 0

@@ -554,9 +554,9 @@ class GoalRun:
     async def spawned(self, turn: int, pid: int) -> None:
         """The turn's CLI runs as ``pid``: record who it is (``turn_spawned``), for the run
         after a crash to stop it should it outlive this one."""
-        # One read of /proc/PID/stat (kernel memory, microseconds: no disk, nothing that
-        # waits), in this task: recorded at once, ahead of anything the CLI does next.
-        identity = process_identity(pid)
+        # The caller awaits this before it reads on: recorded ahead of anything the CLI does
+        # next, with the /proc reads off the event loop like every other file access.
+        identity = await trio.to_thread.run_sync(process_identity, pid)
         if identity is not None:
             await self.emit(
                 TurnSpawned(self.goal.id, turn, identity.pid, identity.start, identity.boot)
