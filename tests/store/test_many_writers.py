@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 WRITER = r"""
@@ -60,3 +61,40 @@ def test_four_processes_write_one_new_ledger_at_once_and_lose_nothing(tmp_path: 
         by_goal.setdefault(goal_id, []).append(json.loads(data)["n"])
     assert by_goal == {f"goal-{i}": list(range(EVENTS)) for i in range(PROCESSES)}
     assert bindings == PROCESSES * (EVENTS // 10)
+
+
+def test_openers_racing_on_a_fresh_file_all_get_it_in_wal_mode(tmp_path: Path) -> None:
+    """Four connections switching a brand-new file to WAL at the same instant: SQLite answers
+    all but one SQLITE_BUSY at once, without its busy handler (seen in CI as a second
+    ``nexo-trio run`` exiting 2 with "database is locked"). Each opener waits its turn."""
+    from nexo_trio.store.files import prepare_database_file
+    from nexo_trio.store.sqlite import _connect, _migrate
+
+    for round_ in range(120):
+        database = tmp_path / f"round-{round_}" / "nexo.db"
+        prepare_database_file(database)
+        start = threading.Barrier(4)
+        failures: list[BaseException] = []
+
+        def open_it(
+            database: Path = database,
+            start: threading.Barrier = start,
+            failures: list[BaseException] = failures,
+        ) -> None:
+            conn = _connect(database)
+            try:
+                start.wait(timeout=10)
+                _migrate(conn, database, 5.0)
+            except BaseException as exc:  # collected and asserted below
+                failures.append(exc)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert failures == [], f"round {round_}: {failures!r}"
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

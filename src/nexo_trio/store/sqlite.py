@@ -256,11 +256,34 @@ def _check_version(path: Path, found: int, supported: int) -> None:
         raise SchemaVersionError(path, found, supported)
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _enter_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Put the database in WAL mode, waiting up to ``busy_timeout_s`` for other openers.
+
+    Switching a new file to WAL takes an exclusive lock from a shared one. When two processes
+    open a fresh ledger at the same moment, SQLite answers one of them SQLITE_BUSY at once,
+    without calling the busy handler (waiting could deadlock), so the wait is ours. Blocking:
+    this runs in a worker thread.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        else:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
     supported = len(MIGRATIONS)
     # Refuse a newer database before changing anything in it (even the journal mode).
     _check_version(path, _user_version(conn), supported)
-    conn.execute("PRAGMA journal_mode = WAL")
+    _enter_wal(conn, busy_timeout_s)
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = _user_version(conn)  # again, under the write lock
@@ -473,7 +496,7 @@ class SQLiteStore:
         prepare_database_file(self.path)
         writer = _connect(self.path, self._busy_timeout_s)
         try:
-            _migrate(writer, self.path)
+            _migrate(writer, self.path, self._busy_timeout_s)
             reader = _connect(self.path, self._busy_timeout_s)
         except BaseException:
             writer.close()
