@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import trio
 
+from benchmarks.suite import Row, Stat, markdown
 from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem, git_env
 from nexo_trio.orchestrator import git_workspace as gw
 
@@ -96,8 +96,9 @@ async def _after_ms(target: GitTarget, turn: int, before: str) -> float:
     return elapsed
 
 
-def run() -> list[tuple[str, float, str]]:
-    """Rows of (name, milliseconds, note): medians of :data:`ROUNDS` interleaved rounds."""
+def rows(quick: bool = False) -> list[Row]:
+    """Checkpoint rows (ms): medians of :data:`ROUNDS` interleaved rounds."""
+    rounds = 2 if quick else ROUNDS
     with tempfile.TemporaryDirectory(prefix="nxb-ckpt-") as tmp:
         root = Path(tmp)
         repo = _make_repo(root)
@@ -111,7 +112,7 @@ def run() -> list[tuple[str, float, str]]:
             await _checkpoint_ms(shadow, 0)  # and the shadow's first full hash
             times: dict[str, list[float]] = {"repo": [], "shadow": [], "after": [], "floor": []}
             _, before = await _checkpoint_ms(repo_target, 0)
-            for round_ in range(1, ROUNDS + 1):
+            for round_ in range(1, rounds + 1):
                 _turn(repo, round_)
                 times["after"].append(await _after_ms(repo_target, round_ - 1, before))
                 elapsed, before = await _checkpoint_ms(repo_target, round_)
@@ -121,22 +122,36 @@ def run() -> list[tuple[str, float, str]]:
             return times
 
         times = trio.run(main)
-    repo_ms, shadow_ms, after_ms, floor_ms = (
-        statistics.median(times[k]) for k in ("repo", "shadow", "after", "floor")
-    )
-    note = f"median of {ROUNDS}, {FILES} files"
+    floor = Stat.of(times["floor"])
+    note = f"{FILES} files; floor: git add -A && git write-tree on a copy of the index"
     return [
-        ("checkpoint (repository)", repo_ms, f"{note}; x{repo_ms / floor_ms:.1f} the floor"),
-        ("checkpoint (shadow git dir)", shadow_ms, f"x{shadow_ms / floor_ms:.1f} the floor"),
-        (
-            "after a turn: -after checkpoint + diff stat",
-            after_ms,
-            f"repository; x{after_ms / floor_ms:.1f} the floor",
+        Row(
+            "workspace",
+            "checkpoint before a turn (repository)",
+            "ms",
+            Stat.of(times["repo"]),
+            floor=floor,
+            better="lower",
+            note=note,
         ),
-        ("floor: git add -A && git write-tree", floor_ms, "scratch copy of the index"),
+        Row(
+            "workspace",
+            "checkpoint before a turn (shadow git dir)",
+            "ms",
+            Stat.of(times["shadow"]),
+            floor=floor,
+            better="lower",
+        ),
+        Row(
+            "workspace",
+            "after a turn: -after checkpoint + diff stat",
+            "ms",
+            Stat.of(times["after"]),
+            floor=floor,
+            better="lower",
+        ),
     ]
 
 
 if __name__ == "__main__":
-    for name, value, note in run():
-        print(f"  {name:<38} {value:>8.1f} ms   {note}")
+    print(markdown(rows()))

@@ -1,75 +1,143 @@
-"""Run every benchmark and print each figure beside the floor it is measured against.
+"""Run the benchmark suite: one markdown table, printed and written with the machine, the
+versions and the date to ``benchmarks/results/latest.md``.
 
-Numbers, not pass/fail: the machines are shared and noisy, so compare ratios.
-``python benchmarks/run.py [NAME ...]`` runs only the named ones.
+``python benchmarks/run.py [--quick] [--out FILE] [NAME ...]`` runs the named benchmarks
+(default: all, in the order of :data:`BENCHMARKS`). ``--quick`` runs each at tiny sizes: a
+smoke run of the suite's code, whose figures mean nothing. Numbers, not pass/fail: the
+machines are shared and noisy, so read the ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import sqlite3
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+from importlib import metadata
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from benchmarks import (
-    bench_checkpoint,
-    bench_gate,
-    bench_goals,
-    bench_mcp_startup,
-    bench_memory,
-    bench_startup,
-    bench_store,
-    bench_stream,
-)
+from benchmarks.suite import Row, markdown  # noqa: E402 (after the path is set)
 
-Rows = list[tuple[str, float, str]]
-BENCHMARKS: dict[str, tuple[str, str, Callable[[], Rows]]] = {
-    "stream": (
-        "events/s through framer + parser + reducer (100k generated lines)",
-        "events/s",
-        bench_stream.run,
-    ),
-    "store": ("goal-ledger appends, one per call", "rows/s", bench_store.run),
-    "mcp": (
-        "permission MCP server start-up: spawn -> initialize answered",
-        "ms",
-        bench_mcp_startup.run,
-    ),
-    "gate": (
-        "permission decisions through the gate's Unix socket (AllowAll; the default rules "
-        "decider, classifying and resolving paths) vs a line echo floor",
-        "",
-        bench_gate.run,
-    ),
-    "checkpoint": (
-        "per-turn checkpoint of a 10k-file workspace vs `git add -A && git write-tree`",
-        "ms",
-        bench_checkpoint.run,
-    ),
-    "memory": ("peak memory of one 64 MiB line through the framer", "", bench_memory.run),
-    "startup": (
-        "nexo-trio --help and import nexo_trio vs python -c pass, whole processes",
-        "ms",
-        bench_startup.run,
-    ),
-    "goals": (
-        f"{bench_goals.GOALS} goals x {bench_goals.TURNS} fake turns, one state dir: 1 process "
-        f"vs {bench_goals.PROCESSES}",
-        "",
-        bench_goals.run,
-    ),
+BENCHMARKS = {
+    "stream": "frames/s through a whole turn, 1k to 1M frames",
+    "memory": "peak memory: a 1M-frame turn, one 64 MiB line",
+    "turn": "the fixed cost of a 3-frame turn, with idle processes on the host",
+    "gate": "permission decisions through the gate's socket, default decider + ledger",
+    "goals": "many goals at once on one state dir",
+    "store": "ledger appends",
+    "checkpoint": "git checkpoints of a 10k-file workspace",
+    "mcp": "the permission MCP server's start-up",
+    "startup": "import and --help",
 }
+"""Each name is ``benchmarks/bench_<name>.py``, whose ``rows(quick)`` gives its rows."""
+
+LATEST = ROOT / "benchmarks" / "results" / "latest.md"
+PACKAGES = ("trio", "attrs", "cattrs", "orjson", "claude-agent-sdk")
 
 
-def main(names: list[str]) -> None:
-    """Print one table per benchmark."""
-    for name in names or list(BENCHMARKS):
-        title, unit, fn = BENCHMARKS[name]
-        print(f"== {name}: {title}")
-        for row, value, note in fn():
-            print(f"  {row:<44} {value:>14,.1f} {unit:<9} {note}")
+def _command(*argv: str) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc.strerror})"
+    return done.stdout.strip() or done.stderr.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def environment() -> str:
+    """The machine, the versions and the date, as markdown bullets."""
+    versions = []
+    for package in PACKAGES:
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    commit = _command("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    dirty = _command("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no")
+    revision = f"{commit}{' (with uncommitted changes)' if dirty else ''}"
+    return "\n".join(
+        [
+            f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+            f"- nexo-trio: {metadata.version('nexo-trio')} at {revision}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
+            f"{_memory_gib()}, {platform.system()} {platform.release()}",
+            f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+            f"{_command('git', '--version')}",
+            f"- {', '.join(versions)}",
+        ]
+    )
+
+
+def run(names: list[str], *, quick: bool) -> tuple[list[Row], dict[str, float]]:
+    """Every named benchmark's rows, and how long each took (s)."""
+    rows: list[Row] = []
+    took: dict[str, float] = {}
+    for name in names:
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        print(f"== {name}: {BENCHMARKS[name]}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        rows += module.rows(quick=quick)
+        took[name] = time.perf_counter() - started
+    return rows, took
+
+
+def main(argv: list[str]) -> int:
+    """Run, print the table, write the results file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {LATEST}")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    names = args.names or list(BENCHMARKS)
+    rows, took = run(names, quick=args.quick)
+    table = markdown(rows)
+    print(table)
+    out = args.out or (None if args.quick else LATEST)
+    if out is not None:
+        timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in took.items())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            f"# Benchmark results\n\n`python benchmarks/run.py {' '.join(argv)}`".rstrip()
+            + "\n\n"
+            + environment()
+            + f"\n- took: {timings}\n\n"
+            + "Ratios are ours divided by theirs, in the row's unit; `better` says which way "
+            "is good. Figures are medians of interleaved rounds, (lowest-highest) after "
+            "them.\n\n" + table
+        )
+        print(f"written to {out}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -1,20 +1,20 @@
 """Start-up of the permission MCP server: spawn -> ``initialize`` answered.
 
 Claude Code spawns the server on every turn and waits for its handshake, so this is paid
-once per turn. Beside it, two floors: ``python -c pass`` (spawn to exit of a bare
-interpreter) and a bare interpreter that echoes one stdin line (spawn to a line answered,
-the same round trip the server makes, without its imports).
+once per turn. The floor: a bare interpreter that echoes one stdin line (spawn to a line
+answered, the same round trip the server makes, without its imports).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.suite import Row, Stat, interleave, markdown
 
 RUNS = 21
 INITIALIZE = (
@@ -50,14 +50,9 @@ def _first_line_ms(argv: list[str]) -> float:
     return elapsed
 
 
-def _exit_ms(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
-    return (time.perf_counter() - start) * 1000
-
-
-def run() -> list[tuple[str, float, str]]:
-    """Rows of (name, milliseconds, note): medians of :data:`RUNS` spawns each."""
+def rows(quick: bool = False) -> list[Row]:
+    """The permission MCP server's start-up (spawn to ``initialize`` answered) beside a
+    Python process that echoes a line (ms)."""
     with tempfile.TemporaryDirectory(prefix="nxb", dir="/tmp") as tmp:
         server = [
             sys.executable,
@@ -69,16 +64,23 @@ def run() -> list[tuple[str, float, str]]:
             "bench",
         ]
         _first_line_ms(server)  # warm the page cache and the .pyc files
-        server_ms = statistics.median(_first_line_ms(server) for _ in range(RUNS))
-    echo_ms = statistics.median(_first_line_ms([sys.executable, "-c", ECHO]) for _ in range(RUNS))
-    pass_ms = statistics.median(_exit_ms([sys.executable, "-c", "pass"]) for _ in range(RUNS))
+        echo = [sys.executable, "-c", ECHO]
+        samples = interleave(
+            {"server": lambda: _first_line_ms(server), "echo": lambda: _first_line_ms(echo)},
+            3 if quick else RUNS,
+        )
     return [
-        ("mcp_stdio: initialize answered", server_ms, f"median of {RUNS} spawns"),
-        ("floor: python echoes a line", echo_ms, f"x{server_ms / echo_ms:.1f} for the server"),
-        ("floor: python -c pass", pass_ms, f"x{server_ms / pass_ms:.1f} for the server"),
+        Row(
+            "turn",
+            "permission MCP server: spawn to initialize answered",
+            "ms",
+            Stat.of(samples["server"]),
+            floor=Stat.of(samples["echo"]),
+            better="lower",
+            note="floor: python echoes a line",
+        )
     ]
 
 
 if __name__ == "__main__":
-    for name, value, note in run():
-        print(f"  {name:<34} {value:>8.1f} ms   {note}")
+    print(markdown(rows()))
