@@ -3,7 +3,9 @@ versions and the date to ``benchmarks/results/latest.md``.
 
 ``python benchmarks/run.py [--quick] [--out FILE] [NAME ...]`` runs the named benchmarks
 (default: all, in the order of :data:`BENCHMARKS`). ``--quick`` runs each at tiny sizes: a
-smoke run of the suite's code, whose figures mean nothing. Numbers, not pass/fail: the
+smoke run of the suite's code, whose figures mean nothing. ``--readme`` runs nothing: it
+copies the table of ``benchmarks/results/latest.md`` into the README's Performance section
+(between its ``bench:`` markers). Numbers, not pass/fail: the
 machines are shared and noisy, so read the ratios.
 """
 
@@ -40,6 +42,8 @@ BENCHMARKS = {
 """Each name is ``benchmarks/bench_<name>.py``, whose ``rows(quick)`` gives its rows."""
 
 LATEST = ROOT / "benchmarks" / "results" / "latest.md"
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 PACKAGES = ("trio", "attrs", "cattrs", "orjson", "claude-agent-sdk")
 
 
@@ -108,13 +112,32 @@ def run(names: list[str], *, quick: bool) -> tuple[list[Row], dict[str, float]]:
     return rows, took
 
 
+def results_block(results: str) -> str:
+    """What the README shows of a results file: its bullets and its table."""
+    body = results.split("\n\n", 2)[2] if results.startswith("# ") else results
+    return body.strip() + "\n"
+
+
+def update_readme() -> None:
+    """Put the latest results between the README's markers."""
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = results_block(LATEST.read_text())
+    README.write_text(f"{head}{START}\n{block}{END}{tail}")
+
+
 def main(argv: list[str]) -> int:
     """Run, print the table, write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=None, help=f"default: {LATEST}")
+    parser.add_argument("--readme", action="store_true", help="copy the latest into README.md")
     args = parser.parse_args(argv)
+    if args.readme:
+        update_readme()
+        return 0
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
