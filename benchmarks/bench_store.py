@@ -1,14 +1,20 @@
-"""Ledger appends per second through the SQLite store, beside raw ``sqlite3`` floors.
+"""Ledger events per second through the SQLite store's append path, beside a bare batched
+``executemany`` into the same schema, on real files, interleaved round by round.
 
-2000 goal events, one ``append_events`` call each: awaited one after another from one task
-(one transaction per event), then from 50 concurrent tasks (the writer batches them into
-shared transactions). The floors use the same schema and pragmas (WAL, synchronous=NORMAL)
-with the rows already encoded: ``executemany`` in one transaction, and one commit per row.
+Ours appends as the orchestrator does: one ``append_events`` call per event (a goal's
+events are awaited one after another, in order), from :data:`GOALS` goals at once (the
+writer batches what is queued into shared transactions) and from one goal alone. The
+events are the orchestrator's own shape (``attempt_completed`` with its usage). The floor
+is raw ``sqlite3`` with the store's pragmas (WAL, ``synchronous=NORMAL``) encoding the same
+events with ``orjson`` and inserting them with ``executemany``, one transaction per
+:data:`GOALS` rows (what the batching can reach at best with that many goals). Every
+measurement starts from a fresh, migrated file; opening and closing are not timed.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,10 +24,14 @@ from typing import Any
 import orjson
 import trio
 
-from nexo_trio.store.sqlite import MIGRATIONS, SQLiteStore, open_sqlite_store
+from benchmarks.suite import Row, Stat, interleave
+from nexo_trio.store.sqlite import MIGRATIONS, SQLiteStore
 
-EVENTS = 2000
-TASKS = 50
+GOALS = 100
+EVENTS_PER_GOAL = 50
+ALONE = 2000
+"""Events of the one-goal variant."""
+ROUNDS = 5
 
 
 def _event(i: int) -> tuple[str, dict[str, Any]]:
@@ -42,142 +52,110 @@ def _event(i: int) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _goal(i: int) -> str:
-    return f"goal-{i % TASKS:02d}"
+def _store_appends(path: Path, goals: int, per_goal: int) -> float:
+    """Seconds for ``goals`` tasks to append ``per_goal`` events each, one per call."""
 
-
-def _timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _store_one_task(path: Path) -> tuple[float, SQLiteStore]:
-    async def main() -> tuple[float, SQLiteStore]:
-        async with open_sqlite_store(path) as store:
-            start = time.perf_counter()
-            for i in range(EVENTS):
-                await store.append_events(_goal(i), [_event(i)])
-            return time.perf_counter() - start, store
-
-    return trio.run(main)
-
-
-def _store_many_tasks(path: Path, *, bounded: bool = True) -> tuple[float, SQLiteStore]:
-    async def main() -> tuple[float, SQLiteStore]:
-        store = SQLiteStore(path) if bounded else SQLiteStore(path, timeout_s=None)
+    async def main() -> float:
+        store = SQLiteStore(path)
         async with trio.open_nursery() as service:
             await service.start(store.run)
 
-            async def writer(task: int) -> None:
-                for i in range(task, EVENTS, TASKS):
-                    await store.append_events(_goal(i), [_event(i)])
+            async def goal(g: int) -> None:
+                goal_id = f"goal-{g:03d}"
+                for i in range(per_goal):
+                    await store.append_events(goal_id, [_event(i)])
 
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
-                for task in range(TASKS):
-                    nursery.start_soon(writer, task)
+                for g in range(goals):
+                    nursery.start_soon(goal, g)
             elapsed = time.perf_counter() - start
             service.cancel_scope.cancel()
-        return elapsed, store
+        return elapsed
 
     return trio.run(main)
 
 
-def _raw_connection(path: Path) -> sqlite3.Connection:
+def _migrated(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     for step in MIGRATIONS:
         for statement in step:
             conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
     return conn
 
 
 _INSERT = "INSERT INTO ledger (goal_id, at, kind, data) VALUES (?, ?, ?, ?)"
 
 
-def _rows() -> list[tuple[str, float, str, str]]:
-    now = time.time()
-    return [
-        (_goal(i), now, kind, orjson.dumps(data).decode())
-        for i, (kind, data) in ((i, _event(i)) for i in range(EVENTS))
-    ]
-
-
-def _raw_executemany(path: Path) -> float:
-    conn = _raw_connection(path)
-    rows = _rows()
-
-    def work() -> None:
-        conn.execute("BEGIN")
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-
+def _floor(path: Path, goals: int, per_goal: int) -> float:
+    """Seconds to encode and insert the same events with ``executemany``, ``goals`` rows
+    per transaction."""
+    conn = _migrated(path)
     try:
-        return _timed(work)
-    finally:
-        conn.close()
-
-
-def _raw_commit_per_row(path: Path) -> float:
-    conn = _raw_connection(path)
-    rows = _rows()
-
-    def work() -> None:
-        for row in rows:
+        start = time.perf_counter()
+        for i in range(per_goal):
+            now = time.time()
+            rows = []
+            for g in range(goals):
+                kind, data = _event(i)
+                rows.append((f"goal-{g:03d}", now, kind, orjson.dumps(data).decode()))
             conn.execute("BEGIN")
-            conn.execute(_INSERT, row)
+            conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
-
-    try:
-        return _timed(work)
+        return time.perf_counter() - start
     finally:
         conn.close()
 
 
-def run() -> list[tuple[str, float, str]]:
-    """Rows of (name, ledger rows per second, note)."""
-    with tempfile.TemporaryDirectory(prefix="nexo-bench-store-") as tmp:
+def rows(quick: bool = False) -> list[Row]:
+    """Ledger events/s: the store's append path at :data:`GOALS` goals and at one, beside
+    the bare ``executemany`` floor, medians of :data:`ROUNDS` interleaved rounds."""
+    goals, per_goal, alone, rounds = (
+        (20, 10, 200, 2) if quick else (GOALS, EVENTS_PER_GOAL, ALONE, ROUNDS)
+    )
+    with tempfile.TemporaryDirectory(prefix="nxb-store-") as tmp:
         root = Path(tmp)
-        one_s, one = _store_one_task(root / "one.db")
-        many_s, many = _store_many_tasks(root / "many.db")
-        unbounded_s, unbounded = _store_many_tasks(root / "unbounded.db", bounded=False)
-        batch_s = _raw_executemany(root / "executemany.db")
-        per_row_s = _raw_commit_per_row(root / "per-row.db")
+        files = iter(range(10**6))
 
-    def us_per_row(seconds: float) -> str:
-        return f"{seconds / EVENTS * 1e6:.1f} us/row"
+        def fresh() -> Path:
+            return root / f"ledger-{next(files)}.db"
 
+        variants: dict[str, Callable[[], float]] = {
+            "many": lambda: _store_appends(fresh(), goals, per_goal),
+            "alone": lambda: _store_appends(fresh(), 1, alone),
+            "floor_many": lambda: _floor(fresh(), goals, per_goal),
+            "floor_alone": lambda: _floor(fresh(), 1, alone),
+        }
+        samples = interleave(variants, rounds)
+    many = Stat.of(samples["many"]).per(goals * per_goal)
+    floor_many = Stat.of(samples["floor_many"]).per(goals * per_goal)
+    one = Stat.of(samples["alone"]).per(alone)
+    floor_one = Stat.of(samples["floor_alone"]).per(alone)
+    note = f"medians of {rounds} interleaved rounds, fresh file each"
     return [
-        (
-            "store, 1 task, awaited",
-            EVENTS / one_s,
-            f"{us_per_row(one_s)}, {one.transactions} transactions",
+        Row(
+            "store",
+            f"ledger appends, {goals} goals at once, one event per call",
+            "events/s",
+            many,
+            floor=floor_many,
+            note=f"{note}; floor: executemany, {goals} rows per transaction",
         ),
-        (
-            f"store, {TASKS} tasks, batched",
-            EVENTS / many_s,
-            f"{us_per_row(many_s)}, {many.transactions} transactions",
-        ),
-        (
-            f"store, {TASKS} tasks, no deadline",
-            EVENTS / unbounded_s,
-            f"{us_per_row(unbounded_s)}, {unbounded.transactions} transactions, timeout_s=None",
-        ),
-        (
-            "floor: executemany, 1 txn",
-            EVENTS / batch_s,
-            f"{us_per_row(batch_s)}, raw sqlite3, rows pre-encoded",
-        ),
-        (
-            "floor: commit per row",
-            EVENTS / per_row_s,
-            f"{us_per_row(per_row_s)}, raw sqlite3, rows pre-encoded",
+        Row(
+            "store",
+            "ledger appends, 1 goal, one event per call (a commit each)",
+            "events/s",
+            one,
+            floor=floor_one,
+            note=f"{note}; floor: executemany, 1 row per transaction",
         ),
     ]
 
 
 if __name__ == "__main__":
-    for name, rate, note in run():
-        print(f"  {name:<28} {rate:>12,.0f} rows/s   {note}")
+    from benchmarks.suite import markdown
+
+    print(markdown(rows(quick="--quick" in sys.argv)))

@@ -1,161 +1,114 @@
-"""Events per second through framer + parser + reducer, beside an orjson-only floor.
+"""Stream throughput: realistic stream-json frames through a whole turn, three ways.
 
-The stream is generated: a realistic mix of stream-json frames (partial-message stream
-events, assistant text and tool calls, tool results, status frames) ending in a result
-frame, cut into 64 KiB chunks as a pipe would deliver them.
+A subprocess (the fake CLI, :mod:`benchmarks.fake_cli`) writes ``n`` frames
+(:mod:`benchmarks.frames`: the init frame, a cycle of status frames, partial-message stream
+events, assistant text and tool calls with usage, tool results, and the result frame) as
+fast as the pipe takes them, and the turn is driven to its end by
+
+- ours: ``nexo_trio.engine.supervisor.run_turn`` (spawn, framing, parsing into typed frames,
+  the reducer, the outcome; :func:`benchmarks.anchor.nexo_turn`);
+- the anchor: ``claude-agent-sdk``'s ``query`` under trio against the same fake CLI
+  (:func:`benchmarks.anchor.sdk_turn`);
+- the floor: a bare trio process whose stdout is split on newlines and each line
+  ``orjson``-decoded (:func:`benchmarks.anchor.floor_turn`).
+
+The figure is frames per second of the whole turn (spawn to exit, wall clock), so the fixed
+per-turn cost weighs on the small sizes and the per-frame path on the large ones. The three
+variants are interleaved round by round (their order rotating); 1 M frames gets fewer
+rounds than the others (each SDK round there takes tens of seconds), as its note says.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-import orjson
+import trio
 
-from nexo_trio.core.turn import INITIAL_STATE, classify, reduce
-from nexo_trio.wire.stream_json import StreamDecoder
+from benchmarks import anchor, frames
+from benchmarks.suite import Row, Stat, interleave_async
 
-SESSION = "11111111-2222-4333-8444-555555555555"
-CHUNK = 64 * 1024
+SIZES: tuple[tuple[int, int], ...] = (
+    (1_000, 7),
+    (10_000, 7),
+    (100_000, 5),
+    (1_000_000, 3),
+)
+"""Frames per turn, and the rounds each size gets."""
+QUICK_SIZES: tuple[tuple[int, int], ...] = ((1_000, 3), (10_000, 3))
+TARGET_FRAMES = 100_000
+TARGET_FLOOR_RATIO = 0.5
+"""The issue's target: at 100 k frames, at least half the floor's frames/s."""
 
-
-def _frames(n: int) -> list[bytes]:
-    usage = {
-        "input_tokens": 120,
-        "output_tokens": 12,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 4000,
-    }
-    cycle = [
-        {"type": "system", "subtype": "status", "status": "requesting", "session_id": SESSION},
-        {
-            "type": "stream_event",
-            "event": {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": "Working on it, step by step."},
-            },
-            "session_id": SESSION,
-            "parent_tool_use_id": None,
-        },
-        {
-            "type": "assistant",
-            "message": {
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-sonnet-4-5",
-                "content": [{"type": "text", "text": "I will list the files first. " * 4}],
-                "stop_reason": None,
-                "usage": usage,
-            },
-            "parent_tool_use_id": None,
-            "session_id": SESSION,
-        },
-        {
-            "type": "assistant",
-            "message": {
-                "id": "msg_2",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-sonnet-4-5",
-                "content": [
-                    {
-                        "type": "tool_use",
-                        "id": "toolu_1",
-                        "name": "Bash",
-                        "input": {"command": "ls -la src/", "description": "List files"},
-                    }
-                ],
-                "stop_reason": None,
-                "usage": usage,
-            },
-            "parent_tool_use_id": None,
-            "session_id": SESSION,
-        },
-        {
-            "type": "user",
-            "message": {
-                "role": "user",
-                "content": [
-                    {
-                        "tool_use_id": "toolu_1",
-                        "type": "tool_result",
-                        "content": "total 8\n-rw-r--r-- 1 dev dev 120 main.py\n" * 3,
-                        "is_error": False,
-                    }
-                ],
-            },
-            "parent_tool_use_id": None,
-            "session_id": SESSION,
-        },
-    ]
-    lines = [orjson.dumps(cycle[i % len(cycle)]) for i in range(n - 1)]
-    lines.append(
-        orjson.dumps(
-            {
-                "type": "result",
-                "subtype": "success",
-                "is_error": False,
-                "result": "Done.",
-                "session_id": SESSION,
-                "usage": usage,
-                "total_cost_usd": 0.5,
-                "model_usage_since_last_result": {
-                    "claude-sonnet-4-5": {"inputTokens": 1, "outputTokens": 1, "costUSD": 0.1}
-                },
-                "num_turns": 3,
-                "permission_denials": [],
-            }
-        )
-    )
-    return lines
+Turn = Callable[[Path, Path], Awaitable[int]]
 
 
-def _chunks(lines: list[bytes]) -> list[bytes]:
-    stream = b"\n".join(lines) + b"\n"
-    return [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
-
-
-def _best_of(runs: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(runs):
+def _timed(turn: Turn, binary: Path, stream: Path, n: int) -> Callable[[], Awaitable[float]]:
+    async def run() -> float:
         start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        seen = await turn(binary, stream)
+        elapsed = time.perf_counter() - start
+        # Every variant saw the whole stream (the SDK yields a message per frame it models:
+        # all of these frames are of a type it does).
+        assert seen == n, (turn.__name__, seen, n)
+        return elapsed
+
+    return run
 
 
-def run(n_lines: int = 100_000, runs: int = 5) -> list[tuple[str, float, str]]:
-    """Measure; return rows of (name, events per second, note)."""
-    lines = _frames(n_lines)
-    chunks = _chunks(lines)
+async def _measure(directory: Path, sizes: tuple[tuple[int, int], ...]) -> list[Row]:
+    binary = anchor.launcher(directory)
+    rows = []
+    for n, rounds in sizes:
+        stream = directory / f"frames-{n}.ndjson"
+        frames.write_stream(stream, n)
+        variants = {
+            "ours": _timed(anchor.nexo_turn, binary, stream, n),
+            "sdk": _timed(anchor.sdk_turn, binary, stream, n),
+            "floor": _timed(anchor.floor_turn, binary, stream, n),
+        }
+        # One warm-up turn each (imports, caches), not counted.
+        for variant in variants.values():
+            await variant()
+        samples = await interleave_async(variants, rounds)
+        stream.unlink()
+        ours, sdk, floor = (Stat.of(samples[k]).per(n) for k in ("ours", "sdk", "floor"))
+        target, met = "", None
+        if n == TARGET_FRAMES:
+            target = f">= {TARGET_FLOOR_RATIO}x floor (~3x the SDK)"
+            met = ours.median >= TARGET_FLOOR_RATIO * floor.median
+        note = f"medians of {rounds} interleaved rounds"
+        if n >= 1_000_000:
+            note += " (fewer: each SDK round takes tens of seconds)"
+        rows.append(
+            Row(
+                group="stream",
+                figure=f"{n:,} frames through a turn",
+                unit="frames/s",
+                ours=ours,
+                anchor=sdk,
+                floor=floor,
+                better="higher",
+                target=target,
+                met=met,
+                note=note,
+            )
+        )
+    return rows
 
-    def floor() -> None:
-        # The floor: split the same chunks on newlines and orjson-decode each line.
-        buf = b"".join(chunks)
-        for line in buf.split(b"\n"):
-            if line:
-                orjson.loads(line)
 
-    def ours() -> None:
-        decoder = StreamDecoder()
-        state = INITIAL_STATE
-        for chunk in chunks:
-            for event in decoder.feed(chunk):
-                state = reduce(state, event)
-        for event in decoder.close():
-            state = reduce(state, event)
-        outcome = classify(state)
-        assert outcome.events == n_lines, outcome.events
+def rows(quick: bool = False) -> list[Row]:
+    """Frames/s of whole turns at each size: ``run_turn``, the SDK, and the floor."""
+    sizes = QUICK_SIZES if quick else SIZES
+    with tempfile.TemporaryDirectory(prefix="nexo-bench-stream-") as directory:
+        return trio.run(_measure, Path(directory), sizes)
 
-    floor_s = _best_of(runs, floor)
-    ours_s = _best_of(runs, ours)
-    return [
-        ("orjson only (floor)", n_lines / floor_s, f"{floor_s / n_lines * 1e6:.2f} µs/line"),
-        (
-            "framer + parser + reducer",
-            n_lines / ours_s,
-            f"{ours_s / n_lines * 1e6:.2f} µs/line, {ours_s / floor_s:.1f}x the floor",
-        ),
-    ]
+
+if __name__ == "__main__":
+    import sys
+
+    from benchmarks.suite import markdown
+
+    print(markdown(rows(quick="--quick" in sys.argv)), end="")

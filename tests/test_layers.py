@@ -32,7 +32,8 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "wire": ({"core"}, {"attrs", "cattrs", "orjson", "yaml"}),
     "engine": ({"core", "wire"}, {"attrs", "trio", "psutil"}),
     "gate": ({"core", "wire"}, {"attrs", "trio", "anthropic"}),
-    "store": ({"core", "wire"}, {"attrs", "trio"}),
+    # outcome: trio's own result type, which its worker threads deliver (start_thread_soon).
+    "store": ({"core", "wire"}, {"attrs", "trio", "outcome"}),
     "orchestrator": ({"core", "wire", "engine", "gate", "store"}, {"attrs", "trio"}),
     "cli": (
         {"core", "wire", "engine", "gate", "store", "orchestrator", "testing"},

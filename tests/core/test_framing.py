@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -153,12 +154,12 @@ def test_framer_never_buffers_more_than_cap(chunk_size: int) -> None:
     data = b"z" * (10 * cap)
     for i in range(0, len(data), chunk_size):
         assert framer.feed(data[i : i + chunk_size]) == []
-        assert len(framer._buf) <= cap
+        assert framer.buffered <= cap
     assert framer.feed(b"\nok\n") == [
         Oversized(line_no=1, size=10 * cap),
         Line(line_no=2, data=b"ok"),
     ]
-    assert len(framer._buf) <= cap
+    assert framer.buffered <= cap
 
 
 @settings(max_examples=200, deadline=None)
@@ -171,7 +172,7 @@ def test_buffer_bounded_and_every_line_numbered_once(chunks: list[bytes], cap: i
     out: list[Framed] = []
     for chunk in chunks:
         out += framer.feed(chunk)
-        assert len(framer._buf) <= cap
+        assert framer.buffered <= cap
     out += framer.close()
     numbers = [item.line_no for item in out]
     assert numbers == sorted(set(numbers))
@@ -194,3 +195,61 @@ def test_framing_is_stdlib_only() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
     assert done.stdout.strip() == "[]"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=stream_lines,
+    points=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
+    cap=st.integers(min_value=1, max_value=64),
+)
+def test_split_gives_the_lines_feed_gives_with_their_numbers(
+    lines: list[bytes], points: list[int], cap: int
+) -> None:
+    data = b"\n".join(lines)
+    lean, framed = LineFramer(cap), LineFramer(cap)
+    got: list[Framed] = []
+    for chunk in split_at(data, points):
+        split = lean.split(chunk)
+        if split is None:  # a line over the cap may end or start in it
+            got += lean.feed(chunk)
+        else:
+            first, pieces = split
+            got += [Line(n, p) for n, p in enumerate(pieces, start=first) if p and not p.isspace()]
+        framed.feed(chunk)
+        assert lean.buffered == framed.buffered
+    got += lean.close()
+    assert got == reference(data, cap)
+
+
+def test_a_long_line_is_gathered_into_one_buffer_and_handed_over_as_bytes() -> None:
+    # Past the size that spools it; no newline in it.
+    line = bytes(b for b in range(256) if b != ord("\n")) * (5 * 1024 * 1024 // 255)
+    framer = LineFramer()
+    got: list[Framed] = []
+    for start in range(0, len(line), 65536):
+        got += framer.feed(line[start : start + 65536])
+    assert framer.buffered == len(line)
+    got += framer.feed(b"\nnext\n")
+    assert got == [Line(1, line), Line(2, b"next")]
+    assert isinstance(got[0], Line)
+    assert type(got[0].data) is bytes
+    assert framer.buffered == 0
+
+
+def test_a_long_line_peaks_well_under_twice_its_size() -> None:
+    size = 16 * 1024 * 1024
+    line = b"x" * size + b"\n"
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        framer = LineFramer()
+        got: list[Framed] = []
+        view = memoryview(line)
+        for start in range(0, len(line), 65536):
+            got += framer.feed(bytes(view[start : start + 65536]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [Line(1, line[:-1])]
+    assert (peak - base) / size < 1.5

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from nexo_trio.core.events import (
     AssistantMessage,
     CompactBoundary,
     ControlRequest,
+    Frame,
     LineEvent,
     MalformedLine,
     McpServerStatus,
@@ -37,7 +40,15 @@ from nexo_trio.core.events import (
     Usage,
     UserMessage,
 )
-from nexo_trio.wire.stream_json import EXCERPT_BYTES, StreamDecoder, parse_frame, parse_line
+from nexo_trio.wire.stream_json import (
+    EXCERPT_BYTES,
+    FAST_READ_FIELDS,
+    StreamDecoder,
+    parse_frame,
+    parse_frame_by_converter,
+    parse_frame_eagerly,
+    parse_line,
+)
 from tests.conftest import FIXTURES
 from tests.core.strategies import frame_lines, frame_objects, split_at
 
@@ -615,3 +626,134 @@ def test_decoder_reports_oversized_and_malformed_lines_and_goes_on() -> None:
     assert isinstance(malformed, MalformedLine)
     assert malformed.line_no == 3
     assert malformed.excerpt == "not json"
+
+
+# --------------------------------------------------------------------------- fast readers
+
+
+def _blocks_raw(frame: object) -> list[object]:
+    """The ``raw`` of a frame's content blocks (not compared by ``==``)."""
+    return [getattr(block, "raw", None) for block in getattr(frame, "content", ())]
+
+
+@settings(max_examples=500, deadline=None)
+@given(obj=frame_objects())
+def test_the_fast_readers_read_as_the_converter_does(obj: dict[str, Any]) -> None:
+    fast, reference = parse_frame(obj), parse_frame_by_converter(obj)
+    assert type(fast) is type(reference)
+    assert fast == reference
+    assert fast.raw is obj
+    assert _blocks_raw(fast) == _blocks_raw(reference)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TYPES))
+def test_the_fast_readers_read_the_fixtures_as_the_converter_does(name: str) -> None:
+    for line in (STREAMS / name).read_bytes().splitlines():
+        obj = orjson.loads(line)
+        fast, reference = parse_frame(obj), parse_frame_by_converter(obj)
+        assert (type(fast), fast) == (type(reference), reference)
+
+
+def test_the_fast_readers_know_every_field() -> None:
+    # They set the fields positionally: a record that gains or reorders a field must be
+    # read again by hand (FAST_READ_FIELDS says which they know).
+    for cls, names in FAST_READ_FIELDS.items():
+        assert tuple(field.name for field in attrs.fields(cls) if field.init) == names, cls
+
+
+# --------------------------------------------------------------------------- lazily built frames
+
+LAZY_TYPES = (AssistantMessage, UserMessage, StreamEvent, SystemStatus)
+
+
+def _fields(frame: Frame) -> dict[str, object]:
+    return {f.name: getattr(frame, f.name) for f in attrs.fields(type(frame)) if f.init}
+
+
+@settings(max_examples=500, deadline=None)
+@given(obj=frame_objects(), data=st.data())
+def test_lazily_built_frames_equal_eagerly_structured_ones(
+    obj: dict[str, Any], data: st.DataObject
+) -> None:
+    eager = parse_frame_eagerly(obj)
+    reference = parse_frame_by_converter(obj)
+    lazy = parse_frame(obj)
+    assert type(lazy) is type(eager) is type(reference)
+    if type(lazy) in LAZY_TYPES:
+        # Its digest as the reducer reads it, before anything else is structured...
+        if isinstance(lazy, AssistantMessage | UserMessage):
+            assert lazy.digest == eager.digest == reference.digest  # type: ignore[union-attr]
+        # ...then its fields, one at a time in any order (the first fills them all).
+        names = [f.name for f in attrs.fields(type(lazy)) if f.init]
+        for name in data.draw(st.permutations(names)):
+            assert getattr(lazy, name) == getattr(eager, name), name
+    assert lazy == eager == reference
+    assert _fields(lazy) == _fields(reference)
+    assert lazy.raw is obj
+    assert _blocks_raw(lazy) == _blocks_raw(reference)
+    assert repr(lazy) == repr(reference)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TYPES))
+def test_lazily_built_fixture_frames_equal_eager_ones(name: str) -> None:
+    for line in (STREAMS / name).read_bytes().splitlines():
+        obj = orjson.loads(line)
+        lazy, eager = parse_frame(obj), parse_frame_by_converter(obj)
+        if isinstance(lazy, AssistantMessage | UserMessage):
+            assert lazy.digest == eager.digest  # type: ignore[union-attr]
+        assert (type(lazy), lazy) == (type(eager), eager)
+
+
+def test_a_lazily_built_frame_is_filled_by_evolve_pickle_and_match() -> None:
+    obj = {
+        "type": "assistant",
+        "session_id": "s",
+        "message": {"id": "m", "content": [{"type": "text", "text": "hi"}], "model": "x"},
+    }
+    frame = parse_frame(obj)
+    assert isinstance(frame, AssistantMessage)
+    assert attrs.evolve(frame, model="y").content == (TextBlock("hi"),)
+    assert pickle.loads(pickle.dumps(parse_frame(obj))) == frame
+    match parse_frame(obj):
+        case AssistantMessage(content=(TextBlock(text=text),)):
+            assert text == "hi"
+        case _:
+            pytest.fail("no match")
+    with pytest.raises(AttributeError):
+        getattr(frame, "no_such_field")  # noqa: B009
+
+
+def test_a_record_built_by_its_constructor_computes_its_digest() -> None:
+    usage = Usage(input_tokens=3)
+    message = AssistantMessage(
+        session_id="s",
+        message_id="m",
+        model="x",
+        usage=usage,
+        content=(
+            TextBlock("a"),
+            ToolUseBlock("1", "Bash"),
+            TextBlock(""),
+            ToolUseBlock("2", "Read"),
+        ),
+    )
+    assert message.digest == ("s", "m", "x", "a", ("Bash", "Read"))
+    user = UserMessage(content=(ToolResultBlock("1", "boom", True), TextBlock("x")))
+    assert user.digest == (None, ((True, "boom"),))
+
+
+def test_decoded_frames_keep_their_line_and_read_raw_from_it_when_asked() -> None:
+    lines = (STREAMS / "partial.ndjson").read_bytes().splitlines()
+    events = StreamDecoder().feed(b"\n".join(lines) + b"\n")
+    assert len(events) == len(lines)
+    for event, line in zip(events, lines, strict=True):
+        assert not isinstance(event, MalformedLine | OversizedLine)
+        if isinstance(event, AssistantMessage | UserMessage | StreamEvent | SystemStatus):
+            assert event.source == line
+            with pytest.raises(AttributeError):
+                object.__getattribute__(event, "raw")  # not decoded again until asked
+        assert event.raw == orjson.loads(line)
+        assert event == parse_frame_by_converter(orjson.loads(line))
+    status = parse_frame(orjson.loads(lines[1]))
+    assert isinstance(status, SystemStatus)
+    assert status.source is None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import get_args
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexo_trio.core.events import (
+    AssistantMessage,
     Event,
     LineEvent,
     MalformedLine,
@@ -15,22 +18,28 @@ from nexo_trio.core.events import (
     ProcessExited,
     Result,
     StdoutClosed,
+    StreamEvent,
+    SystemStatus,
+    UserMessage,
 )
 from nexo_trio.core.outcome import TurnOutcome
-from nexo_trio.core.turn import INITIAL_STATE, Phase, classify, reduce
-from nexo_trio.wire.stream_json import StreamDecoder
+from nexo_trio.core.turn import INITIAL_STATE, Phase, classify, reduce, reduce_all
+from nexo_trio.wire.stream_json import StreamDecoder, parse_frame, parse_frame_by_converter
 from tests.core.strategies import (
+    content_blocks,
     engine_events,
     event_lists,
     events,
     fold,
     frame_lines,
+    frame_objects,
     line_events,
     noise,
     outcome_of,
     process_exits,
     results,
     split_at,
+    usages,
 )
 
 CHEAP = settings(max_examples=200, deadline=None)
@@ -206,3 +215,64 @@ def test_classify_never_raises_and_is_total(evs: list[Event]) -> None:
     outcome = classify(fold(evs))
     assert outcome.kind is not None
     assert outcome.cause is not None
+
+
+# Assistant frames of a few API messages (a message's frames repeat its id, with usage that
+# grows or repeats): the spend bookkeeping that a batch folds lazily.
+message_frames: st.SearchStrategy[Event] = st.builds(
+    AssistantMessage,
+    session_id=st.sampled_from([None, "s-1"]),
+    message_id=st.sampled_from([None, "msg_1", "msg_2", "msg_3"]),
+    model=st.sampled_from([None, "claude-sonnet-4-5", "claude-haiku-4-5"]),
+    content=st.lists(content_blocks, max_size=2).map(tuple),
+    usage=st.none() | usages,
+)
+batched_events: st.SearchStrategy[list[Event]] = st.lists(
+    st.one_of(events, message_frames, message_frames), max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(evs=batched_events, cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=6))
+def test_folding_a_batch_equals_folding_one_by_one(evs: list[Event], cuts: list[int]) -> None:
+    one_by_one = fold(evs)
+    assert reduce_all(INITIAL_STATE, evs) == one_by_one
+    state = INITIAL_STATE
+    bounds = sorted({c % (len(evs) + 1) for c in cuts})
+    for start, end in itertools.pairwise([0, *bounds, len(evs)]):
+        state = reduce_all(state, evs[start:end])
+    assert state == one_by_one
+    # Equal down to the float bits of the estimated cost (== on floats says as much) and
+    # the outcome made of it.
+    assert classify(state) == classify(one_by_one)
+
+
+_LAZY_FIELDS = {
+    AssistantMessage: "content",
+    UserMessage: "content",
+    StreamEvent: "event",
+    SystemStatus: "status",
+}
+"""A field of each lazily built frame type that only a full structuring sets."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    objs=st.lists(frame_objects(), max_size=12),
+    engine=st.lists(st.tuples(st.integers(min_value=0, max_value=12), engine_events), max_size=3),
+)
+def test_lazily_built_frames_reduce_as_eagerly_structured_ones(
+    objs: list[dict[str, object]], engine: list[tuple[int, Event]]
+) -> None:
+    lazy: list[Event] = [parse_frame(obj) for obj in objs]
+    eager: list[Event] = [parse_frame_by_converter(obj) for obj in objs]
+    for position, event in sorted(engine, key=lambda p: p[0], reverse=True):
+        lazy.insert(position % (len(lazy) + 1), event)
+        eager.insert(position % (len(eager) + 1), event)
+    assert reduce_all(INITIAL_STATE, lazy) == reduce_all(INITIAL_STATE, eager) == fold(eager)
+    # The reducer reads what a lazily built frame is built with: nothing more is structured.
+    for frame in lazy:
+        field = _LAZY_FIELDS.get(type(frame))
+        if field is not None:
+            with pytest.raises(AttributeError):
+                object.__getattribute__(frame, field)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
+import trio
 
-from nexo_trio.engine.process_tree import ProcessTree, find_strays
+from nexo_trio.engine.process_tree import (
+    ProcessTree,
+    children,
+    children_files,
+    descendants,
+    find_strays,
+)
 from tests.engine.conftest import ProcessGuard, is_gone
 
 NO_MARKER = "NEXO_TRIO_TURN=no-such-turn"
@@ -193,3 +202,118 @@ def test_a_tree_of_a_process_that_does_not_exist() -> None:
     tree.snapshot()
     assert tree.known_descendants == []
     assert tree.signal_descendants(signal.SIGKILL) == 0
+
+
+# --------------------------------------------------------------------------- the walk down
+
+
+CHAIN = """
+import subprocess, sys
+depth = int(sys.argv[1])
+if depth:
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], str(depth - 1), sys.argv[2]])
+    print(child.pid, flush=True)
+else:
+    print("leaf", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def chain(procs: ProcessGuard) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """A child with a child with a child (each waits on the same stdin, the pipe's read end
+    inherited), and the pids below the first, in order."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHAIN, "2", CHAIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    below = [int(proc.stdout.readline()), int(proc.stdout.readline())]
+    assert proc.stdout.readline() == b"leaf\n"
+    for pid in below:
+        procs.watch(pid)
+    try:
+        yield proc, below
+    finally:
+        proc.stdin.close()  # each of them reads end of file and exits
+        proc.wait()
+        proc.stdout.close()
+        for pid in below:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).wait(5)
+
+
+def test_the_walk_finds_every_descendant_parents_first(
+    chain: tuple[subprocess.Popen[bytes], list[int]],
+) -> None:
+    proc, below = chain
+    assert children_files()  # Linux 3.5+: what the rest of this file relies on
+    assert children(proc.pid) == below[:1]
+    assert descendants(proc.pid) == below
+    assert proc.pid in (children(os.getpid()) or [])
+    assert descendants(below[-1]) == []
+
+
+def test_the_walk_of_a_process_that_is_gone_finds_nothing() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert children(proc.pid) == []
+    assert descendants(proc.pid) == []
+
+
+def test_a_reserved_root_is_walked_without_a_handle_on_it(
+    chain: tuple[subprocess.Popen[bytes], list[int]],
+) -> None:
+    proc, below = chain
+    tree = ProcessTree(proc.pid, ignore=below[:1], reserved=True)
+    tree.snapshot()
+    # The ignored pid is walked through, not taken.
+    assert [p.pid for p in tree.known_descendants] == below[1:]
+
+
+async def test_a_childless_root_is_collected_without_a_thread(
+    monkeypatch: pytest.MonkeyPatch, middle: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    proc, grandchild = middle
+    threads: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counted(fn: Callable[..., object], *args: object) -> object:
+        threads.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    # The middle process's only child is ignored: nothing to walk, and no thread for it.
+    assert await ProcessTree(proc.pid, ignore={grandchild}, reserved=True).collect() == 0
+    assert threads == []
+    # With a child to walk down from, the walk goes to a worker thread.
+    tree = ProcessTree(proc.pid, reserved=True)
+    assert await tree.collect() == 1
+    assert len(threads) == 1
+    await _kill_all(tree)
+
+
+async def _kill_all(tree: ProcessTree) -> None:
+    tree.signal_descendants(signal.SIGKILL)
+    assert await tree.wait_descendants_gone(5.0) == []
+
+
+async def test_a_collection_without_a_marker_reads_no_other_process(
+    monkeypatch: pytest.MonkeyPatch, middle: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    proc, grandchild = middle
+    read: list[int] = []
+    real_open = open
+
+    def recording_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        parts = str(file).split("/")
+        if str(file).startswith("/proc/") and parts[2].isdigit():
+            read.append(int(parts[2]))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", recording_open)
+    tree = ProcessTree(proc.pid, reserved=True)
+    assert await tree.collect() == 1
+    assert set(read) <= {proc.pid, grandchild}  # the tree's own, none of the host's others
+    assert [p.pid for p in tree.known_descendants] == [grandchild]
+    await _kill_all(tree)

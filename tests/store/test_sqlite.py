@@ -406,7 +406,7 @@ async def test_waits_are_bounded(db_path: Path) -> None:
         release = trio.Event()
 
         async def hold_read_lock(task_status: trio.TaskStatus[None]) -> None:
-            async with store._read_lock:  # a long read, say
+            async with store._readers.exclusive():  # a stuck retry of kept writes, say
                 task_status.started()
                 await release.wait()
 

@@ -467,9 +467,10 @@ async def test_unwritable_after_the_default_60_s_with_backoff_up_to_5_s(
     store = SQLiteStore(db_path, timeout_s=None)
     attempts: list[float] = []
     apply = store._apply
+    token = trio.lowlevel.current_trio_token()  # the writer's threads are not trio.to_thread's
 
     def counted(attempt: Any) -> None:
-        attempts.append(trio.from_thread.run_sync(trio.current_time))
+        attempts.append(trio.from_thread.run_sync(trio.current_time, trio_token=token))
         apply(attempt)
 
     monkeypatch.setattr(store, "_apply", counted)

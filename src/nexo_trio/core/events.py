@@ -11,12 +11,23 @@ Two families feed the turn reducer:
 
 Nothing here does I/O; the records are built by :mod:`nexo_trio.wire.stream_json` (frames)
 and by the engine (engine events), and consumed by :mod:`nexo_trio.core.turn`.
+
+**Lazily built frames.** The frequent frames (assistant and user messages, stream events,
+status frames) are records like the others, but the decoder builds them from their ``raw``
+object with only what the turn reducer reads set (a user or assistant message's
+``digest``, a stream event's or status frame's ``session_id``); their other fields are
+structured from ``raw`` on first access, all at once, by the reader the wire module
+registered (:func:`register_structurer`), and kept. Reading a field, comparing, ``repr``,
+``attrs.evolve`` or pickling one fills it; it is then the same record as one structured
+eagerly (the tests check that for any frame object). A record built by its constructor has
+every field set, and its ``digest`` is computed from them on first access.
 """
 
 from __future__ import annotations
 
 import signal as _signal
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import attrs
 
@@ -27,6 +38,13 @@ JsonObject: TypeAlias = dict[str, Any]
 def _raw() -> Any:
     """The ``raw`` field: the JSON object a record was read from (not compared, not shown)."""
     return attrs.field(factory=dict, repr=False, eq=False)
+
+
+def _source() -> Any:
+    """The ``source`` field of a lazily built frame: the stdout line the decoder read it
+    from, its ``raw`` decoded again from it on first access (``None`` for a record built
+    otherwise). Not compared, not shown."""
+    return attrs.field(init=False, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -110,6 +128,94 @@ class OtherBlock:
 ContentBlock: TypeAlias = TextBlock | ThinkingBlock | ToolUseBlock | ToolResultBlock | OtherBlock
 
 
+# --------------------------------------------------------------------------- lazy frames
+
+_STRUCTURERS: dict[type[Any], Callable[[JsonObject], Any]] = {}
+"""The eager reader of each lazily built frame type (see :func:`register_structurer`)."""
+_SOURCE_LOADERS: list[Callable[[bytes], JsonObject]] = []
+"""How a frame's ``raw`` is read again from its ``source`` line (see
+:func:`register_source_loader`)."""
+
+
+def register_structurer(cls: type[Any], structure: Callable[[JsonObject], Any]) -> None:
+    """Name the function that structures a whole ``cls`` record from a frame object: the
+    fields of a lazily built ``cls`` are filled from it on first access."""
+    _STRUCTURERS[cls] = structure
+
+
+def register_source_loader(loads: Callable[[bytes], JsonObject]) -> None:
+    """Name the function that decodes a lazily built frame's ``source`` line into its
+    ``raw`` object (the one the decoder decoded it with)."""
+    _SOURCE_LOADERS[:] = [loads]
+
+
+def slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    """The setter of slot ``name`` of the slotted record class ``cls``: how a lazily built
+    frame gets the few fields it is built with (the records are frozen)."""
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+class _LazyFrame:
+    """Base of the frame records the decoder may build lazily (see the module docstring).
+
+    A field not set yet is a slot not set yet: only then does Python call ``__getattr__``,
+    which fills every unset field of the record from its ``raw`` object (or computes the
+    ``digest`` of a record built by its constructor) and returns the one asked for. The
+    decoder builds them with the line they came from as ``source`` instead of ``raw``, which
+    is then decoded again from it on first access: the decoded objects of a batch of frames
+    are freed as soon as each frame is built (the reducer does not read them), so the
+    cyclic collector neither counts nor moves them while the batch is held.
+    """
+
+    __slots__ = ()
+    _EAGER: ClassVar[frozenset[str]] = frozenset()
+    """The fields a lazily built record is always built with, besides ``raw`` or
+    ``source``."""
+
+    def _digest(self) -> Any:
+        """The ``digest`` computed from the record's fields."""
+        raise AttributeError("digest")
+
+    if not TYPE_CHECKING:  # for mypy, an unknown attribute stays an error
+
+        def __getattr__(self, name: str) -> Any:
+            cls = type(self)
+            if name == "digest":
+                value = self._digest()
+                object.__setattr__(self, "digest", value)
+                return value
+            if name == "source":  # built from an object, not by the decoder from a line
+                object.__setattr__(self, "source", None)
+                return None
+            if name == "raw":
+                source = object.__getattribute__(self, "source")  # unset: AttributeError
+                raw = _SOURCE_LOADERS[0](source)
+                object.__setattr__(self, "raw", raw)
+                return raw
+            if name.startswith("__") or name in cls._EAGER:
+                raise AttributeError(name)
+            names = [f.name for f in attrs.fields(cls) if f.init]
+            if name not in names:
+                raise AttributeError(name)
+            full = _STRUCTURERS[cls](self.raw)
+            for field in names:
+                try:
+                    object.__getattribute__(self, field)
+                except AttributeError:
+                    object.__setattr__(self, field, getattr(full, field))
+            return object.__getattribute__(self, name)
+
+
+def _last_text(content: tuple[ContentBlock, ...]) -> str | None:
+    """The text of the last non-empty text block, if any."""
+    text = None
+    for block in content:
+        if type(block) is TextBlock and block.text:
+            text = block.text
+    return text
+
+
 # --------------------------------------------------------------------------- frames
 
 
@@ -136,12 +242,16 @@ class SystemInit:
 
 
 @attrs.frozen
-class SystemStatus:
-    """``system/status``: e.g. ``requesting`` or ``compacting``."""
+class SystemStatus(_LazyFrame):
+    """``system/status``: e.g. ``requesting`` or ``compacting`` (lazily built: see the
+    module docstring)."""
+
+    _EAGER: ClassVar[frozenset[str]] = frozenset({"session_id"})
 
     session_id: str | None = None
     status: str | None = None
     raw: JsonObject = _raw()
+    source: bytes | None = _source()
 
 
 @attrs.frozen
@@ -187,13 +297,26 @@ class SystemOther:
     raw: JsonObject = _raw()
 
 
+AssistantDigest: TypeAlias = tuple[str | None, str | None, str | None, str | None, tuple[str, ...]]
+"""What the turn reducer reads of an assistant message besides its ``usage``: its session
+id, message id and model, the text of its last non-empty text block, and the names of its
+tool calls. (Strings only: the collector untracks such a tuple the first time it sees it,
+so a batch of frames held while it runs costs it less.)"""
+UserDigest: TypeAlias = tuple[str | None, tuple[tuple[bool, Any], ...]]
+"""What the turn reducer reads of a user message: its session id, and ``(is_error,
+content)`` of each of its tool results."""
+
+
 @attrs.frozen
-class AssistantMessage:
+class AssistantMessage(_LazyFrame):
     """An ``assistant`` frame: one model message (text, thinking, tool calls).
 
     Its ``usage`` is per request and partial; a turn's usage comes from its result frame.
-    API failures arrive as a synthetic message with ``is_api_error_message`` set.
+    API failures arrive as a synthetic message with ``is_api_error_message`` set. Lazily
+    built (see the module docstring): with its ``digest`` and ``usage``.
     """
+
+    _EAGER: ClassVar[frozenset[str]] = frozenset({"usage"})
 
     session_id: str | None = None
     message_id: str | None = None
@@ -206,16 +329,31 @@ class AssistantMessage:
     is_api_error_message: bool = False
     api_error_status: int | None = None
     raw: JsonObject = _raw()
+    digest: AssistantDigest = attrs.field(init=False, eq=False, repr=False)
+    """What the turn reducer reads of it (:data:`AssistantDigest`)."""
+    source: bytes | None = _source()
+
+    def _digest(self) -> AssistantDigest:
+        tools = tuple(b.name for b in self.content if type(b) is ToolUseBlock)
+        return self.session_id, self.message_id, self.model, _last_text(self.content), tools
 
 
 @attrs.frozen
-class UserMessage:
-    """A ``user`` frame: tool results the CLI fed back (or a replayed prompt)."""
+class UserMessage(_LazyFrame):
+    """A ``user`` frame: tool results the CLI fed back (or a replayed prompt). Lazily built
+    (see the module docstring): with its ``digest``."""
 
     session_id: str | None = None
     content: tuple[ContentBlock, ...] = ()
     parent_tool_use_id: str | None = None
     raw: JsonObject = _raw()
+    digest: UserDigest = attrs.field(init=False, eq=False, repr=False)
+    """What the turn reducer reads of it (:data:`UserDigest`)."""
+    source: bytes | None = _source()
+
+    def _digest(self) -> UserDigest:
+        results = tuple((b.is_error, b.content) for b in self.content if type(b) is ToolResultBlock)
+        return self.session_id, results
 
 
 @attrs.frozen
@@ -272,12 +410,16 @@ class Result:
 
 
 @attrs.frozen
-class StreamEvent:
-    """A ``stream_event`` frame (``--include-partial-messages``): one raw API event."""
+class StreamEvent(_LazyFrame):
+    """A ``stream_event`` frame (``--include-partial-messages``): one raw API event (lazily
+    built: see the module docstring)."""
+
+    _EAGER: ClassVar[frozenset[str]] = frozenset({"session_id"})
 
     session_id: str | None = None
     event: JsonObject = attrs.field(factory=dict)
     raw: JsonObject = _raw()
+    source: bytes | None = _source()
 
 
 @attrs.frozen

@@ -41,18 +41,33 @@ def kept_text(text: str, secrets: tuple[str, ...] = (), cap: int = TEXT_CAP) -> 
     return redact(head, secrets) + f"\n[... {len(text) - cap} more characters not kept]"
 
 
-def kept_event(record: T, secrets: tuple[str, ...] = (), cap: int = TEXT_CAP) -> T:
+def kept_event(
+    record: T,
+    secrets: tuple[str, ...] = (),
+    cap: int = TEXT_CAP,
+    changes: dict[str, Any] | None = None,
+) -> T:
     """``record`` (an attrs record, nested ones included) with every text :func:`kept_text`;
-    the same object when nothing changes."""
-    return _kept(record, secrets, cap)  # type: ignore[no-any-return]
+    the same object when nothing changes. ``changes`` (``__init__`` arguments of ``record``,
+    such as a stamp: not texts, made as given) are made at the same time, in the one new
+    record."""
+    if changes is None:
+        return _kept(record, secrets, cap)  # type: ignore[no-any-return]
+    return _kept_record(record, secrets, cap, changes)  # type: ignore[no-any-return]
+
+
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+"""Types with no text in them: kept as they are, without a look inside."""
 
 
 def _kept(value: Any, secrets: tuple[str, ...], cap: int) -> Any:
     # Exact types: a str enum or a named tuple is not a text or a sequence to rebuild.
     kind = type(value)
     if kind is str:
-        text = kept_text(value, secrets, cap)
+        text = redact(value, secrets) if len(value) <= cap else kept_text(value, secrets, cap)
         return value if text == value else text
+    if kind in _SCALARS:
+        return value
     if kind is tuple or kind is list:
         items = [_kept(item, secrets, cap) for item in value]
         if all(new is old for new, old in zip(items, value, strict=True)):
@@ -64,11 +79,33 @@ def _kept(value: Any, secrets: tuple[str, ...], cap: int) -> Any:
             return value
         return entries
     if attrs.has(kind):
-        changes = {}
-        for field in attrs.fields(kind):
-            old = getattr(value, field.name)
-            new = _kept(old, secrets, cap)
-            if new is not old:
-                changes[field.alias or field.name] = new
-        return attrs.evolve(value, **changes) if changes else value
+        return _kept_record(value, secrets, cap, None)
     return value
+
+
+def _kept_record(
+    value: Any, secrets: tuple[str, ...], cap: int, given: dict[str, Any] | None
+) -> Any:
+    """An attrs record kept, with the ``given`` changes made too (one new record at most)."""
+    changes: dict[str, Any] = {} if given is None else dict(given)
+    for name, alias in _fields(type(value)):
+        if alias in changes:
+            continue  # given
+        old = getattr(value, name)
+        new = _kept(old, secrets, cap)
+        if new is not old:
+            changes[alias] = new
+    return attrs.evolve(value, **changes) if changes else value
+
+
+_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _fields(kind: type) -> tuple[tuple[str, str], ...]:
+    """(name, ``__init__`` argument) of each field of an attrs class (looked up once)."""
+    found = _FIELDS.get(kind)
+    if found is None:
+        found = _FIELDS[kind] = tuple(
+            (field.name, field.alias or field.name) for field in attrs.fields(kind)
+        )
+    return found

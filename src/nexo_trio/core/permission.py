@@ -120,9 +120,11 @@ def deny_message(decision: Decision) -> str:
             return given or "Permission denied"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""``json.dumps(..., sort_keys=True, separators=(",", ":"), default=str)``, made once."""
+
+
 def input_digest(tool_name: str, tool_input: dict[str, Any]) -> str:
     """sha256 of the tool name and its canonical (sorted-keys) JSON input, 16 hex chars."""
-    canonical = json.dumps(
-        [tool_name, tool_input], sort_keys=True, separators=(",", ":"), default=str
-    )
+    canonical = _CANONICAL.encode([tool_name, tool_input])
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ piece when it is at least :data:`MIN_PIECE` characters long.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Final
@@ -54,14 +55,25 @@ def secret_values(*environs: Mapping[str, str]) -> tuple[str, ...]:
         value
         for environ in environs
         for name, value in environ.items()
-        if _SECRET_NAME.search(name) and len(value) >= MIN_SECRET
+        if len(value) >= MIN_SECRET and is_secret_name(name)
     }
     return tuple(sorted(values, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether ``name`` (a variable, a key) looks like it holds a secret."""
+    # Cached: the same environment's names are asked about for every goal.
     return _SECRET_NAME.search(name) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _grams(secrets: tuple[str, ...]) -> frozenset[str]:
+    """Every :data:`MIN_PIECE`-character substring of the secrets: a text that neither
+    begins nor ends with one has no piece of a secret to cut at either end."""
+    return frozenset(
+        value[i : i + MIN_PIECE] for value in secrets for i in range(len(value) - MIN_PIECE + 1)
+    )
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -70,7 +82,12 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for value in secrets:
         if value in text:
             text = text.replace(value, REDACTED)
-    text = _cut_pieces(text, secrets)
+    if secrets and len(text) >= MIN_PIECE:
+        grams = _grams(secrets)
+        if text[:MIN_PIECE] in grams or text[-MIN_PIECE:] in grams:
+            text = _cut_pieces(text, secrets)
+    if "=" not in text and ":" not in text:
+        return text  # every pattern below needs one of them: nothing to replace
 
     def assignment(match: re.Match[str]) -> str:
         if not _SECRET_NAME.search(match["name"]) or match["value"] == REDACTED:
@@ -83,16 +100,31 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _cut_pieces(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` without a secret's end at its start or a secret's start at its end."""
+    """``text`` without a secret's end at its start or a secret's start at its end: the
+    longest such piece (at least :data:`MIN_PIECE` characters, shorter than the secret).
+
+    Only the places where the secret has the text's first (last) character can start (end)
+    a piece, so those are the only ones tried (``str.find``), longest first."""
     for value in secrets:
-        longest = min(len(value) - 1, len(text))
-        for size in range(longest, MIN_PIECE - 1, -1):
-            if text.startswith(value[-size:]):
-                text = REDACTED + text[size:]
-                break
-        longest = min(len(value) - 1, len(text))
-        for size in range(longest, MIN_PIECE - 1, -1):
-            if text.endswith(value[:size]):
-                text = text[:-size] + REDACTED
-                break
+        n = len(value)
+        longest = min(n - 1, len(text))
+        if longest >= MIN_PIECE:
+            # A piece value[i:] (i from n - longest to n - MIN_PIECE) begins with text[0].
+            first, stop = text[0], n - MIN_PIECE + 1
+            i = value.find(first, n - longest, stop)
+            while i >= 0:
+                if text.startswith(value[i:]):
+                    text = REDACTED + text[n - i :]
+                    break
+                i = value.find(first, i + 1, stop)
+        longest = min(n - 1, len(text))
+        if longest >= MIN_PIECE:
+            # A piece value[: j + 1] (j from longest - 1 to MIN_PIECE - 1) ends with text[-1].
+            last = text[-1]
+            j = value.rfind(last, MIN_PIECE - 1, longest)
+            while j >= 0:
+                if text.endswith(value[: j + 1]):
+                    text = text[: -(j + 1)] + REDACTED
+                    break
+                j = value.rfind(last, MIN_PIECE - 1, j)
     return text

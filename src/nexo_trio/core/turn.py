@@ -1,6 +1,8 @@
 """The turn state machine: ``reduce(state, event) -> state`` and ``classify(state)``.
 
 Pure functions over frozen records; the engine and ``nexo-trio replay`` both only feed them.
+``reduce_all(state, events)`` folds a batch (the engine's: one read of stdout) into one new
+state, the same as ``reduce`` event by event.
 
 Rules of ``reduce``
 -------------------
@@ -47,7 +49,8 @@ import enum
 import json
 import math
 import re
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final
 
 import attrs
 
@@ -57,8 +60,8 @@ from nexo_trio.core.events import (
     Cancelled,
     CompactBoundary,
     DeadlineHit,
+    EngineEvent,
     Event,
-    Frame,
     MalformedLine,
     OversizedLine,
     ProcessExited,
@@ -67,10 +70,9 @@ from nexo_trio.core.events import (
     SpawnFailed,
     StderrTail,
     StdoutClosed,
+    StreamEvent,
     SystemInit,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
+    SystemStatus,
     Usage,
     UserMessage,
     signal_name,
@@ -152,6 +154,22 @@ INITIAL_STATE = TurnState()
 
 def reduce(state: TurnState, event: Event) -> TurnState:
     """Fold one event into the turn state (pure; see the module docstring for the rules)."""
+    return reduce_all(state, (event,))
+
+
+def reduce_all(state: TurnState, events: Iterable[Event]) -> TurnState:
+    """Fold ``events`` into the turn state, in order: the same as :func:`reduce` of each in
+    turn, at a fraction of the cost for a batch of frames (each run of line events is folded
+    into local variables, and one new state is made of it: :func:`_fold_lines`)."""
+    remaining = iter(events)
+    while True:
+        state, engine_event = _fold_lines(state, remaining)
+        if engine_event is None:
+            return state
+        state = _reduce_engine(state, engine_event)
+
+
+def _reduce_engine(state: TurnState, event: EngineEvent) -> TurnState:
     match event:
         case Spawned(pid=pid):
             if state.phase is not Phase.PENDING:
@@ -179,16 +197,18 @@ def reduce(state: TurnState, event: Event) -> TurnState:
             return attrs.evolve(state, cancel_reason=reason)
         case StderrTail(text=text):
             return attrs.evolve(state, stderr_tail=text)
-        case MalformedLine():
-            return attrs.evolve(
-                state, events=state.events + 1, malformed_lines=state.malformed_lines + 1
-            )
-        case OversizedLine():
-            return attrs.evolve(
-                state, events=state.events + 1, oversized_lines=state.oversized_lines + 1
-            )
-        case _:
-            return _reduce_frame(state, event)
+    raise AssertionError(f"not an engine event: {event!r}")  # pragma: no cover
+
+
+_ENGINE_EVENTS: Final = (
+    Spawned,
+    SpawnFailed,
+    StdoutClosed,
+    ProcessExited,
+    DeadlineHit,
+    Cancelled,
+    StderrTail,
+)
 
 
 # "pending" is still connecting: not a failure we can name yet.
@@ -211,103 +231,177 @@ def _settle(state: TurnState) -> TurnState:
     return state
 
 
-def _reduce_frame(state: TurnState, frame: Frame) -> TurnState:
-    events = state.events + 1
-    if state.result is not None:
-        return attrs.evolve(state, events=events)
-    session_id = getattr(frame, "session_id", None) or state.session_id
-    match frame:
-        case Result():
-            return attrs.evolve(state, events=events, session_id=session_id, result=frame)
-        case AssistantMessage(content=content, usage=usage):
-            last_text, last_tool, tool_uses = state.last_text, state.last_tool, state.tool_uses
-            for block in content:
-                if isinstance(block, TextBlock) and block.text:
-                    last_text = block.text
-                elif isinstance(block, ToolUseBlock):
-                    last_tool = block.name
-                    tool_uses += 1
-            context = usage.context_tokens if usage is not None else state.context_tokens
-            return attrs.evolve(
-                state,
-                events=events,
-                session_id=session_id,
-                last_text=last_text,
-                last_tool=last_tool,
-                tool_uses=tool_uses,
-                context_tokens=context,
-                **(_with_message(state, frame) if usage is not None else {}),
-            )
-        case SystemInit():
-            return attrs.evolve(
-                state,
-                events=events,
-                session_id=session_id,
-                init=frame,
-                gate_error=state.gate_error or _missing_server(state, frame),
-            )
-        case ApiRetry():
-            return attrs.evolve(
-                state, events=events, session_id=session_id, api_retries=state.api_retries + 1
-            )
-        case CompactBoundary(post_tokens=post_tokens):
-            return attrs.evolve(
-                state,
-                events=events,
-                session_id=session_id,
-                compactions=state.compactions + 1,
-                compact_post_tokens=post_tokens,
-            )
-        case UserMessage(content=content):
-            results, error, run = state.tool_results, state.tool_error, state.tool_error_run
-            for block in content:
-                if not isinstance(block, ToolResultBlock):
+def _fold_lines(state: TurnState, events: Iterator[Event]) -> tuple[TurnState, EngineEvent | None]:
+    """Fold the line events of ``events`` (rules 1-3 of the module docstring) until its
+    first engine event, which is returned (``None`` once ``events`` is exhausted) with the
+    state before it.
+
+    The fields line events change are local variables while a run of them is folded: a
+    frame costs a few of their updates, one record is made per run. The frequent frames are
+    read through their ``digest`` (what a lazily built frame is built with). The messages'
+    spend is copied only when a frame changes it, and its cost summed once per run (the same
+    ``math.fsum`` of the same list as frame by frame).
+    """
+    count = state.events
+    malformed = state.malformed_lines
+    oversized = state.oversized_lines
+    result = state.result
+    session_id = state.session_id
+    init = state.init
+    gate_error = state.gate_error
+    last_text = state.last_text
+    last_tool = state.last_tool
+    tool_uses = state.tool_uses
+    context_tokens = state.context_tokens
+    api_retries = state.api_retries
+    compactions = state.compactions
+    compact_post_tokens = state.compact_post_tokens
+    tool_results = state.tool_results
+    tool_error = state.tool_error
+    tool_error_run = state.tool_error_run
+    estimated_usage = state.estimated_usage
+    spend: Sequence[MessageSpend] = state.messages
+    copied: list[MessageSpend] | None = None  # spend, once a frame changed it
+    engine_event: EngineEvent | None = None
+    last_usage = None
+    for event in events:
+        # By exact type (the records are final), the most frequent first.
+        if type(event) is AssistantMessage:
+            count += 1
+            if result is not None:
+                continue
+            sid, message_id, model, text, tools = event.digest
+            if sid:
+                session_id = sid
+            if text is not None:
+                last_text = text
+            if tools:
+                last_tool = tools[-1]
+                tool_uses += len(tools)
+            usage = event.usage
+            if usage is None:
+                continue
+            if usage is not last_usage:  # a message's frames repeat one usage record
+                context_tokens = usage.context_tokens
+                last_usage = usage
+            if spend and message_id is not None:
+                latest = spend[-1]
+                if (
+                    latest.message_id == message_id
+                    and (not model or model == latest.model)
+                    and (usage is latest.usage or usage == latest.usage)
+                ):
+                    continue  # the usual repeat of a message's usage: nothing changes
+            change = _spend(spend, message_id, model, usage)
+            if change is None:
+                continue
+            index, entry, old_usage = change
+            if copied is None:
+                spend = copied = list(spend)
+            if index is None:
+                copied.append(entry)
+            else:
+                copied[index] = entry
+            estimated_usage = _minus(estimated_usage + entry.usage, old_usage)
+        elif type(event) is StreamEvent or type(event) is SystemStatus:
+            count += 1
+            if result is None:
+                sid = event.session_id
+                if sid:
+                    session_id = sid
+        elif type(event) is UserMessage:
+            count += 1
+            if result is not None:
+                continue
+            sid, outcomes = event.digest
+            if sid:
+                session_id = sid
+            for is_error, content in outcomes:
+                tool_results += 1
+                if not is_error:
+                    tool_error, tool_error_run = None, 0
                     continue
-                results += 1
-                if not block.is_error:
-                    error, run = None, 0
-                    continue
-                text = tool_error_text(block.content)
-                error, run = text, (run + 1 if text == error else 1)
-            return attrs.evolve(
-                state,
-                events=events,
-                session_id=session_id,
-                tool_results=results,
-                tool_error=error,
-                tool_error_run=run,
-            )
-        case _:
-            return attrs.evolve(state, events=events, session_id=session_id)
+                text = tool_error_text(content)
+                tool_error_run = tool_error_run + 1 if text == tool_error else 1
+                tool_error = text
+        elif isinstance(event, _ENGINE_EVENTS):
+            engine_event = event
+            break
+        elif isinstance(event, MalformedLine):
+            count += 1
+            malformed += 1
+        elif isinstance(event, OversizedLine):
+            count += 1
+            oversized += 1
+        else:  # any other frame
+            count += 1
+            if result is not None:
+                continue
+            session_id = event.session_id or session_id
+            if isinstance(event, Result):
+                result = event
+            elif isinstance(event, SystemInit):
+                init = event
+                gate_error = gate_error or _missing_server(state, event)
+            elif isinstance(event, ApiRetry):
+                api_retries += 1
+            elif isinstance(event, CompactBoundary):
+                compactions += 1
+                compact_post_tokens = event.post_tokens
+    if count == state.events:
+        return state, engine_event  # nothing was folded
+    changed: dict[str, Any] = {}
+    if copied is not None:
+        changed = {
+            "messages": tuple(copied),
+            "estimated_usage": estimated_usage,
+            "estimated_cost_usd": math.fsum(m.cost_usd for m in copied),
+        }
+    state = attrs.evolve(
+        state,
+        events=count,
+        malformed_lines=malformed,
+        oversized_lines=oversized,
+        result=result,
+        session_id=session_id,
+        init=init,
+        gate_error=gate_error,
+        last_text=last_text,
+        last_tool=last_tool,
+        tool_uses=tool_uses,
+        context_tokens=context_tokens,
+        api_retries=api_retries,
+        compactions=compactions,
+        compact_post_tokens=compact_post_tokens,
+        tool_results=tool_results,
+        tool_error=tool_error,
+        tool_error_run=tool_error_run,
+        **changed,
+    )
+    return state, engine_event
 
 
-def _with_message(state: TurnState, frame: AssistantMessage) -> dict[str, Any]:
-    """The spend fields after an assistant frame with usage: its message's usage updated
-    (or the message added), the totals with it (nothing when the frame repeats what its
-    message's earlier frames said)."""
-    assert frame.usage is not None
-    messages = list(state.messages)
+def _spend(
+    messages: Sequence[MessageSpend], message_id: str | None, model: str | None, usage: Usage
+) -> tuple[int | None, MessageSpend, Usage] | None:
+    """How an assistant frame's usage changes the messages' spend: the index of its
+    message's entry (``None``: a new one to add), the new entry, and the usage it replaces;
+    ``None`` when nothing changes (it repeats what its message's earlier frames said)."""
     known = None
-    if frame.message_id is not None:
+    if message_id is not None:
         # Latest first: a message's frames come together.
         for index in range(len(messages) - 1, -1, -1):
-            if messages[index].message_id == frame.message_id:
+            if messages[index].message_id == message_id:
                 known = index
                 break
-    old = MessageSpend(frame.message_id, None, Usage())
-    if known is not None:
-        old = messages[known]
-    model, usage = frame.model or old.model, _largest(old.usage, frame.usage)
-    if known is not None and (model, usage) == (old.model, old.usage):
-        return {}
-    spend = MessageSpend(frame.message_id, model, usage, estimate_cost(model, usage))
-    if known is None:
-        messages.append(spend)
-    else:
-        messages[known] = spend
-    total = _minus(state.estimated_usage + usage, old.usage)
-    cost = math.fsum(m.cost_usd for m in messages)
-    return {"messages": tuple(messages), "estimated_usage": total, "estimated_cost_usd": cost}
+    old = MessageSpend(message_id, None, Usage()) if known is None else messages[known]
+    model = model or old.model
+    if known is not None and model == old.model and (usage is old.usage or usage == old.usage):
+        return None  # the usual repeat: no new record to make
+    largest = _largest(old.usage, usage)
+    if known is not None and (model, largest) == (old.model, old.usage):
+        return None
+    return known, MessageSpend(message_id, model, largest, estimate_cost(model, largest)), old.usage
 
 
 def _minus(a: Usage, b: Usage) -> Usage:
@@ -321,7 +415,15 @@ def _minus(a: Usage, b: Usage) -> Usage:
 
 
 def _largest(a: Usage, b: Usage) -> Usage:
-    """Each count at the larger of the two (a later frame of a message never lowers one)."""
+    """Each count at the larger of the two (a later frame of a message never lowers one):
+    one of them when it is the larger in every count (the usual case: no new record)."""
+    if (
+        b.input_tokens >= a.input_tokens
+        and b.output_tokens >= a.output_tokens
+        and b.cache_read_input_tokens >= a.cache_read_input_tokens
+        and b.cache_creation_input_tokens >= a.cache_creation_input_tokens
+    ):
+        return b
     return Usage(
         input_tokens=max(a.input_tokens, b.input_tokens),
         output_tokens=max(a.output_tokens, b.output_tokens),

@@ -17,6 +17,12 @@ process's start time again before it signals it).
 
 :func:`process_identity` reads a process's identity from ``/proc``; the parsing and the
 decision are :mod:`nexo_trio.core.processes`. Linux only (elsewhere nothing is found).
+
+Unlike a turn (which walks down from its own subreaper helper and reads nothing else of the
+host), the search for the marker is a pass over every process on the host: what survived a
+crashed run has been re-parented to init or some other subreaper, so no tree of ours leads
+to it, and the marker is all that is left to tell it by. It runs once per recovery, not per
+turn.
 """
 
 from __future__ import annotations

@@ -12,12 +12,23 @@ a collection finds even a daemon that detached (``setsid env -i``), and the CLI 
 member set apart (``ignore``: it is signalled through the helper, and not counted among its
 own descendants).
 
-A descendant that escaped between two collections (the CLI started it and exited, with no
-subreaper above it) is still found by the marker in its environment or by the turn's pipes
-it holds: :meth:`ProcessTree.adopt_strays`.
+A collection walks down from the root only: ``/proc/PID/task/TID/children`` of the root and
+of each descendant found (:func:`descendants`), a few small reads for a turn's tree, however
+many processes the host runs. Only where the kernel has no such files (before Linux 3.5,
+or without ``CONFIG_PROC_CHILDREN``) does it fall back to psutil's walk over all of
+``/proc``.
 
-The walks over ``/proc`` take milliseconds (more on a busy machine): the event loop's
-callers use :meth:`ProcessTree.collect`, which walks in a worker thread.
+A descendant that escaped between two collections (the CLI started it and exited, with no
+subreaper above it, or the subreaper itself was killed) is still found by the marker in its
+environment or by the turn's pipes it holds: :meth:`ProcessTree.adopt_strays`, a pass over
+every process on the host. Under a live subreaper nothing can escape, so the supervisor asks
+for that pass only when the helper cannot vouch for the tree (it died, or the kernel has no
+children files).
+
+The walks read ``/proc``: the event loop's callers use :meth:`ProcessTree.collect`, which
+looks at the root's own children in the caller's thread (one or two tiny reads, which never
+wait for a disk) and walks further, or for strays, in a worker thread only when there is
+something to walk.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import math
 import os
 import signal
 from collections.abc import Iterable, Sequence
+from functools import cache
 
 import psutil
 import trio
@@ -38,15 +50,20 @@ _POLL_S = 0.02
 class ProcessTree:
     """The root process and every descendant it has been seen to have (but ``ignore``)."""
 
-    def __init__(self, pid: int, *, ignore: Iterable[int] = ()) -> None:
+    def __init__(self, pid: int, *, ignore: Iterable[int] = (), reserved: bool = False) -> None:
+        """``reserved``: ``pid`` is our own child, not reaped while the tree is in use, so
+        its pid cannot be another process's (no handle on it is needed to tell)."""
         self.pid = pid
         self.ignore = frozenset(ignore)
         """Pids never taken as members (the CLI under a subreaper: signalled on its own)."""
+        self.reserved = reserved
         self._members: dict[int, psutil.Process] = {}
-        try:
-            self._root: psutil.Process | None = psutil.Process(pid)
-        except psutil.Error:
-            self._root = None
+        self._root: psutil.Process | None = None
+        if not reserved or not children_files():
+            try:
+                self._root = psutil.Process(pid)
+            except psutil.Error:
+                self._root = None
 
     @property
     def known_descendants(self) -> list[psutil.Process]:
@@ -72,11 +89,24 @@ class ProcessTree:
     async def collect(self, marker: str | None = None, pipe_fds: Sequence[int] = ()) -> int:
         """:meth:`snapshot` and, given the turn's ``marker``, :meth:`adopt_strays`, walking
         ``/proc`` in a worker thread (the members are only changed here, in the caller's
-        thread); how many new members were found."""
+        thread); how many new members were found.
+
+        Without a ``marker``, a root with no child but the ignored ones (the common case at
+        the end of a turn) is seen from the caller's thread, with no thread at all."""
+        if marker is None and self._childless():
+            return 0
         targets = _pipe_targets(pipe_fds) if marker is not None else set()
         needle = marker.encode() if marker is not None else None
         found = await trio.to_thread.run_sync(self._scan, needle, targets)
         return self._remember(found)
+
+    def _childless(self) -> bool:
+        """The root has no child but the ignored ones (the root gone counts too), as its
+        children files tell; ``False`` when the kernel has none."""
+        if not children_files():
+            return False
+        found = children(self.pid)
+        return found is not None and not set(found) - self.ignore
 
     def _scan(self, marker: bytes | None, targets: set[str]) -> list[psutil.Process]:
         found = self._children()
@@ -85,12 +115,22 @@ class ProcessTree:
         return found
 
     def _children(self) -> list[psutil.Process]:
-        if self._root is None:
-            return []
-        try:
-            return self._root.children(recursive=True)
-        except psutil.Error:
-            return []
+        if not children_files():
+            if self._root is None:
+                return []
+            try:
+                return self._root.children(recursive=True)
+            except psutil.Error:
+                return []
+        if not self.reserved and (self._root is None or not is_alive(self._root)):
+            return []  # gone (its pid may be another's), or a zombie: it has no children
+        found = []
+        for pid in descendants(self.pid):
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.Error:
+                continue
+        return found
 
     def _strays(self, marker: bytes, targets: set[str]) -> list[psutil.Process]:
         exclude = {os.getpid(), self.pid, *self.ignore}  # known members: _remember skips
@@ -136,6 +176,50 @@ class ProcessTree:
             while self.alive_descendants():  # noqa: ASYNC110
                 await trio.sleep(_POLL_S)
         return self.alive_descendants()
+
+
+@cache
+def children_files() -> bool:
+    """Whether this kernel has ``/proc/PID/task/TID/children`` (Linux 3.5+ with
+    ``CONFIG_PROC_CHILDREN``, which every major distribution's kernel has)."""
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def children(pid: int) -> list[int] | None:
+    """The pids of ``pid``'s children, from the children file of each of its threads (a
+    child is listed under the thread that started it); empty when ``pid`` is gone, ``None``
+    when the kernel has no children files. The lists are the kernel's at the time of each
+    read: a process re-parented to ``pid`` meanwhile may be missing."""
+    if not children_files():
+        return None
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                found += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of every descendant of ``pid``, parents before their children, walking down
+    from it (:func:`children`): as many reads as the tree has processes, none for the rest
+    of the host. Empty when the kernel has no children files."""
+    found: list[int] = []
+    seen = {pid}
+    pending = [pid]
+    while pending:
+        for child in children(pending.pop()) or ():
+            if child not in seen:  # a pid reused within the walk could loop
+                seen.add(child)
+                found.append(child)
+                pending.append(child)
+    return found
 
 
 def _pipe_targets(fds: Sequence[int]) -> set[str]:

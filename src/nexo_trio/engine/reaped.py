@@ -20,14 +20,23 @@ A :class:`Reaped` stands for the *command* where the engine expects a child proc
 (:class:`~nexo_trio.engine.stopping.ChildProcess`): ``pid`` and ``returncode`` are the
 command's, ``wait`` waits for the command (not for the helper, which with ``linger`` stays
 until the command's leftovers are gone), ``stdout`` and ``stderr`` are the output pipes;
-:attr:`Reaped.helper` is the helper process itself.
+:attr:`Reaped.helper` is the helper process itself (a :class:`Helper`).
+
+What a turn pays for all this is kept small (it is a fixed cost of every turn): the helper is
+forked in the calling thread (``subprocess`` forks with ``vfork``: no worker thread to hop
+to, which costs more than the fork), its exit is awaited and it is reaped through one pidfd,
+opened at its start, and the command is held by a pidfd too (opened once the helper names
+it, and kept only if the command is then still the helper's child), not a psutil handle.
+Without pidfds (Linux before 5.3) both fall back to polling (and psutil for the command).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -40,7 +49,7 @@ import trio
 
 from nexo_trio.engine import reaper
 from nexo_trio.engine.process_tree import is_alive
-from nexo_trio.engine.stopping import REAP_TIMEOUT, reap, signal_group, wait_exited_unreaped
+from nexo_trio.engine.stopping import REAP_TIMEOUT, reap, signal_group
 
 HELPER_MARGIN: Final = 1.0
 """Time on top of its own bounds for the helper to exit before it is SIGKILLed."""
@@ -53,12 +62,102 @@ class ReaperStartError(OSError):
     which); an ``OSError`` like any failure to start a process."""
 
 
+class Helper:
+    """The helper process: our child, forked in the calling thread, with trio streams on its
+    output pipes; what the engine needs of a child process
+    (:class:`~nexo_trio.engine.stopping.ChildProcess`), and :meth:`poll`.
+
+    Its pidfd is opened at once (the pid is ours until we reap it): :meth:`wait_exited`
+    waits on it without reaping, so its pid (and its process group's id) stays reserved;
+    :meth:`wait` reaps. Unlike ``trio.Process``, :attr:`returncode` never reaps."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        *,
+        stdout: trio.lowlevel.FdStream,
+        stderr: trio.lowlevel.FdStream,
+    ) -> None:
+        self._popen = popen
+        self.pid: Final = popen.pid
+        self.stdin: trio.abc.SendStream | None = None
+        """Always ``None``: the helper's stdin is the lifeline, held by :class:`Reaped`."""
+        self.stdout = stdout
+        self.stderr = stderr
+        self._lock = trio.Lock()
+        self._pidfd: int | None
+        try:
+            self._pidfd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # no pidfds (Linux < 5.3): poll instead
+            self._pidfd = None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once reaped (negative: the signal that killed it), else ``None``."""
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        """Reap the helper if it has exited; its exit status, else ``None``."""
+        code = self._popen.poll()
+        if code is not None:
+            self._release_pidfd()
+        return code
+
+    def exit_status(self) -> int | None:
+        """The exit status (negative: the signal that killed it) once it has exited, read
+        without reaping it (``WNOWAIT``); ``None`` while it runs."""
+        if self._popen.returncode is not None:
+            return self._popen.returncode
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped meanwhile (by poll): its status is known
+            return self._popen.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -abs(info.si_status)
+
+    async def wait_exited(self) -> None:
+        """Until the helper has exited, left unreaped (a zombie): its pid, and so its
+        process group's id, stays reserved until :meth:`wait` or :meth:`poll`."""
+        if self.exit_status() is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._lock:
+            while self.exit_status() is None:
+                if self._pidfd is None:
+                    await trio.sleep(_POLL_S)
+                    continue
+                try:
+                    await trio.lowlevel.wait_readable(self._pidfd)
+                except trio.ClosedResourceError:  # reaped meanwhile (by poll)
+                    continue
+
+    async def wait(self) -> int:
+        """Wait for the helper to exit, reap it, return its exit status."""
+        await self.wait_exited()
+        code = self.poll()
+        if code is None:  # it has exited: this does not block
+            code = self._popen.wait()
+            self._release_pidfd()
+        return code
+
+    def _release_pidfd(self) -> None:
+        if self._pidfd is not None:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def release(self) -> None:
+        """Close the pidfd (the pipes are the caller's to close)."""
+        self._release_pidfd()
+
+
 class Reaped:
     """One command under the helper (see the module docstring)."""
 
     def __init__(
         self,
-        helper: trio.Process,
+        helper: Helper,
         *,
         lifeline: int,
         status: trio.lowlevel.FdStream,
@@ -86,7 +185,7 @@ class Reaped:
         """The helper said how the command ended, or ended itself."""
         self.status_done = trio.Event()
         """The helper closed its report pipe: it exited."""
-        self._command: psutil.Process | None = None
+        self._command: _Command | None = None
         self._buffer = b""
         self._reading = trio.Lock()
 
@@ -108,6 +207,7 @@ class Reaped:
         started (a missing ``cwd``, say); a command that cannot be started is reported
         (:attr:`error`, once :meth:`wait_started` returned)."""
         environ = os.environ if env is None else env
+        await trio.lowlevel.checkpoint_if_cancelled()
         ours: list[int] = []
         theirs: list[int] = []
         try:
@@ -117,6 +217,12 @@ class Reaped:
             status_r, status_w = os.pipe()
             ours.append(status_r)
             theirs.append(status_w)
+            out_r, out_w = os.pipe()
+            ours.append(out_r)
+            theirs.append(out_w)
+            err_r, err_w = os.pipe()
+            ours.append(err_r)
+            theirs.append(err_w)
             command = [sys.executable, "-I", "-S", reaper.__file__, "--status-fd", str(status_w)]
             command += ["--grace", repr(grace), *_locale_options(environ)]
             if stdin_pipe:
@@ -124,16 +230,14 @@ class Reaped:
                 theirs.append(stdin_r)
                 ours.append(stdin_w)
                 command += ["--stdin-fd", str(stdin_r)]
+            if cwd is not None:
+                command += ["--cwd", str(cwd)]  # its chdir may block: the helper's, not ours
             command += [*(["--session"] if session else []), *(["--linger"] if linger else [])]
-            helper = await trio.lowlevel.open_process(
+            popen = _fork(
                 [*command, "--", *argv],
-                stdin=lifeline_r,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
+                stdio=(lifeline_r, out_w, err_w),
                 env=env,
-                start_new_session=True,  # no terminal's Ctrl-C reaches it
-                pass_fds=tuple(fd for fd in theirs if fd != lifeline_r),
+                pass_fds=tuple(fd for fd in theirs if fd not in (lifeline_r, out_w, err_w)),
             )
         except BaseException:
             for fd in ours:
@@ -143,6 +247,9 @@ class Reaped:
             for fd in theirs:
                 os.close(fd)
         os.set_blocking(lifeline_w, False)  # requests are written from sync code
+        helper = Helper(
+            popen, stdout=trio.lowlevel.FdStream(out_r), stderr=trio.lowlevel.FdStream(err_r)
+        )
         return cls(
             helper,
             lifeline=lifeline_w,
@@ -186,11 +293,9 @@ class Reaped:
 
     async def _orphaned_status(self) -> int:
         command = self._command
-        if command is not None and is_alive(command):
-            with contextlib.suppress(psutil.Error):
-                command.kill()
-            while is_alive(command):  # noqa: ASYNC110 - not our child: no event for its end
-                await trio.sleep(_POLL_S)
+        if command is not None and command.alive():
+            command.send_signal(signal.SIGKILL)
+            await command.wait_gone()
             return -signal.SIGKILL
         return await self.helper.wait()
 
@@ -212,13 +317,9 @@ class Reaped:
 
     def _signal_orphan(self, sig: signal.Signals) -> bool:
         command = self._command
-        if self.command_status is not None or command is None or not is_alive(command):
+        if self.command_status is not None or command is None or not command.alive():
             return False
-        try:
-            command.send_signal(sig)
-        except psutil.Error:
-            return False
-        return True
+        return command.send_signal(sig)
 
     # ------------------------------------------------------------------ the reports
 
@@ -249,12 +350,16 @@ class Reaped:
                 if not chunk:
                     self._ended()
                     return
-                *lines, self._buffer = (self._buffer + chunk).split(b"\n")
-                for line in lines:
-                    self._report(line)
+                self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        for line in lines:
+            self._report(line)
 
     def _ended(self) -> None:
-        self._report(self._buffer)
+        if self._buffer:
+            self._report(self._buffer)
         self._buffer = b""
         for event in (self.started, self.reported, self.status_done):
             event.set()
@@ -268,7 +373,7 @@ class Reaped:
             return
         if isinstance(pid := report.get("pid"), int) and self.command_pid is None:
             self.command_pid = pid
-            self._command = _child_handle(pid, self.helper.pid)
+            self._command = _Command.open(pid, self.helper.pid)
             self.started.set()
         if isinstance(code := report.get("exit"), int):
             self.command_status = code
@@ -297,17 +402,76 @@ class Reaped:
     async def finish(self, bound: float) -> None:
         """Up to ``bound`` for the helper to exit by itself, then SIGKILL to its process
         group (still reserved: the helper is not reaped yet); reap; its last reports."""
-        with trio.move_on_after(bound):
-            await wait_exited_unreaped(self.helper)
-        signal_group(self.helper.pid, signal.SIGKILL)
-        await reap(self.helper)
-        with trio.move_on_after(1.0):
-            await self.serve()
+        helper = self.helper
+        if helper.exit_status() is None:
+            with trio.move_on_after(bound):
+                await helper.wait_exited()
+        signal_group(helper.pid, signal.SIGKILL)
+        if helper.exit_status() is not None:
+            helper.poll()  # it has exited: reaped at once
+        else:
+            await reap(helper)
+        # Exited, the helper has closed its report pipe (only it held it): what is left
+        # of its reports is read at once, with no wait.
+        if not self._drain():
+            with trio.move_on_after(1.0):
+                await self.serve()
+
+    def _drain(self) -> bool:
+        """Read the reports already there, without waiting; whether the pipe has ended."""
+        if self.status_done.is_set():
+            return True
+        if self._reading.locked():
+            return False  # a waiter is reading: it reads the rest
+        try:
+            fd = self._status.fileno()
+        except trio.ClosedResourceError:
+            self._ended()
+            return True
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                return False
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._ended()
+                return True
+            self._feed(chunk)
 
     def release(self) -> None:
         """Close what is left of ours (the output pipes are the caller's to close)."""
         self.end_lifeline()
         self._status.close()
+        self.helper.release()
+        if self._command is not None:
+            self._command.close()
+
+
+def _fork(
+    argv: list[str],
+    *,
+    stdio: tuple[int, int, int],
+    env: Mapping[str, str] | None,
+    pass_fds: tuple[int, ...],
+) -> subprocess.Popen[bytes]:
+    """Start the helper in a session of its own (no terminal's Ctrl-C reaches it), forked
+    here, in the calling (trio) thread: ``subprocess`` forks with ``vfork``, so this waits
+    only for the exec of our own interpreter, and a worker thread would cost more than the
+    fork (as ``engine.confined`` forks bwrap). It starts in our working directory: the
+    helper itself changes to the command's (``--cwd``), so a workspace on a hung file system
+    blocks the helper, never the event loop. Raises ``OSError`` like any spawn."""
+    stdin, stdout, stderr = stdio
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        start_new_session=True,
+        pass_fds=pass_fds,
+    )
 
 
 def _locale_options(env: Mapping[str, str]) -> list[str]:
@@ -317,10 +481,92 @@ def _locale_options(env: Mapping[str, str]) -> list[str]:
     return ["--unsetenv", "LC_CTYPE"] if value is None else ["--setenv", f"LC_CTYPE={value}"]
 
 
-def _child_handle(pid: int, parent: int) -> psutil.Process | None:
-    """A handle on ``pid`` if it is ``parent``'s child (then not a reused pid)."""
+class _Command:
+    """A handle on the command (the helper's child, not ours) that a reused pid cannot
+    fool: a pidfd, or where there are none a psutil handle (which checks the start time).
+
+    Opened only while the command is seen to be the helper's child: the helper is ours and
+    not reaped, so its pid is not reused, and the command's pid is not either while the
+    pidfd is open."""
+
+    def __init__(self, pidfd: int | None, process: psutil.Process | None) -> None:
+        self._pidfd = pidfd
+        self._process = process
+
+    @classmethod
+    def open(cls, pid: int, parent: int) -> _Command | None:
+        """A handle on ``pid`` if it is ``parent``'s child, else ``None``."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except AttributeError:  # no pidfds in this Python
+            pidfd = None
+        except OSError as exc:  # gone, or no pidfds in this kernel
+            if exc.errno != errno.ENOSYS:
+                return None
+            pidfd = None
+        if pidfd is None:
+            try:
+                process = psutil.Process(pid)
+                return cls(None, process) if process.ppid() == parent else None
+            except psutil.Error:
+                return None
+        if _parent_of(pid) != parent:
+            os.close(pidfd)
+            return None
+        return cls(pidfd, None)
+
+    def alive(self) -> bool:
+        """Whether the command runs (a zombie does not)."""
+        if self._pidfd is not None:
+            readable, _, _ = select.select([self._pidfd], [], [], 0)
+            return not readable
+        return self._process is not None and is_alive(self._process)
+
+    def send_signal(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the command; ``False`` when it is gone."""
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            elif self._process is not None:
+                self._process.send_signal(sig)
+        except (OSError, psutil.Error):
+            return False
+        return True
+
+    async def wait_gone(self) -> None:
+        """Until the command has exited (the caller bounds the wait)."""
+        if self._pidfd is None:
+            while self.alive():  # noqa: ASYNC110 - not our child: no event for its end
+                await trio.sleep(_POLL_S)
+            return
+        with contextlib.suppress(trio.ClosedResourceError):  # released meanwhile
+            await trio.lowlevel.wait_readable(self._pidfd)
+
+    def close(self) -> None:
+        """Close the pidfd (idempotent)."""
+        if self._pidfd is not None:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._process = None
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (from ``/proc/PID/stat``: one small read that never waits
+    for a disk), ``None`` when it is gone."""
     try:
-        process = psutil.Process(pid)
-        return process if process.ppid() == parent else None
-    except psutil.Error:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)  # the fields up to the parent's come first
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so split after it.
+    fields = data.rpartition(b")")[2].split()
+    try:
+        return int(fields[1])
+    except (IndexError, ValueError):
         return None

@@ -16,8 +16,10 @@ process and is found by walking the process tree down from here. Then it runs CO
 this process group (with ``--session``: a session, so a group, of its own), its stdin
 ``/dev/null`` (or fd N of ``--stdin-fd``), its environment ours with ``--setenv`` and
 ``--unsetenv`` applied (the caller restores what this interpreter's start changed: Python
-coerces a C ``LC_CTYPE`` to UTF-8), and points its own stdout and stderr at ``/dev/null``, so
-that only the command and what it started hold the output pipes. Then:
+coerces a C ``LC_CTYPE`` to UTF-8). Once the command's exit is reported (or a stop begins)
+it points its own stdout and stderr at ``/dev/null``, so that from then on only what the
+command started holds the output pipes: their end comes with that report (one wake-up of the
+orchestrator, not two), and a helper that lingers keeps none of them. Then:
 
 - when COMMAND exits: reports its status, SIGKILLs every descendant left, reaps, exits 0.
   With ``--linger`` (a turn: the orchestrator gives the leftovers a graceful stop of its
@@ -74,8 +76,8 @@ START_BOUND = 10
 """Whole seconds the start of the command may take (an ``alarm``: it then kills us)."""
 _POLL_S = 0.01
 USAGE = (
-    "usage: reaper.py --status-fd N [--grace SECONDS] [--stdin-fd N] [--session] [--linger]"
-    " [--setenv NAME=VALUE] [--unsetenv NAME] -- COMMAND..."
+    "usage: reaper.py --status-fd N [--grace SECONDS] [--stdin-fd N] [--cwd DIR] [--session]"
+    " [--linger] [--setenv NAME=VALUE] [--unsetenv NAME] -- COMMAND..."
 )
 REQUESTS = {ord("t"): _signal.SIGTERM, ord("k"): _signal.SIGKILL}
 """The lifeline's requests: a byte, the signal it sends the command."""
@@ -90,6 +92,7 @@ class Options:
         self.status_fd = -1
         self.grace = 1.0
         self.stdin_fd: int | None = None
+        self.cwd: str | None = None
         self.session = False
         self.linger = False
         self.setenv: dict[str, str] = {}
@@ -102,6 +105,8 @@ class Options:
                 self.grace = float(next(options))
             elif option == "--stdin-fd":
                 self.stdin_fd = int(next(options))
+            elif option == "--cwd":
+                self.cwd = next(options)
             elif option == "--session":
                 self.session = True
             elif option == "--linger":
@@ -149,6 +154,9 @@ class Reaper:
         self.status: int | None = None
         self.childless = False
         self.stop = False
+        self.output_released = False
+        self.children_files: bool | None = None
+        """Whether the kernel has children files (looked at when first needed)."""
         # Signals wake the select() of the loop through this pipe.
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         _signal.set_wakeup_fd(self.wake_w)
@@ -177,9 +185,10 @@ class Reaper:
             return 127
         self.group = options.session
         self.report(f'{{"pid": {self.command_pid}}}')
-        _release_output()
         while True:
             self.reap()
+            if self.status is not None or self.stop:
+                self.release_output()
             if self.stop:
                 break
             if self.status is not None and (not options.linger or self.childless):
@@ -194,6 +203,15 @@ class Reaper:
         if survivors:
             self.report(f'{{"survivors": {survivors}}}')
         return 0
+
+    def release_output(self) -> None:
+        """Point our stdout and stderr at /dev/null (once): done when the command's exit has
+        been reported (or a stop begins), so that the end of the output pipes (once what
+        the command started closed them too) comes with that report, in one wake-up of the
+        orchestrator rather than two, and a helper that lingers keeps none of them."""
+        if not self.output_released:
+            self.output_released = True
+            _release_output()
 
     def read_lifeline(self) -> None:
         """Serve the requests on the lifeline; its end is a stop."""
@@ -265,7 +283,14 @@ class Reaper:
                 _send(pid, parent, sig)
 
     def descendants(self) -> list[tuple[int, int, bool]]:
-        """``(pid, parent, alive)`` of every descendant, parents before their children."""
+        """``(pid, parent, alive)`` of every descendant, parents before their children:
+        walked down from this process through the children files (a few reads for the
+        turn's own processes, none for the rest of the host), or, where the kernel has
+        none, from one pass over all of ``/proc``."""
+        if self.children_files is None:
+            self.children_files = _children_files(self.me)
+        if self.children_files:
+            return _walk_children(self.me)
         tree = _process_tree()
         found: list[tuple[int, int, bool]] = []
         pending = [self.me]
@@ -302,6 +327,10 @@ def _spawn(options: Options) -> int:
     _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
     _signal.alarm(START_BOUND)  # a hung exec (say, on a dead file system) ends us
     try:
+        if options.cwd is not None:
+            # Here, not in our parent's fork: a directory on a hung file system blocks us
+            # (until the alarm), never the event loop that started us.
+            os.chdir(options.cwd)
         return os.posix_spawnp(
             options.command[0],
             options.command,
@@ -342,11 +371,59 @@ def _release_output() -> None:
     os.close(null)
 
 
-def _process_tree() -> dict[int, list[tuple[int, bool]]]:
-    """Every process's children as ``(pid, alive)``, from one pass over ``/proc``.
+def _children_files(pid: int) -> bool:
+    """Whether this kernel has ``/proc/PID/task/TID/children`` (Linux 3.5+ with
+    ``CONFIG_PROC_CHILDREN``), as this process (``pid``, single-threaded) sees it."""
+    return os.path.exists(f"/proc/{pid}/task/{pid}/children")
 
-    (``/proc/PID/task/TID/children`` would be cheaper, but not every kernel has it.)
-    """
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, from the children file of each of its threads (a
+    child is listed under the thread that started it); empty when ``pid`` is gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
+                found += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+    return found
+
+
+def _walk_children(me: int) -> list[tuple[int, int, bool]]:
+    """``(pid, parent, alive)`` of every descendant of ``me`` (this process), walking the
+    children files down from it (:func:`_children_files` says whether there are any).
+
+    Each child's ``stat`` is read once: one whose parent is neither the process it was
+    listed under nor ``me`` (it was reaped, and its pid reused, meanwhile) is left out; one
+    re-parented to ``me`` between the two reads is kept, as ``me``'s (:func:`_send` checks
+    the parent again through a pidfd). A pid seen twice is walked once."""
+    found: list[tuple[int, int, bool]] = []
+    seen = {me}
+    pending = [me]
+    while pending:
+        parent = pending.pop()
+        for pid in _children(parent):
+            if pid in seen:
+                continue
+            stat = _stat(pid)
+            if stat is None or stat[1] not in (parent, me):
+                continue
+            seen.add(pid)
+            alive = stat[0] != "Z"
+            found.append((pid, stat[1], alive))
+            if alive:  # a zombie has no children left: they are ours now
+                pending.append(pid)
+    return found
+
+
+def _process_tree() -> dict[int, list[tuple[int, bool]]]:
+    """Every process's children as ``(pid, alive)``, from one pass over ``/proc``: where
+    the kernel has no children files (:func:`_walk_children`)."""
     tree: dict[int, list[tuple[int, bool]]] = {}
     try:
         entries = os.listdir("/proc")
@@ -438,4 +515,11 @@ def _text(value: object) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Nothing is left to clean up: exit at once, without the interpreter's finalization,
+    # so that the orchestrator finds us exited (and reaps us) without waiting.
+    try:  # noqa: SIM105 - contextlib is not worth its import here
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)

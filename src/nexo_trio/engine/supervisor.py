@@ -23,8 +23,13 @@ process group (the CLI then stops its own Bash children and MCP servers; sent by
 which alone knows whether the pid is still the CLI's), ``kill_grace``, then SIGKILL to the
 group and to every descendant ever seen (they may live in sessions of their own);
 descendants that outlive the CLI get the same escalation by pid. The tree is the helper's,
-collected now and then while the CLI runs and before each stop, in a worker thread: no
-``/proc`` walk blocks the event loop. The process is always reaped, in a shielded scope with
+walked down from it (``/proc/PID/task/*/children``: a few reads for the turn's own
+processes, none for the rest of the host, so a turn costs the same however many processes
+the host runs) at the SIGKILL and after the CLI has ended; only when the helper cannot vouch
+for it (it was killed) are the turn's strays looked for among every process on the host (its
+marker, its pipes), in a worker thread. Where the kernel has no children files, the tree is
+collected every second, over all of ``/proc``, in a worker thread. The process is always
+reaped, in a shielded scope with
 a bounded deadline, and the helper's lifeline ended, which is its last word: whatever is
 still there then is killed by it. The escalation itself is the engine's one stop sequence,
 :func:`nexo_trio.engine.stopping.escalate`.
@@ -45,6 +50,7 @@ nursery and closed with it, and the CLI runs behind the sandbox's relay
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 import sys
@@ -70,7 +76,7 @@ from nexo_trio.core.events import (
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import TurnOutcome
 from nexo_trio.core.sandbox import SandboxPlan, bwrap_argv
-from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce
+from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce, reduce_all
 from nexo_trio.engine import netrelay
 from nexo_trio.engine.api_gateway import ApiGateway
 from nexo_trio.engine.confined import (
@@ -84,7 +90,7 @@ from nexo_trio.engine.confined import (
     interpreter_problem,
     missing_binary,
 )
-from nexo_trio.engine.process_tree import ProcessTree
+from nexo_trio.engine.process_tree import ProcessTree, children_files
 from nexo_trio.engine.reaped import Reaped, ReaperStartError
 from nexo_trio.engine.sandbox import with_binary
 from nexo_trio.engine.stopping import (
@@ -169,7 +175,9 @@ async def run_turn(
         raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
     argv = command.argv()
     stdin_data = command.stdin_data()
-    initial = attrs.evolve(INITIAL_STATE, required_mcp_servers=tuple(require_mcp_servers))
+    initial = INITIAL_STATE
+    if require_mcp_servers:
+        initial = attrs.evolve(initial, required_mcp_servers=tuple(require_mcp_servers))
     # The caller may choose the marker (to record it before the turn starts).
     marker = command.env.get(TURN_MARKER_VAR) or uuid.uuid4().hex
     env = command.child_env(os.environ if environ is None else environ)
@@ -434,17 +442,20 @@ class _Run:
         self.stop = stop
         # Under the subreaper, the turn's tree is the helper's: the CLI and every orphan.
         self.tree = (
-            ProcessTree(reaped.helper.pid, ignore={process.pid})
+            ProcessTree(reaped.helper.pid, ignore={process.pid}, reserved=True)
             if reaped is not None
             else ProcessTree(process.pid)
         )
         self.stop_actions: list[str] = []
         self.state = initial
-        self.gate_failed = trio.Event()
+        self._watch_scope: trio.CancelScope | None = None
+        self._fired: set[str] = set()
+        """The watchdogs that went off (see :meth:`_watchdog`)."""
+        self.gate_failed = _Watched(self._rewatch)
         self.stderr_tail = bytearray()
-        self.result_seen = trio.Event()
-        self.exited = trio.Event()
-        self.stdout_closed = trio.Event()
+        self.result_seen = _Watched(self._rewatch)
+        self.exited = _Watched(self._rewatch)
+        self.stdout_closed = _Watched(self._rewatch)
         self.stderr_done = trio.Event()
         self.stopping = False
         self.send, self.receive = trio.open_memory_channel[Sequence[Event]](BATCH_BUFFER)
@@ -477,12 +488,10 @@ class _Run:
             nursery.start_soon(self._drain_stderr)
             if self.stdin_data is not None:
                 nursery.start_soon(self._write_stdin, self.stdin_data)
-            nursery.start_soon(self._watch_deadline)
-            nursery.start_soon(self._watch_linger)
-            nursery.start_soon(self._watch_gate)
-            nursery.start_soon(self._watch_pipe)
+            nursery.start_soon(self._watchdog, nursery)
             if self.sandbox is None:
-                nursery.start_soon(self._snapshot_tree)
+                if not children_files():
+                    nursery.start_soon(self._snapshot_tree)
             else:
                 nursery.start_soon(self.sandbox.read_status)
                 if self.sandbox.gateway is not None:
@@ -513,10 +522,7 @@ class _Run:
             else:
                 batch = [self.spawned, *self.held, *batch]
             self.held = None
-        state = self.state
-        for event in batch:
-            state = reduce(state, event)
-        self.state = state
+        self.state = state = reduce_all(self.state, batch)
         if state.result is not None:
             self.result_seen.set()
         if state.gate_error is not None:
@@ -596,11 +602,67 @@ class _Run:
 
     # ------------------------------------------------------------------ watchdogs
 
-    async def _watch_deadline(self) -> None:
-        async with self.send.clone() as send:
-            await trio.sleep_until(self.deadline)
-            await send.send([DeadlineHit(timeout_s=self.timeout)])
-        await self._stop_process()
+    async def _watchdog(self, nursery: trio.Nursery) -> None:
+        """The turn's watchdogs, in one task: the deadline; a permission gate that failed
+        to connect (every tool call would fail); a CLI still running ``kill_grace`` after
+        its result frame; a stdout that a descendant keeps open ``kill_grace`` after the
+        CLI exited. It sleeps until the nearest of their alarms (:meth:`_next_alarm`),
+        which the events it watches move as they are set (:class:`_Watched`), so a turn
+        that needs none of them never wakes it; what goes off runs in a task of its own,
+        so that one stop does not hold up the rest of the watch."""
+        fired = self._fired
+        while True:
+            with trio.CancelScope(deadline=self._next_alarm()) as scope:
+                self._watch_scope = scope
+                await trio.sleep_forever()
+            self._watch_scope = None
+            now = trio.current_time()
+            if "deadline" not in fired and now >= self.deadline:
+                fired.add("deadline")
+                await self.send.send([DeadlineHit(timeout_s=self.timeout)])
+                nursery.start_soon(self._stop_process)
+            if "gate" not in fired and self.gate_failed.is_set():
+                fired.add("gate")
+                self.stop_actions.append("permission gate unavailable")
+                nursery.start_soon(self._stop_process)
+            if "linger" not in fired and now >= self._linger_alarm():
+                fired.add("linger")
+                self.stop_actions.append("lingered after its result")
+                nursery.start_soon(self._stop_process)
+            if "pipe" not in fired and now >= self._pipe_alarm():
+                fired.add("pipe")
+                self.stop_actions.append("stdout held open after exit")
+                nursery.start_soon(self._give_up_stdout)
+
+    def _next_alarm(self) -> float:
+        """When the watchdog must look next (``-inf``: at once, ``inf``: never)."""
+        fired = self._fired
+        if "gate" not in fired and self.gate_failed.is_set():
+            return -math.inf
+        alarm = math.inf if "deadline" in fired else self.deadline
+        if "linger" not in fired:
+            alarm = min(alarm, self._linger_alarm())
+        if "pipe" not in fired:
+            alarm = min(alarm, self._pipe_alarm())
+        return alarm
+
+    def _linger_alarm(self) -> float:
+        """``kill_grace`` after the result frame, while the CLI has not exited."""
+        if not self.result_seen.is_set() or self.exited.is_set():
+            return math.inf
+        return self.result_seen.at + self.kill_grace
+
+    def _pipe_alarm(self) -> float:
+        """``kill_grace`` after the CLI exited, while its stdout is still open."""
+        if not self.exited.is_set() or self.stdout_closed.is_set():
+            return math.inf
+        return self.exited.at + self.kill_grace
+
+    def _rewatch(self) -> None:
+        """Move the watchdog's alarm: one of the events it watches was set."""
+        scope = self._watch_scope
+        if scope is not None and (alarm := self._next_alarm()) != scope.deadline:
+            scope.deadline = alarm
 
     async def _watch_stop(self, stop: trio.Event) -> None:
         async with self.send.clone() as send:
@@ -608,29 +670,9 @@ class _Run:
             await send.send([Cancelled(reason="stop requested")])
         await self._stop_process()
 
-    async def _watch_gate(self) -> None:
-        """Stop a CLI whose permission gate failed to connect: every tool call would fail."""
-        await self.gate_failed.wait()
-        self.stop_actions.append("permission gate unavailable")
-        await self._stop_process()
-
-    async def _watch_linger(self) -> None:
-        """Stop a CLI that is still running ``kill_grace`` after its result frame."""
-        await self.result_seen.wait()
-        with trio.move_on_after(self.kill_grace):
-            await self.exited.wait()
-        if not self.exited.is_set():
-            self.stop_actions.append("lingered after its result")
-            await self._stop_process()
-
-    async def _watch_pipe(self) -> None:
-        """Stop listening to a stdout that a descendant keeps open after the CLI exited."""
-        await self.exited.wait()
-        with trio.move_on_after(self.kill_grace):
-            await self.stdout_closed.wait()
-        if self.stdout_closed.is_set():
-            return
-        self.stop_actions.append("stdout held open after exit")
+    async def _give_up_stdout(self) -> None:
+        """Stop listening to a stdout that a descendant keeps open after the CLI exited:
+        stop the descendants, then, ``kill_grace`` later, close our end."""
         await self._stop_descendants()
         with trio.move_on_after(self.kill_grace):
             await self.stdout_closed.wait()
@@ -640,9 +682,12 @@ class _Run:
             await stdout.aclose()
 
     async def _snapshot_tree(self) -> None:
+        """Where the kernel has no children files: remember the tree now and then (a walk
+        over all of ``/proc``), for the SIGKILL of a stop to reach what it had."""
+        # Not at once: the CLI has only just been started, and has no children yet.
         while True:
-            await self.tree.collect()
             await trio.sleep(SNAPSHOT_INTERVAL)
+            await self.tree.collect()
 
     # ------------------------------------------------------------------ stopping
 
@@ -675,8 +720,12 @@ class _Run:
         assert self.reaped is not None  # unconfined, the CLI runs under the helper
         if self.reaped.signal_command(sig):
             self.stop_actions.append(sig.name)
-        # The tree as last collected (every second): whatever is newer is re-parented to the
+        # The tree as it is now, walked down from the helper (a read per process of the
+        # turn's tree, none for the rest of the host; never waits for a disk); without
+        # children files, as last collected. Whatever the walk misses is re-parented to the
         # helper when its parent dies, and found by the collection that follows the stop.
+        if sig is signal.SIGKILL and children_files():
+            self.tree.snapshot()
         if sig is signal.SIGKILL and (killed := self.tree.signal_descendants(sig)):
             self.stop_actions.append(f"SIGKILL to {killed} descendant(s)")
 
@@ -694,8 +743,12 @@ class _Run:
             self.stop_actions.append(f"{sig.name} to bwrap")
 
     async def _collect(self) -> None:
-        """Collect the tree again, and the descendants that escaped it (see
-        ProcessTree.adopt_strays), in a worker thread."""
+        """Collect the tree again and, unless the helper vouches for it, the descendants
+        that escaped it (see ProcessTree.adopt_strays: a pass over every process on the
+        host, in a worker thread)."""
+        if self._helper_vouches():
+            await self.tree.collect()
+            return
         fds = [
             stream.fileno()
             for stream, eof in (
@@ -706,6 +759,18 @@ class _Run:
         ]
         fds = [fd for fd in fds if fd >= 0]
         await self.tree.collect(self.marker, fds)
+
+    def _helper_vouches(self) -> bool:
+        """Whether the subreaper helper accounts for every process of the turn, so that the
+        tree walked down from it is all of it: the kernel has children files (then it has
+        child subreapers too), and the helper still runs (every orphan of the turn is
+        re-parented to it) or exited by itself with status 0 and no survivors (it does only
+        once it has no descendant left). Not when it was killed, say: what it had is then
+        init's, and only the marker or the turn's pipes tie it to the turn."""
+        if self.reaped is None or not children_files():
+            return False
+        status = self.reaped.helper.exit_status()
+        return status is None or (status == 0 and self.reaped.survivors == 0)
 
     async def _stop_descendants(self) -> None:
         """Stop descendants that outlived the CLI: SIGTERM, grace, SIGKILL."""
@@ -760,6 +825,34 @@ class _Run:
             self.reaped.release()  # also past the budget: the helper then ends it all
         self.send.close()
         self.receive.close()
+
+
+class _Watched:
+    """A ``trio.Event`` that remembers when it was set (:attr:`at`) and, when it is, moves
+    the alarm of the turn's watchdog (``moved``: :meth:`_Run._rewatch`)."""
+
+    __slots__ = ("_event", "_moved", "at")
+
+    def __init__(self, moved: Callable[[], None]) -> None:
+        self._event = trio.Event()
+        self._moved = moved
+        self.at = math.inf
+        """When it was set (trio's clock)."""
+
+    def set(self) -> None:
+        """Set it (idempotent) and move the watchdog's alarm."""
+        if not self._event.is_set():
+            self.at = trio.current_time()
+            self._event.set()
+            self._moved()
+
+    def is_set(self) -> bool:
+        """Whether it was set."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Until it is set."""
+        await self._event.wait()
 
 
 def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

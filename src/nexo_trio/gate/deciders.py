@@ -37,6 +37,7 @@ from nexo_trio.core.permission import (
 )
 from nexo_trio.core.permission_rules import format_rule, match_rules
 from nexo_trio.core.settings import DeciderName, PermissionSettings, UnknownPolicy
+from nexo_trio.gate.batched_thread import run_batched
 from nexo_trio.gate.decider import Decider, close_decider, decision_problem
 from nexo_trio.gate.human import HumanDecider
 from nexo_trio.gate.resolve import DEFAULT_MAX_PATHS, classify_on_disk
@@ -97,8 +98,10 @@ class RulesDecider:
     ``default`` is the older spelling of the policy: ``allow`` is ``unknown="allow"``,
     ``abstain`` is ``unknown="defer"``. ``writable``: directories the goal may write besides
     its workspace and scratch directory. Paths are resolved on disk (at most ``max_paths``
-    per call) in a worker thread; the thread is abandoned if the decision is cancelled
-    (a :class:`GuardedDecider`'s deadline), so a hung file system cannot hold the gate.
+    per call) in a worker thread (:func:`~nexo_trio.gate.batched_thread.run_batched`: the
+    calls waiting at the same time share one); the call is abandoned if the decision is
+    cancelled (a :class:`GuardedDecider`'s deadline), so a hung file system cannot hold the
+    gate.
     """
 
     name = "rules"
@@ -130,7 +133,7 @@ class RulesDecider:
             writable=self.writable,
             max_paths=self.max_paths,
         )
-        verdict = await trio.to_thread.run_sync(classify, abandon_on_cancel=True)
+        verdict = await run_batched(classify)
         return self.decision(verdict, confined=request.confined)
 
     def decision(self, verdict: EffectVerdict, *, confined: bool) -> Decision:

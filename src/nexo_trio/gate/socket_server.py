@@ -243,19 +243,44 @@ class GateServer:
         ``send_timeout_s`` closes the connection, whose framing it would garble."""
         if data is None or connection.gone:
             return False
-        async with connection.lock:
-            with trio.move_on_after(self.send_timeout_s):
-                try:
-                    await connection.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    connection.gone = True
-                    return False
+        lock = connection.lock
+        if lock.locked():  # another reply is being written: after it
+            async with lock:
+                return await self._send_locked(connection, data)
+        # Nobody is writing: the reply goes in one non-blocking write when the socket takes
+        # it whole (most do), with no lock to wait for and no deadline to arm; what is left
+        # of it, if anything, as any reply.
+        lock.acquire_nowait()
+        try:
+            try:
+                written = os.write(connection.stream.socket.fileno(), data)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # EPIPE, ECONNRESET, EBADF (closed): the MCP server is gone
+                connection.gone = True
+                return False
+            if written == len(data):
                 return True
-            log.warning("a permission reply was not read within %gs", self.send_timeout_s)
-            connection.gone = True
-            with trio.CancelScope(shield=True):
-                await connection.stream.aclose()
+            return await self._send_locked(connection, memoryview(data)[written:])
+        finally:
+            lock.release()
+
+    async def _send_locked(self, connection: _Connection, data: bytes | memoryview) -> bool:
+        """:meth:`_send`, the connection's lock held."""
+        if connection.gone:
             return False
+        with trio.move_on_after(self.send_timeout_s):
+            try:
+                await connection.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                connection.gone = True
+                return False
+            return True
+        log.warning("a permission reply was not read within %gs", self.send_timeout_s)
+        connection.gone = True
+        with trio.CancelScope(shield=True):
+            await connection.stream.aclose()
+        return False
 
 
 class _Connection:

@@ -30,8 +30,8 @@ import math
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -695,9 +695,11 @@ class Orchestrator:
         # order, even when emitted concurrently (a gate decision while the turn reports
         # activity): the store's batched commit wakes its writers in no particular order.
         # trio.Lock is FIFO.
-        async with self._emit_turn(event):
+        lock = await self._emit_turn(event)
+        try:
             # What is recorded, folded and shown is redacted and bounded (see kept_text).
-            event = kept_event(attrs.evolve(event, at=self.now()), self._secrets_of(event.goal_id))
+            # Stamped and kept in one new record.
+            event = kept_event(event, self._secrets_of(event.goal_id), changes={"at": self.now()})
             handle = self._goals.get(event.goal_id)
             # Shielded: once the store has the event it writes it even if we are cancelled
             # meanwhile (a write kept while the store cannot write returns within the
@@ -713,20 +715,33 @@ class Orchestrator:
                         channel.send_nowait(event)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         self._subscribers.remove(channel)
-
-    @asynccontextmanager
-    async def _emit_turn(self, event: GoalEvent) -> AsyncIterator[None]:
-        """Hold the goal's emit lock. A gate decision waits for it shielded: the CLI has
-        its answer, so the ledger and the denials' count must have it too, even when it waits
-        behind another event's slow write (a ledger locked by another process; the store's
-        own bounds end that wait), however short its caller's deadline."""
-        lock = self._emit_locks.setdefault(event.goal_id, trio.Lock())
-        with trio.CancelScope(shield=isinstance(event, DecisionMade)):
-            await lock.acquire()
-        try:
-            yield
         finally:
             lock.release()
+
+    async def _emit_turn(self, event: GoalEvent) -> trio.Lock:
+        """Take the goal's emit lock (the caller releases it). A gate decision waits for it
+        shielded: the CLI has its answer, so the ledger and the denials' count must have it
+        too, even when it waits behind another event's slow write (a ledger locked by another
+        process; the store's own bounds end that wait), however short its caller's
+        deadline."""
+        lock = self._emit_locks.get(event.goal_id)
+        if lock is None:
+            lock = self._emit_locks[event.goal_id] = trio.Lock()
+        decision = isinstance(event, DecisionMade)
+        if not decision:
+            # As lock.acquire() would: a cancelled caller records nothing.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            # Free (the usual case): taken at once, no cancel scope, no wait. (A released
+            # trio.Lock is handed to its first waiter: free means nobody waits.)
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            if decision:
+                with trio.CancelScope(shield=True):
+                    await lock.acquire()
+            else:  # no cancel scope for the others: one per event adds up at 100 goals
+                await lock.acquire()
+        return lock
 
     # ------------------------------------------------------------------ control
 

@@ -5,16 +5,24 @@ Shape::
     callers ──write request──▶ memory channel ──▶ run() service task
        ▲                                            │ drains everything pending,
        └──── Event set after COMMIT ◀───────────────┘ ONE transaction per batch
-                                                      (trio.to_thread.run_sync)
+                                                      (a worker thread of trio's cache)
 
-    callers ──read──▶ trio.Lock ──▶ trio.to_thread.run_sync on the read connection
+    callers ──read──▶ FIFO queue ──▶ one of a few read connections (WAL: side by side),
+                                     in a worker thread (:mod:`.readers`)
 
 Why batching: a commit costs far more than a row, so concurrent goals writing their events
 share commits instead of queueing one commit each. Each request runs inside its own
 SAVEPOINT, so a failing request is rolled back alone and the rest of the batch commits.
 
-The only threads are ``trio.to_thread`` calls, never abandoned: a statement that started
-always finishes, which is what makes shutdown and cancellation safe to reason about.
+Reads are served in call order by a small pool of connections; an overload of reads is a
+queue: a read waiting fails only when no read finished for ``timeout_s`` (the store is
+stuck, not busy), and a read running past ``timeout_s`` is interrupted (or, if it does not
+return, abandoned to its thread, which closes its connection). Transactions run in worker
+threads that are never abandoned: a transaction that started always finishes, which is what
+makes shutdown and cancellation safe to reason about. The store's threads never wait for a
+token of the process-wide ``trio.to_thread`` limiter (the rest of the program may hold them
+all): the writer opens and closes with its own limiter and runs its transactions, one at a
+time, in trio's thread cache directly (not renamed per job), as the readers do.
 
 When the file cannot be written (a lock another process holds past the busy timeout, a full
 disk, an I/O error, the file removed), the writes the goals depend on are not failed but
@@ -40,8 +48,9 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import trio
 
@@ -58,7 +67,11 @@ from nexo_trio.store.faults import (
 )
 from nexo_trio.store.files import file_identity, prepare_database_file
 from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.store.readers import ReaderPool, ReadersClosed, ReadOverdue, ReadStuck
 from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
+
+if TYPE_CHECKING:
+    import outcome
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -122,6 +135,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
 Append only: never edit a released step."""
+
+READERS = 4
+"""Read connections a store opens at most (on demand): reads beyond run in turn."""
 
 BUSY_TIMEOUT_S = 5.0
 """How long a write waits for a lock held by another process before it fails (a write the
@@ -209,6 +225,23 @@ class _Attempt:
         """SQLite's busy timeout for this transaction."""
         self.failure: Exception | None = None
         self.finished = False
+
+
+async def _in_writer_thread(fn: Callable[[_Attempt], None], attempt: _Attempt) -> None:
+    """``fn(attempt)`` in one of trio's cached worker threads; not abandoned: once started
+    it runs to its end, a cancellation coming after (as ``trio.to_thread.run_sync`` without
+    ``abandon_on_cancel``). The writer runs one transaction at a time, so it needs no
+    limiter; and the thread is not renamed for the job (``trio.to_thread`` names it twice
+    per call, a ctypes call each time: a sizeable part of a small transaction's cost)."""
+    await trio.lowlevel.checkpoint_if_cancelled()  # cancelled before it started: not run
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    trio.lowlevel.start_thread_soon(partial(fn, attempt), deliver)
+    await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
 
 def _ms(seconds: float) -> int:
@@ -356,12 +389,15 @@ class SQLiteStore:
     fails with :class:`StoreError` like any read.
 
     ``timeout_s`` bounds how long a caller waits for its write to commit (a kept kind of
-    write then returns, still queued), or for its turn to read (:class:`StoreError` after
-    that); ``None`` waits as long as it takes. ``flush_timeout_s`` bounds the flush of
-    queued and kept writes at close; queued writes that may fail then fail with
-    :class:`StoreClosedError`, the others stay kept (and are reported). ``max_batch``
-    caps the writes in one transaction and ``queue_size`` the writes waiting for one
-    (senders wait beyond that).
+    write then returns, still queued); a read waits in turn as long as reads progress, and
+    fails with :class:`StoreError` once none finished for ``timeout_s`` or once it ran
+    ``timeout_s`` itself (interrupted; abandoned to its thread if it does not return
+    within :data:`~nexo_trio.store.readers.INTERRUPT_GRACE_S`); ``None`` waits as long as
+    it takes. ``readers`` is how many read connections run reads side by side.
+    ``flush_timeout_s`` bounds the flush of queued and kept writes at close; queued writes
+    that may fail then fail with :class:`StoreClosedError`, the others stay kept (and are
+    reported). ``max_batch`` caps the writes in one transaction and ``queue_size`` the
+    writes waiting for one (senders wait beyond that).
     """
 
     def __init__(
@@ -377,6 +413,7 @@ class SQLiteStore:
         unwritable_after_s: float = UNWRITABLE_AFTER_S,
         retry_initial_s: float = RETRY_INITIAL_S,
         retry_max_s: float = RETRY_MAX_S,
+        readers: int = READERS,
     ) -> None:
         self.path = Path(path)
         self.transactions = 0
@@ -391,10 +428,12 @@ class SQLiteStore:
         self._retry_max_s = retry_max_s
         self._send, self._recv = trio.open_memory_channel[_Request[Any]](queue_size)
         self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._readers = ReaderPool(readers, self._connect_reader)
+        self._readable = False
+        self._threads = trio.CapacityLimiter(1)
+        """The writer's worker threads (one at a time): its own, not the process-wide one."""
         self._busy_ms = _ms(busy_timeout_s)
         self._identity: tuple[int, int] | None = None
-        self._read_lock = trio.Lock()
         self._attempt: _Attempt | None = None
         self._inflight: list[_Request[Any]] = []
         self._started = False
@@ -480,7 +519,9 @@ class SQLiteStore:
             raise RuntimeError("SQLiteStore.run() can only be run once")
         self._started = True
         try:
-            self._writer, self._reader = await trio.to_thread.run_sync(self._open)
+            self._writer, reader = await trio.to_thread.run_sync(self._open, limiter=self._threads)
+            self._readers.add(reader)
+            self._readable = True
             self._accepting = True
             task_status.started()
             await self._serve()
@@ -497,18 +538,27 @@ class SQLiteStore:
         writer = _connect(self.path, self._busy_timeout_s)
         try:
             _migrate(writer, self.path, self._busy_timeout_s)
-            reader = _connect(self.path, self._busy_timeout_s)
+            reader = self._connect_reader()
         except BaseException:
             writer.close()
             raise
         try:
-            reader.execute("PRAGMA query_only = ON")
             self._identity = file_identity(self.path)
         except BaseException:
             reader.close()
             writer.close()
             raise
         return writer, reader
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read connection (blocking: in a worker thread)."""
+        reader = _connect(self.path, self._busy_timeout_s)
+        try:
+            reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     async def _serve(self) -> None:
         while True:
@@ -555,7 +605,7 @@ class SQLiteStore:
         each kept event once: in the file, or still kept (pending); the attempt waits
         briefly for a lock, which keeps that wait short."""
         busy = min(self._busy_timeout_s, RETRY_BUSY_TIMEOUT_S, deadline - trio.current_time())
-        async with self._read_lock:
+        async with self._readers.exclusive(expected_s=busy):
             chunk = self._kept[: self._max_batch]
             await self._run_attempt(_Attempt(chunk, flush=True, busy_ms=_ms(busy)))
 
@@ -563,7 +613,7 @@ class SQLiteStore:
         self._attempt, self._inflight = attempt, attempt.batch
         # Not abandonable: once started, the transaction finishes and every request in it
         # is settled, even if we are cancelled meanwhile (Cancelled then comes after).
-        await trio.to_thread.run_sync(self._apply, attempt)
+        await _in_writer_thread(self._apply, attempt)
         self._settle()
 
     def _apply(self, attempt: _Attempt) -> None:
@@ -751,11 +801,11 @@ class SQLiteStore:
                 self._problem = f"{self.path}: closed before it could write"
             self._report_unwritten()
         self._progress.unpark_all()
-        # Wait for an in-flight read to finish before closing its connection.
-        async with self._read_lock:
-            reader, self._reader = self._reader, None
+        # Waits for the reads in flight (each bounded) before closing their connections.
+        self._readable = False
+        await self._readers.close(abandoned_timeout_s=self._flush_timeout_s)
         writer, self._writer = self._writer, None
-        await trio.to_thread.run_sync(_close_all, reader, writer)
+        await trio.to_thread.run_sync(_close_all, writer, limiter=self._threads)
 
     def _report_unwritten(self) -> None:
         """Never silently: every write the store closes without, at error level."""
@@ -810,19 +860,28 @@ class SQLiteStore:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
         wait = math.inf if self._timeout_s is None else self._timeout_s
-        with trio.move_on_after(wait) as sending:
-            try:
-                await self._send.send(request)
-            except trio.BrokenResourceError:
-                raise StoreClosedError(f"{self.path}: store closed before commit") from None
-        if sending.cancelled_caught:
-            # The writer took no write for that long (a stuck disk, say): keep it.
-            stuck = StoreError(f"the writer took no write for {wait:g} s")
-            self._failed(stuck, trio.current_time(), retry=False)
-            self._keep(request)
-            return False
-        with trio.move_on_after(wait):
+        try:
+            # The queue has room but for a full one: no deadline (a cancel scope) to set.
+            self._send.send_nowait(request)
+        except trio.WouldBlock:
+            with trio.move_on_after(wait) as sending:
+                try:
+                    await self._send.send(request)
+                except trio.BrokenResourceError:
+                    raise StoreClosedError(f"{self.path}: store closed before commit") from None
+            if sending.cancelled_caught:
+                # The writer took no write for that long (a stuck disk, say): keep it.
+                stuck = StoreError(f"the writer took no write for {wait:g} s")
+                self._failed(stuck, trio.current_time(), retry=False)
+                self._keep(request)
+                return False
+        except trio.BrokenResourceError:
+            raise StoreClosedError(f"{self.path}: store closed before commit") from None
+        if math.isinf(wait):
             await request.done.wait()
+        else:
+            with trio.move_on_after(wait):
+                await request.done.wait()
         if request.error is not None:
             raise request.error
         return request.done.is_set() and not request.kept
@@ -832,23 +891,27 @@ class SQLiteStore:
         fn: Callable[[sqlite3.Connection], T],
         then: Callable[[T], U] | None = None,
     ) -> T | U:
-        """Run ``fn`` on the read connection in a worker thread, one read at a time (and
-        never while kept writes are being written); ``then`` runs on the result before the
-        next read or retry."""
+        """Run ``fn`` on a read connection in a worker thread, in call order (several side
+        by side, never while kept writes are being written); ``then`` runs on the result
+        before any retry of kept writes."""
+        if not self._readable:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            raise StoreClosedError(f"{self.path}: store is not running")
+        bound = math.inf if self._timeout_s is None else self._timeout_s
         try:
-            # Bounds the wait for the lock; a read that started always runs to its end.
-            with trio.fail_after(math.inf if self._timeout_s is None else self._timeout_s):
-                await self._read_lock.acquire()
-        except trio.TooSlowError:
-            raise StoreError(f"{self.path}: read not started within {self._timeout_s} s") from None
-        try:
-            conn = self._reader
-            if conn is None:
-                raise StoreClosedError(f"{self.path}: store is not running")
-            result = await trio.to_thread.run_sync(fn, conn)
-            return result if then is None else then(result)
-        finally:
-            self._read_lock.release()
+            return await self._readers.read(fn, then, bound=bound)
+        except ReadersClosed:
+            raise StoreClosedError(f"{self.path}: store is not running") from None
+        except ReadStuck:
+            raise StoreError(
+                f"{self.path}: read not started within {self._timeout_s} s "
+                "(no read finished meanwhile: the store is stuck)"
+            ) from None
+        except ReadOverdue as exc:
+            what = "abandoned to its thread" if exc.abandoned else "interrupted"
+            raise StoreError(
+                f"{self.path}: read not finished within {self._timeout_s} s ({what})"
+            ) from None
 
     async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
         """The ``(goal_id, session_id)`` row in the file, ``None`` if none or unreadable."""
@@ -1052,8 +1115,8 @@ class SQLiteStore:
             ]
 
         def with_kept(entries: list[LedgerEntry]) -> list[LedgerEntry]:
-            # Under the read lock no kept write is being written: each kept event is in
-            # what was just read or still kept, never both, never neither.
+            # While a read holds a connection no kept write is being written: each kept
+            # event is in what was just read or still kept, never both, never neither.
             kept = [
                 request
                 for request in self._kept

@@ -89,8 +89,16 @@ ReplyFrame: TypeAlias = DecisionFrame | ErrorFrame
 # --------------------------------------------------------------------------- encoding
 
 
+_ENCODERS: Final = {
+    allow_nan: json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan)
+    for allow_nan in (True, False)
+}
+"""What ``json.dumps(frame, separators=(",", ":"), allow_nan=...)`` would make, without a new
+encoder per frame."""
+
+
 def _line(frame: JsonObject, *, allow_nan: bool = True) -> bytes:
-    return json.dumps(frame, separators=(",", ":"), allow_nan=allow_nan).encode() + b"\n"
+    return _ENCODERS[allow_nan].encode(frame).encode() + b"\n"
 
 
 def encode_request(frame: PermissionFrame) -> bytes:
