@@ -42,6 +42,7 @@ from functools import cache
 import psutil
 import trio
 
+from nexo_trio.engine.reaper import children_of
 from nexo_trio.engine.stopping import signal_group
 
 _POLL_S = 0.02
@@ -192,18 +193,7 @@ def children(pid: int) -> list[int] | None:
     read: a process re-parented to ``pid`` meanwhile may be missing."""
     if not children_files():
         return None
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    found: list[int] = []
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as f:
-                found += [int(child) for child in f.read().split()]
-        except (OSError, ValueError):  # the thread ended meanwhile
-            continue
-    return found
+    return children_of(pid)
 
 
 def descendants(pid: int) -> list[int]:

@@ -377,9 +377,10 @@ def _children_files(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}/task/{pid}/children")
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     """The pids of ``pid``'s children, from the children file of each of its threads (a
-    child is listed under the thread that started it); empty when ``pid`` is gone."""
+    child is listed under the thread that started it); empty when ``pid`` is gone.
+    (Stdlib only, as all of this file: ``engine.process_tree`` uses it too.)"""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -407,7 +408,7 @@ def _walk_children(me: int) -> list[tuple[int, int, bool]]:
     pending = [me]
     while pending:
         parent = pending.pop()
-        for pid in _children(parent):
+        for pid in children_of(parent):
             if pid in seen:
                 continue
             stat = _stat(pid)
