@@ -50,6 +50,7 @@ import trio
 
 from nexo_trio.core.sandbox import BWRAP_INSTALL_HINT
 from nexo_trio.engine.api_gateway import ApiGateway
+from nexo_trio.engine.forked import ForkedProcess
 from nexo_trio.engine.process_tree import is_alive
 from nexo_trio.engine.stopping import signal_group
 
@@ -61,29 +62,11 @@ class SandboxStartError(OSError):
     """The sandbox could not be started (its message says why, for the outcome)."""
 
 
-class ConfinedProcess:
+class ConfinedProcess(ForkedProcess):
     """A started bwrap, with trio streams on its pipes: what the supervisor needs of a
     ``trio.Process`` (``pid``, ``returncode``, ``stdin``/``stdout``/``stderr``, ``wait``),
-    forked in the calling (trio) thread. See the module docstring for why."""
-
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        *,
-        stdin: trio.lowlevel.FdStream | None,
-        stdout: trio.lowlevel.FdStream,
-        stderr: trio.lowlevel.FdStream,
-    ) -> None:
-        self._popen = popen
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
-        self._lock = trio.Lock()
-        self._pidfd: int | None
-        try:
-            self._pidfd = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):  # no pidfds (Linux < 5.3): poll instead
-            self._pidfd = None
+    forked in the calling (trio) thread (:mod:`~nexo_trio.engine.forked`). See the module
+    docstring for why."""
 
     @classmethod
     def start(
@@ -134,38 +117,6 @@ class ConfinedProcess:
             stdout=trio.lowlevel.FdStream(out_r),
             stderr=trio.lowlevel.FdStream(err_r),
         )
-
-    @property
-    def pid(self) -> int:
-        """The bwrap monitor's pid."""
-        return self._popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once reaped (``-N``: killed by signal N), else ``None``."""
-        return self._popen.returncode
-
-    async def wait(self) -> int:
-        """Wait for bwrap to exit, reap it, return its exit status."""
-        async with self._lock:
-            while self._popen.poll() is None:
-                if self._pidfd is not None:
-                    await trio.lowlevel.wait_readable(self._pidfd)
-                else:
-                    await trio.sleep(_POLL_S)
-            self._release_pidfd()
-        assert self._popen.returncode is not None
-        return self._popen.returncode
-
-    def _release_pidfd(self) -> None:
-        if self._pidfd is not None:
-            trio.lowlevel.notify_closing(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-
-    def release(self) -> None:
-        """Close the pidfd (the pipes are the caller's to close)."""
-        self._release_pidfd()
 
 
 class StatusPipe:
