@@ -1,4 +1,4 @@
-"""The SQLite store's readers: a few read connections, handed out in call order.
+"""The stores' readers: a few read connections, handed out in call order.
 
 ::
 
@@ -6,12 +6,13 @@
                  │                                                                 │
                  └──── waits while others progress; fails only when none does ◀────┘
 
-WAL lets readers run side by side (and beside the writer), so an overload of reads is a
-queue, not a failure: a waiting read fails only when *no* read finished for a whole bound
-(the store is stuck, not busy). A read that runs past its bound is interrupted
-(``sqlite3_interrupt``); one that still does not return (a stuck disk, a read blocked in the
-kernel) is abandoned to its thread, which closes its connection when it returns, and a fresh
-connection takes its place in the pool.
+Readers run side by side, and beside the writer (SQLite's WAL, PostgreSQL's MVCC), so an
+overload of reads is a queue, not a failure: a waiting read fails only when *no* read
+finished for a whole bound (the store is stuck, not busy). A read that runs past its bound
+is interrupted (``sqlite3_interrupt``; PostgreSQL ends it by its ``statement_timeout``); one
+that still does not return (a stuck disk, a read blocked in the kernel) is abandoned to its
+thread, which closes its connection when it returns, and a fresh connection takes its place
+in the pool.
 
 An *exclusive* hold (the writer retrying kept writes, the store closing) queues like a read
 and, once at the head, waits until no connection is lent: nothing reads while it is held.
@@ -23,22 +24,26 @@ import collections
 import contextlib
 import logging
 import math
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import outcome
 import trio
 
 T = TypeVar("T")
+C = TypeVar("C", bound="_Closable")
 U = TypeVar("U")
 
 log = logging.getLogger("nexo_trio.store")
 
 INTERRUPT_GRACE_S = 0.5
 """How long a read interrupted at its bound has to return before it is abandoned."""
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class ReadStuck(Exception):
@@ -57,7 +62,7 @@ class ReadersClosed(Exception):
     """The pool is closed."""
 
 
-class _Turn:
+class _Turn(Generic[C]):
     """A place in the queue: a read (granted a connection, or ``None``: open a new one), or
     an exclusive hold."""
 
@@ -67,7 +72,7 @@ class _Turn:
         self.exclusive = exclusive
         self.granted = False
         self.closed = False
-        self.conn: sqlite3.Connection | None = None
+        self.conn: C | None = None
         self.event = trio.Event()
 
     def is_granted(self) -> bool:
@@ -75,7 +80,7 @@ class _Turn:
         return self.granted
 
 
-class _Call(Generic[T]):
+class _Call(Generic[C, T]):
     """One read running in a worker thread; its connection goes back to the pool once the
     thread returns, or is closed by the thread when the read was abandoned."""
 
@@ -86,6 +91,7 @@ class _Call(Generic[T]):
         "done",
         "fn",
         "give_up_at",
+        "interrupter",
         "lock",
         "result",
         "running",
@@ -93,13 +99,15 @@ class _Call(Generic[T]):
 
     def __init__(
         self,
-        conn: sqlite3.Connection | None,
-        fn: Callable[[sqlite3.Connection], T],
-        connect: Callable[[], sqlite3.Connection],
+        conn: C | None,
+        fn: Callable[[C], T],
+        connect: Callable[[], C],
+        interrupt: Callable[[C], None],
     ) -> None:
         self.conn = conn
         self.fn = fn
         self.connect = connect
+        self.interrupter = interrupt
         self.done = trio.Event()
         self.result: outcome.Outcome[T] | None = None
         self.lock = threading.Lock()
@@ -122,10 +130,11 @@ class _Call(Generic[T]):
                 conn.close()
 
     def interrupt(self) -> None:
-        """Ask SQLite to stop the running statement (thread-safe; a no-op between them)."""
+        """Ask the database to stop the running statement (thread-safe; a no-op between
+        them)."""
         with self.lock:
             if self.running and self.conn is not None:
-                self.conn.interrupt()
+                self.interrupter(self.conn)
 
     def abandon(self) -> bool:
         """Leave the read to its thread (which closes the connection); False if it has
@@ -137,36 +146,45 @@ class _Call(Generic[T]):
             return True
 
 
-class ReaderPool:
+class ReaderPool(Generic[C]):
     """Up to ``size`` read connections (opened on demand by ``connect``, in the read's
-    worker thread), lent in call order.
+    worker thread), lent in call order. ``interrupt`` asks a connection to stop its
+    running statement (from another thread); ``interrupted`` tells the error it raises.
 
     Blocking work runs in threads of trio's cache (``trio.lowlevel.start_thread_soon``): the
     store's reads never wait for a token of the process-wide ``trio.to_thread`` limiter,
     which the rest of the program may be using up.
     """
 
-    def __init__(self, size: int, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        size: int,
+        connect: Callable[[], C],
+        interrupt: Callable[[C], None],
+        interrupted: Callable[[BaseException], bool],
+    ) -> None:
         if size < 1:
             raise ValueError("a reader pool needs at least one connection")
         self._size = size
         self._connect = connect
-        self._idle: list[sqlite3.Connection] = []
+        self._interrupt = interrupt
+        self._interrupted = interrupted
+        self._idle: list[C] = []
         self._opened = 0
         """Connections open or being opened (idle, lent or about to be opened)."""
         self._lent = 0
         self._exclusive = False
-        self._queue: collections.deque[_Turn] = collections.deque()
+        self._queue: collections.deque[_Turn[C]] = collections.deque()
         self._closed = False
         self._progress_at = -math.inf
         """When a read (or an exclusive hold) last finished."""
-        self._abandoned: list[_Call[Any]] = []
-        self._running: set[_Call[Any]] = set()
+        self._abandoned: list[_Call[C, Any]] = []
+        self._running: set[_Call[C, Any]] = set()
         self._held_until = -math.inf
         """When the exclusive hold now held expects to end (see :meth:`exclusive`)."""
         self.interrupt_grace_s = INTERRUPT_GRACE_S
 
-    def add(self, conn: sqlite3.Connection) -> None:
+    def add(self, conn: C) -> None:
         """Put an already open connection in the pool."""
         self._idle.append(conn)
         self._opened += 1
@@ -216,7 +234,7 @@ class ReaderPool:
         self._progress_at = trio.current_time()
         self._dispatch()
 
-    async def _wait_turn(self, turn: _Turn, bound: float) -> None:
+    async def _wait_turn(self, turn: _Turn[C], bound: float) -> None:
         """Queue ``turn`` and wait until granted; :class:`ReadStuck` after ``bound`` seconds
         in which no read finished (``math.inf``: no bound)."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -249,7 +267,7 @@ class ReaderPool:
             start = max(start, call.give_up_at)
         return start + bound
 
-    def _waited(self, turn: _Turn, since: float, bound: float) -> bool:
+    def _waited(self, turn: _Turn[C], since: float, bound: float) -> bool:
         """Whether the wait of ``turn`` (since ``since``) is over: True once granted; raises
         once the pool closed, or when the wait is stuck (:meth:`_stuck_at`)."""
         if turn.closed:
@@ -260,7 +278,7 @@ class ReaderPool:
             raise ReadStuck
         return False
 
-    def _release(self, turn: _Turn, conn: sqlite3.Connection | None = None) -> None:
+    def _release(self, turn: _Turn[C], conn: C | None = None) -> None:
         if turn.exclusive:
             self._exclusive = False
         else:
@@ -275,7 +293,7 @@ class ReaderPool:
 
     async def read(
         self,
-        fn: Callable[[sqlite3.Connection], T],
+        fn: Callable[[C], T],
         then: Callable[[T], U] | None = None,
         *,
         bound: float = math.inf,
@@ -289,16 +307,16 @@ class ReaderPool:
         raised. A read that started is waited for (to its end or its bound) even when the
         caller is cancelled meanwhile; Cancelled comes after.
         """
-        turn = _Turn(exclusive=False)
+        turn: _Turn[C] = _Turn(exclusive=False)
         await self._wait_turn(turn, bound)
-        call = _Call(turn.conn, fn, self._connect)
+        call = _Call(turn.conn, fn, self._connect, self._interrupt)
         try:
             result = await self._run(call, bound)
             return result if then is None else then(result)
         finally:
             self._release(turn, None if call.abandoned else call.conn)
 
-    async def _run(self, call: _Call[T], bound: float) -> T:
+    async def _run(self, call: _Call[C, T], bound: float) -> T:
         token = trio.lowlevel.current_trio_token()
 
         def deliver(result: outcome.Outcome[T]) -> None:
@@ -319,7 +337,7 @@ class ReaderPool:
         finally:
             self._running.discard(call)
 
-    async def _wait_call(self, call: _Call[T], bound: float) -> T:
+    async def _wait_call(self, call: _Call[C, T], bound: float) -> T:
         overdue = False
         with trio.CancelScope(shield=True):
             with trio.move_on_after(bound):
@@ -335,7 +353,11 @@ class ReaderPool:
                 await call.done.wait()  # it returned just now: a moment
         await trio.lowlevel.checkpoint_if_cancelled()
         assert call.result is not None
-        if overdue and isinstance(call.result, outcome.Error) and _interrupted(call.result.error):
+        if (
+            overdue
+            and isinstance(call.result, outcome.Error)
+            and self._interrupted(call.result.error)
+        ):
             raise ReadOverdue(abandoned=False)
         return call.result.unwrap()
 
@@ -347,7 +369,7 @@ class ReaderPool:
         starts until the block ends. (Unbounded wait: every read it waits for is bounded.)
         ``expected_s`` is how long the hold may take by its own bounds: the reads waiting
         behind it count their bound from then, not from when it began."""
-        turn = _Turn(exclusive=True)
+        turn: _Turn[C] = _Turn(exclusive=True)
         await self._wait_turn(turn, math.inf)
         self._held_until = trio.current_time() + expected_s
         try:
@@ -382,11 +404,7 @@ class ReaderPool:
             )
 
 
-def _interrupted(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "interrupt" in str(exc)
-
-
-def _close_all(conns: list[sqlite3.Connection]) -> None:
+def _close_all(conns: list[C]) -> None:
     for conn in conns:
         conn.close()
 
