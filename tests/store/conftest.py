@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from nexo_trio.store import MemoryStore, Store, open_sqlite_store
+from nexo_trio.store.base import SharedStore
 
 
 @attrs.define
@@ -43,13 +44,36 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "nexo.db"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(
     request: pytest.FixtureRequest, clock: FakeClock, db_path: Path
 ) -> AsyncIterator[Store]:
-    """Each Store implementation, on the fake clock."""
+    """Each Store implementation, on the fake clock (PostgreSQL: a fresh database on the
+    test server)."""
     if request.param == "memory":
         yield MemoryStore(clock=clock)
-    else:
+    elif request.param == "sqlite":
         async with open_sqlite_store(db_path, clock=clock) as sqlite_store:
             yield sqlite_store
+    else:
+        from nexo_trio.store.postgres import open_postgres_store
+
+        url = request.getfixturevalue("pg_url")
+        async with open_postgres_store(url, clock=clock, lease_clock=clock) as pg_store:
+            yield pg_store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def shared_store(
+    request: pytest.FixtureRequest, clock: FakeClock, db_path: Path
+) -> AsyncIterator[SharedStore]:
+    """Each SharedStore implementation (leases, the queue, controls), on the fake clock."""
+    if request.param == "sqlite":
+        async with open_sqlite_store(db_path, clock=clock) as sqlite_store:
+            yield sqlite_store
+    else:
+        from nexo_trio.store.postgres import open_postgres_store
+
+        url = request.getfixturevalue("pg_url")
+        async with open_postgres_store(url, clock=clock, lease_clock=clock) as pg_store:
+            yield pg_store

@@ -175,3 +175,119 @@ class Store(Protocol):
     async def goals(self) -> list[GoalSummary]:
         """Every goal in the ledger, most recently active first."""
         ...
+
+
+@attrs.frozen
+class Lease:
+    """That ``owner`` (one orchestrator: a worker, or a ``nexo-trio run``) runs the goal until
+    ``until`` (seconds since the epoch, the store's clock) unless it renews the lease first.
+    Past ``until`` the lease is expired: anyone may take the goal over."""
+
+    goal_id: str
+    owner: str
+    until: float
+
+
+QUEUED = "queued"
+"""A submitted goal waiting for a worker, or leased by one (see :attr:`QueuedGoal.owner`)."""
+FINISHED = "finished"
+"""A submitted goal whose run ended (its ``goal_completed`` is in the ledger)."""
+
+
+@attrs.frozen
+class QueuedGoal:
+    """A goal submitted to the store's queue.
+
+    ``spec`` is the goal as submitted (its JSON form, :mod:`nexo_trio.wire.goal_spec`);
+    ``owner`` and ``lease_until`` are those of its live lease (``None`` when no one holds
+    one); ``claims`` counts the times a worker took it from the queue (more than one: a
+    worker died or handed it back, and another went on from the ledger)."""
+
+    goal_id: str
+    spec: dict[str, Any]
+    submitted_at: float
+    state: str
+    owner: str | None = None
+    lease_until: float | None = None
+    claims: int = 0
+    finished_at: float | None = None
+    outcome: str | None = None
+
+
+@attrs.frozen
+class ControlMessage:
+    """A control request for a goal, left in the store for whichever process runs it
+    (``request``: the control socket's request, as JSON); ``reply`` once answered."""
+
+    id: int
+    goal_id: str
+    request: dict[str, Any]
+    at: float
+    reply: dict[str, Any] | None = None
+
+
+class SharedStore(Store, Protocol):
+    """A store that orchestrators on many hosts share: leases, a goal queue, control
+    requests, and wake-ups (:meth:`wait_changed`).
+
+    Lease, queue and control operations are answers, not records: when the store cannot
+    write they fail (:class:`~nexo_trio.store.batched.StoreError`), they are never kept."""
+
+    async def take_lease(self, goal_id: str, owner: str, lease_s: float) -> Lease:
+        """Lease the goal to ``owner`` for ``lease_s`` seconds, unless another owner holds a
+        live lease on it; the lease that now holds (``owner`` is someone else's: refused).
+        Taking one's own lease again renews it."""
+        ...
+
+    async def renew_leases(self, owner: str, goal_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases of ``goal_ids`` by ``lease_s`` from now, in one write;
+        the goals still leased to ``owner`` (a lease lost meanwhile is not among them)."""
+        ...
+
+    async def release_lease(self, goal_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease of the goal (a no-op if it is not ``owner``'s)."""
+        ...
+
+    async def lease_of(self, goal_id: str) -> Lease | None:
+        """The goal's live lease, ``None`` if no one holds one."""
+        ...
+
+    async def submit(self, goal_id: str, spec: dict[str, Any]) -> bool:
+        """Queue the goal; ``False`` (nothing changed) if it is queued already. A finished
+        goal is queued again (its next run goes on from its ledger)."""
+        ...
+
+    async def claim(self, owner: str, lease_s: float, limit: int = 1) -> list[QueuedGoal]:
+        """Take up to ``limit`` queued goals that no one holds a live lease on, oldest
+        first, leasing each to ``owner``; concurrent claimers never get the same goal."""
+        ...
+
+    async def finish(self, goal_id: str, owner: str, outcome: str) -> bool:
+        """Mark a queued goal finished with ``outcome`` and release ``owner``'s lease of it;
+        ``False`` (nothing changed) if ``owner`` does not hold it."""
+        ...
+
+    async def queue(self) -> list[QueuedGoal]:
+        """Every submitted goal, oldest first."""
+        ...
+
+    async def post_control(self, goal_id: str, request: dict[str, Any]) -> int:
+        """Leave a control request for whichever process runs the goal; its id."""
+        ...
+
+    async def pending_controls(self, goal_ids: Sequence[str]) -> list[ControlMessage]:
+        """The unanswered control requests for ``goal_ids``, oldest first."""
+        ...
+
+    async def answer_control(self, control_id: int, reply: dict[str, Any]) -> None:
+        """Record the reply to a control request."""
+        ...
+
+    async def control(self, control_id: int) -> ControlMessage | None:
+        """A control request and its reply so far."""
+        ...
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Return once something may have changed (an event appended, a control posted, a
+        goal submitted or finished, by any process), or after ``timeout_s``."""
+        ...

@@ -41,6 +41,7 @@ from nexo_trio.store.faults import (
 )
 from nexo_trio.store.files import file_identity, prepare_database_file
 from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -96,6 +97,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE bindings",
         "ALTER TABLE bindings_v2 RENAME TO bindings",
         "CREATE INDEX bindings_goal_current ON bindings (goal_id, invalid, updated_at)",
+    ),
+    # v3: what orchestrators sharing the store coordinate with (see .shared): leases, the
+    # goal queue, control requests.
+    (
+        *SHARED_TABLES_SQL,
+        """
+        CREATE TABLE controls (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            goal_id     TEXT NOT NULL,
+            request     TEXT NOT NULL,  -- JSON
+            at          REAL NOT NULL,
+            reply       TEXT,           -- JSON, once answered
+            answered_at REAL
+        )
+        """,
+        "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
     ),
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
@@ -214,7 +231,7 @@ _LATEST_BINDING = f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? {_
 _LATEST_ROWID = f"SELECT rowid FROM bindings WHERE goal_id = ? {_LATEST_ORDER}"
 
 
-class SQLiteStore(BatchedStore[sqlite3.Connection]):
+class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
     """Bindings and ledger in a SQLite file (WAL), written by one service task (see
     :class:`~nexo_trio.store.batched.BatchedStore` for the writer, the readers and the
     options).
@@ -313,6 +330,20 @@ class SQLiteStore(BatchedStore[sqlite3.Connection]):
 
     def _is_interrupted(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "interrupt" in str(exc)
+
+    def _sql(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> sqlite3.Cursor:
+        return conn.execute(sql, params)
+
+    def _lease_now(self, conn: sqlite3.Connection) -> float:
+        return self._clock()
+
+    def _notify(self, conn: sqlite3.Connection) -> None:
+        """Nothing to do: a SQLite file has no listeners (:meth:`wait_changed` polls)."""
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Return after ``timeout_s``, or :data:`POLL_S` if sooner: a file tells no one that
+        it changed, so waiters look again that often."""
+        await trio.sleep(max(0.0, min(timeout_s, POLL_S)))
 
     async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
         """The ``(goal_id, session_id)`` row in the file, ``None`` if none or unreadable."""
@@ -563,6 +594,11 @@ class SQLiteStore(BatchedStore[sqlite3.Connection]):
             ]
 
         return await self._read(read)
+
+
+POLL_S = 0.2
+"""How often those waiting for a change in a SQLite store look (``events --follow``, a
+worker waiting for goals, a control request waiting for its answer)."""
 
 
 def _ms(seconds: float) -> int:

@@ -1,0 +1,668 @@
+"""The PostgreSQL :class:`~nexo_trio.store.base.SharedStore`: one database for many hosts.
+
+The same machinery as the SQLite store (:mod:`.batched`: one writer connection committing
+batches, a few read connections, writes the goals depend on kept in memory while the server
+cannot be reached), over ``psycopg`` 3 in worker threads. What is PostgreSQL's here:
+
+- Connections reconnect by themselves (:class:`_Link`): a server restart or a dropped
+  connection fails the transaction in flight (kept and retried, like a locked SQLite file)
+  and the next attempt opens a new connection.
+- A write waits at most the busy timeout for another's row lock (``lock_timeout``); a read
+  runs at most the store's timeout (``statement_timeout``: the server ends it).
+- The schema is created and migrated under an advisory lock, so workers starting together
+  do not race; a database of a newer nexo-trio is refused.
+- Leases are kept on the server's clock, so hosts whose clocks differ agree on expiry.
+- Every write that others may wait for (events, submits, finishes, controls, leases given
+  up) ends with ``NOTIFY nexo_changed``, delivered at commit; :meth:`wait_changed` listens
+  on a connection of its own, and every waiter looks again after a bound anyway.
+
+``psycopg`` is an optional dependency (``pip install 'nexo-trio[postgres]'``): importing this
+module without it raises :class:`PostgresMissingError` with that advice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.batched import (
+    BUSY_TIMEOUT_S,
+    READERS,
+    BatchedStore,
+    StoreError,
+    _Request,
+    pending_entries,
+    serving,
+)
+from nexo_trio.store.faults import RETRY_INITIAL_S, RETRY_MAX_S, UNWRITABLE_AFTER_S, is_operational
+from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
+from nexo_trio.store.urls import redact_url
+from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
+
+
+class PostgresMissingError(StoreError):
+    """A ``postgresql://`` store was asked for, and psycopg is not installed."""
+
+
+try:
+    import psycopg
+    import psycopg.errors
+    import psycopg.pq
+except ImportError as exc:  # pragma: no cover - the test environment has it
+    raise PostgresMissingError(
+        "a postgresql:// store needs psycopg 3: pip install 'nexo-trio[postgres]'"
+    ) from exc
+
+CHANNEL = "nexo_changed"
+"""The ``LISTEN`` / ``NOTIFY`` channel of the store's changes."""
+
+CONNECT_TIMEOUT_S = 10
+"""How long opening a connection may take."""
+
+_MIGRATION_LOCK = 0x6E65786F  # "nexo": the advisory lock migrations take
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # v1: bindings, the ledger, leases, the goal queue, control requests.
+    (
+        "CREATE SEQUENCE binding_puts",
+        """
+        CREATE TABLE bindings (
+            goal_id        TEXT NOT NULL,
+            session_id     TEXT NOT NULL,
+            model          TEXT,
+            workspace      TEXT,
+            created_at     DOUBLE PRECISION NOT NULL,
+            updated_at     DOUBLE PRECISION NOT NULL,
+            last_active_at DOUBLE PRECISION NOT NULL,
+            invalid        BOOLEAN NOT NULL DEFAULT FALSE,
+            put_seq        BIGINT NOT NULL DEFAULT nextval('binding_puts'),
+            PRIMARY KEY (goal_id, session_id)
+        )
+        """,
+        "CREATE INDEX bindings_goal_latest ON bindings (goal_id, updated_at DESC, put_seq DESC)",
+        """
+        CREATE TABLE ledger (
+            seq     BIGSERIAL PRIMARY KEY,
+            goal_id TEXT NOT NULL,
+            at      DOUBLE PRECISION NOT NULL,
+            kind    TEXT NOT NULL,
+            data    TEXT NOT NULL  -- JSON (orjson), exactly as encoded
+        )
+        """,
+        "CREATE INDEX ledger_goal_seq ON ledger (goal_id, seq)",
+        *SHARED_TABLES_SQL,
+        """
+        CREATE TABLE controls (
+            id          BIGSERIAL PRIMARY KEY,
+            goal_id     TEXT NOT NULL,
+            request     TEXT NOT NULL,
+            at          DOUBLE PRECISION NOT NULL,
+            reply       TEXT,
+            answered_at DOUBLE PRECISION
+        )
+        """,
+        "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
+    ),
+)
+"""Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (the ``nexo_schema``
+table). Append only: never edit a released step."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer nexo-trio than this one."""
+
+
+def _check_version(where: str, found: int, supported: int) -> None:
+    if found > supported:
+        raise SchemaVersionError(
+            f"{where}: database schema version {found} is newer than this nexo-trio "
+            f"supports (version {supported}); upgrade nexo-trio"
+        )
+
+
+class _Link:
+    """A connection that reconnects: the store's writer and each reader hold one.
+
+    ``conn`` is the live psycopg connection (opened again after it broke); the store uses
+    one link from one thread at a time."""
+
+    def __init__(self, url: str, options: str, *, on_connect: str | None = None) -> None:
+        self.url = url
+        self.options = options
+        self.on_connect = on_connect
+        """A statement run on every new connection (the listener's ``LISTEN``)."""
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        """The connection, opened (again) if needed (blocking)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+            self._conn = None
+            conn = self._conn = psycopg.connect(
+                self.url,
+                autocommit=True,  # the store issues BEGIN / COMMIT itself
+                connect_timeout=CONNECT_TIMEOUT_S,
+                options=self.options,
+                application_name="nexo-trio",
+            )
+            if self.on_connect is not None:
+                conn.execute(self.on_connect)
+        return conn
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        """Run one statement on the connection."""
+        return self.conn.execute(sql, params)
+
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (or failed and not rolled back)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return False
+        return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def cancel(self) -> None:
+        """Ask the server to stop the running statement (from another thread)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=1.0)
+
+
+_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _pyformat(sql: str) -> str:
+    """``:name`` parameters as psycopg's ``%(name)s``."""
+    return _NAMED.sub(r"%(\1)s", sql)
+
+
+def _binding(row: Sequence[Any]) -> Binding:
+    return Binding(
+        goal_id=row[0],
+        session_id=row[1],
+        model=row[2],
+        workspace=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        last_active_at=row[6],
+        invalid=bool(row[7]),
+    )
+
+
+_BINDING_COLUMNS = (
+    "goal_id, session_id, model, workspace, created_at, updated_at, last_active_at, invalid"
+)
+_LATEST = "ORDER BY updated_at DESC, put_seq DESC LIMIT 1"
+
+
+class PostgresStore(BatchedStore[_Link], SharedSql):
+    """Bindings, ledger, leases, the goal queue and control requests in a PostgreSQL
+    database (``url``: ``postgresql://user[:password]@host[:port]/db``), shared by any
+    number of processes on any number of hosts.
+
+    Options as :class:`~nexo_trio.store.batched.BatchedStore`'s. ``clock`` is the clock of
+    bindings and event times; leases use the server's clock unless ``lease_clock`` is
+    given (tests). The store's own trouble, whose writes are kept: the server unreachable
+    or restarting, a dropped connection, a lock held past ``busy_timeout_s``, a full disk
+    (psycopg's ``OperationalError``)."""
+
+    _SKIP_LOCKED = "FOR UPDATE OF q SKIP LOCKED"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_clock: Callable[[], float] | None = None,
+        timeout_s: float | None = 30.0,
+        flush_timeout_s: float = 5.0,
+        max_batch: int = 1000,
+        queue_size: int = 10_000,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        unwritable_after_s: float = UNWRITABLE_AFTER_S,
+        retry_initial_s: float = RETRY_INITIAL_S,
+        retry_max_s: float = RETRY_MAX_S,
+        readers: int = READERS,
+    ) -> None:
+        self.url = url
+        super().__init__(
+            redact_url(url),
+            clock=clock,
+            timeout_s=timeout_s,
+            flush_timeout_s=flush_timeout_s,
+            max_batch=max_batch,
+            queue_size=queue_size,
+            busy_timeout_s=busy_timeout_s,
+            unwritable_after_s=unwritable_after_s,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+            readers=readers,
+        )
+        self._lease_clock = lease_clock
+        self._lock_ms: int | None = None
+        self._lock_conn: psycopg.Connection[Any] | None = None
+        """The writer connection ``lock_timeout`` was set on (a new one needs it again)."""
+        self._listener: _Link | None = None
+        self._listening = threading.Lock()
+        """Held by the thread waiting for a notification (one at a time)."""
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _open(self) -> tuple[_Link, _Link]:
+        writer = _Link(self.url, "")
+        try:
+            self._migrate(writer)
+            reader = self._connect_reader()
+        except BaseException:
+            writer.close()
+            raise
+        return writer, reader
+
+    def _migrate(self, link: _Link) -> None:
+        supported = len(MIGRATIONS)
+        link.execute("BEGIN")
+        try:
+            link.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            link.execute("CREATE TABLE IF NOT EXISTS nexo_schema (version INTEGER NOT NULL)")
+            row = link.execute("SELECT max(version) FROM nexo_schema").fetchone()
+            found = 0 if row is None or row[0] is None else int(row[0])
+            _check_version(self.where, found, supported)
+            for version in range(found, supported):
+                for statement in MIGRATIONS[version]:
+                    link.execute(statement)
+                link.execute("INSERT INTO nexo_schema (version) VALUES (%s)", (version + 1,))
+            link.execute("COMMIT")
+        except BaseException:
+            if link.in_transaction():
+                with contextlib.suppress(psycopg.Error):
+                    link.execute("ROLLBACK")
+            raise
+
+    def _connect_reader(self) -> _Link:
+        options = "-c default_transaction_read_only=on"
+        if self._timeout_s is not None and math.isfinite(self._timeout_s):
+            options += f" -c statement_timeout={max(1, math.ceil(self._timeout_s * 1000))}"
+        link = _Link(self.url, options)
+        link.conn  # noqa: B018 - connect now, in this thread
+        return link
+
+    def _begin(self, conn: _Link, busy_ms: int) -> _Link:
+        if conn.in_transaction():  # what a failed attempt may leave behind
+            conn.execute("ROLLBACK")
+        fresh = conn.conn  # reconnects if it broke
+        if busy_ms != self._lock_ms or fresh is not self._lock_conn:
+            conn.execute(f"SET lock_timeout = {max(1, busy_ms):d}")
+            self._lock_ms, self._lock_conn = busy_ms, fresh
+        conn.execute("BEGIN")
+        return conn
+
+    def _abort(self, conn: _Link) -> None:
+        if conn.in_transaction():
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+
+    def _is_operational(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError) or is_operational(exc)
+
+    def _interrupt(self, conn: _Link) -> None:
+        conn.cancel()
+
+    def _is_interrupted(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.QueryCanceled)
+
+    def _sql(self, conn: _Link, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
+        return conn.execute(_pyformat(sql), params)
+
+    def _lease_now(self, conn: _Link) -> float:
+        if self._lease_clock is not None:
+            return self._lease_clock()
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def _notify(self, conn: _Link) -> None:
+        conn.execute(f"NOTIFY {CHANNEL}")
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Return once a ``NOTIFY`` of the store comes (any process's write that others
+        may wait for), or after ``timeout_s``. While the listener cannot connect, this
+        waits up to a second and returns: waiters look again anyway."""
+        if timeout_s <= 0:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await trio.to_thread.run_sync(self._listen, timeout_s, abandon_on_cancel=True)
+        except psycopg.Error:
+            await trio.sleep(min(timeout_s, 1.0))
+
+    def _listen(self, timeout_s: float) -> None:
+        """Wait (blocking) for a notification on the store's channel, at most
+        ``timeout_s``; while another thread waits already, just sleep a little."""
+        if not self._listening.acquire(blocking=False):
+            time.sleep(min(timeout_s, 0.2))
+            return
+        try:
+            if self._listener is None:
+                self._listener = _Link(self.url, "", on_connect=f"LISTEN {CHANNEL}")
+            try:
+                for _ in self._listener.conn.notifies(timeout=timeout_s, stop_after=1):
+                    pass
+            except psycopg.Error:
+                self._listener.close()  # the next wait connects (and listens) again
+                raise
+        finally:
+            self._listening.release()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer service (see :meth:`BatchedStore.run`); the listener is closed after."""
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(listener.close)
+
+    # -- Store -----------------------------------------------------------------------------
+
+    async def get_binding(
+        self,
+        goal_id: str,
+        *,
+        idle_ttl_s: float | None = None,
+        max_age_s: float | None = None,
+    ) -> Binding | None:
+        """The goal's current binding (see :class:`~nexo_trio.store.base.Binding`), or
+        ``None`` if it has none or it is too idle or too old; exactly at a limit counts."""
+
+        def read(conn: _Link) -> Binding | None:
+            row = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = %s {_LATEST}",
+                (goal_id,),
+            ).fetchone()
+            return None if row is None else _binding(row)
+
+        binding: Binding | None = await self._read(read)
+        if binding is None or binding.invalid:
+            return None
+        if not is_fresh(binding, now=self._clock(), idle_ttl_s=idle_ttl_s, max_age_s=max_age_s):
+            return None
+        return binding
+
+    async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
+        def read(conn: _Link) -> Binding | None:
+            row = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = %s AND session_id = %s",
+                (goal_id, session_id),
+            ).fetchone()
+            return None if row is None else _binding(row)
+
+        try:
+            found: Binding | None = await self._read(read)
+        except Exception as exc:
+            if isinstance(exc, StoreError) or self._is_operational(exc):
+                return None
+            raise
+        return found
+
+    async def put_binding(
+        self,
+        goal_id: str,
+        session_id: str,
+        *,
+        model: str | None = None,
+        workspace: str | None = None,
+    ) -> Binding:
+        """Bind the goal to ``session_id``, which becomes its current binding (see
+        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
+        now = self._clock()
+
+        def op(conn: _Link) -> Binding:
+            row = conn.execute(
+                f"SELECT {_BINDING_COLUMNS} FROM bindings "
+                "WHERE goal_id = %s AND session_id = %s FOR UPDATE",
+                (goal_id, session_id),
+            ).fetchone()
+            binding = rebind(
+                None if row is None else _binding(row),
+                goal_id,
+                session_id,
+                model=model,
+                workspace=workspace,
+                now=now,
+            )
+            # A put takes a new put_seq: the sequence that breaks updated_at ties.
+            conn.execute(
+                f"INSERT INTO bindings ({_BINDING_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (goal_id, session_id) DO UPDATE SET model = excluded.model, "
+                "workspace = excluded.workspace, created_at = excluded.created_at, "
+                "updated_at = excluded.updated_at, last_active_at = excluded.last_active_at, "
+                "invalid = excluded.invalid, put_seq = nextval('binding_puts')",
+                (
+                    binding.goal_id,
+                    binding.session_id,
+                    binding.model,
+                    binding.workspace,
+                    binding.created_at,
+                    binding.updated_at,
+                    binding.last_active_at,
+                    binding.invalid,
+                ),
+            )
+            return binding
+
+        request = _Request(
+            op, resilient=True, what=f"binding of goal {goal_id} to session {session_id}"
+        )
+        if await self._write_kept(request):
+            assert request.result is not None
+            result: Binding = request.result
+            return result
+        stored = await self._stored_binding(goal_id, session_id)
+        return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
+
+    async def mark_invalid(self, goal_id: str, session_id: str) -> None:
+        """Flag the goal's ``session_id`` row invalid, keeping it (and its times)."""
+
+        def op(conn: _Link) -> None:
+            conn.execute(
+                "UPDATE bindings SET invalid = TRUE WHERE goal_id = %s AND session_id = %s",
+                (goal_id, session_id),
+            )
+
+        what = f"invalid mark of goal {goal_id}'s session {session_id}"
+        await self._write_kept(_Request(op, resilient=True, what=what))
+
+    async def touch(self, goal_id: str) -> None:
+        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
+        now = self._clock()
+
+        def op(conn: _Link) -> None:
+            conn.execute(
+                "UPDATE bindings SET last_active_at = %s WHERE (goal_id, session_id) = ("
+                f"SELECT goal_id, session_id FROM bindings WHERE goal_id = %s {_LATEST}"
+                ") AND NOT invalid",
+                (now, goal_id),
+            )
+
+        await self._write_kept(_Request(op, resilient=True, what=f"touch of goal {goal_id}"))
+
+    async def list_bindings(
+        self,
+        *,
+        include_invalid: bool = False,
+        idle_ttl_s: float | None = None,
+        max_age_s: float | None = None,
+    ) -> list[Binding]:
+        """The current binding of each goal that has one; with ``include_invalid``, every
+        row instead. Most recently active first, filtered like :meth:`get_binding`."""
+
+        def read(conn: _Link) -> list[tuple[int, Binding]]:
+            if include_invalid:
+                sql = f"SELECT put_seq, {_BINDING_COLUMNS} FROM bindings"
+            else:
+                sql = (
+                    f"SELECT put_seq, {_BINDING_COLUMNS} FROM ("
+                    f"SELECT DISTINCT ON (goal_id) put_seq, {_BINDING_COLUMNS} FROM bindings "
+                    "ORDER BY goal_id, updated_at DESC, put_seq DESC) AS latest "
+                    "WHERE NOT invalid"
+                )
+            return [(row[0], _binding(row[1:])) for row in conn.execute(sql).fetchall()]
+
+        rows: list[tuple[int, Binding]] = await self._read(read)
+        now = self._clock()
+        return fresh_in_order(rows, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
+
+    async def purge_older_than(self, age_s: float) -> int:
+        """Delete every binding row not active for more than ``age_s`` seconds; how many."""
+        cutoff = self._clock() - age_s
+
+        def op(conn: _Link) -> int:
+            return conn.execute(
+                "DELETE FROM bindings WHERE last_active_at < %s", (cutoff,)
+            ).rowcount
+
+        purged: int = await self._write(op)
+        return purged
+
+    async def append_events(
+        self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Append ``(kind, data)`` events of a goal to the ledger, in order, atomically;
+        returns once committed, or kept in memory to be written before any later write."""
+        now = self._clock()
+        rows = [(goal_id, now, kind, encode_data(data).decode()) for kind, data in events]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return
+
+        def op(conn: _Link) -> None:
+            with conn.conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO ledger (goal_id, at, kind, data) VALUES (%s, %s, %s, %s)", rows
+                )
+            self._notify(conn)
+
+        what = f"{len(rows)} event(s) of goal {goal_id}"
+        await self._write_kept(_Request(op, resilient=True, what=what, rows=rows))
+
+    async def events(self, goal_id: str, *, after_seq: int = 0) -> list[LedgerEntry]:
+        """The goal's events with ``seq > after_seq``, in order; events kept in memory (not
+        written yet) come last, ``pending``."""
+
+        def read(conn: _Link) -> list[LedgerEntry]:
+            rows = conn.execute(
+                "SELECT seq, at, kind, data FROM ledger WHERE goal_id = %s AND seq > %s "
+                "ORDER BY seq",
+                (goal_id, after_seq),
+            ).fetchall()
+            return [
+                LedgerEntry(seq=seq, goal_id=goal_id, at=at, kind=kind, data=decode_data(data))
+                for seq, at, kind, data in rows
+            ]
+
+        def with_kept(entries: list[LedgerEntry]) -> list[LedgerEntry]:
+            kept = [
+                request
+                for request in self._kept
+                if request.rows[:1] and request.rows[0][0] == goal_id
+            ]
+            return entries + pending_entries(kept)
+
+        found: list[LedgerEntry] = await self._read(read, with_kept)
+        return found
+
+    async def goals(self) -> list[GoalSummary]:
+        """Every goal in the ledger, most recently active first."""
+
+        def read(conn: _Link) -> list[GoalSummary]:
+            rows = conn.execute(
+                """
+                SELECT g.goal_id, g.first_at, g.last_at, g.n, last.kind,
+                    (SELECT c.data FROM ledger AS c
+                     WHERE c.goal_id = g.goal_id AND c.kind = %(completed)s
+                       AND c.seq > COALESCE(
+                           (SELECT MAX(s.seq) FROM ledger AS s
+                            WHERE s.goal_id = g.goal_id AND s.kind = %(started)s), 0)
+                     ORDER BY c.seq DESC LIMIT 1)
+                FROM (SELECT goal_id, MIN(at) AS first_at, MAX(at) AS last_at,
+                             COUNT(*) AS n, MAX(seq) AS last_seq
+                      FROM ledger GROUP BY goal_id) AS g
+                JOIN ledger AS last ON last.seq = g.last_seq
+                ORDER BY g.last_at DESC, g.last_seq DESC
+                """,
+                {"completed": GOAL_COMPLETED, "started": GOAL_STARTED},
+            ).fetchall()
+            return [
+                GoalSummary(
+                    goal_id=goal_id,
+                    first_at=first_at,
+                    last_at=last_at,
+                    events=n,
+                    last_kind=last_kind,
+                    outcome=None if completed is None else outcome_kind(decode_data(completed)),
+                )
+                for goal_id, first_at, last_at, n, last_kind, completed in rows
+            ]
+
+        found: list[GoalSummary] = await self._read(read)
+        return found
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    url: str,
+    *,
+    clock: Callable[[], float] = time.time,
+    lease_clock: Callable[[], float] | None = None,
+    timeout_s: float | None = 30.0,
+    flush_timeout_s: float = 5.0,
+    busy_timeout_s: float = BUSY_TIMEOUT_S,
+    unwritable_after_s: float = UNWRITABLE_AFTER_S,
+) -> AsyncIterator[PostgresStore]:
+    """A running :class:`PostgresStore` on ``url`` (its schema created or migrated),
+    flushed and closed on exit. A server that cannot be reached raises
+    ``psycopg.OperationalError`` from here."""
+    store = PostgresStore(
+        url,
+        clock=clock,
+        lease_clock=lease_clock,
+        timeout_s=timeout_s,
+        flush_timeout_s=flush_timeout_s,
+        busy_timeout_s=busy_timeout_s,
+        unwritable_after_s=unwritable_after_s,
+    )
+    async with serving(store):
+        yield store
+
+
+__all__ = [
+    "CHANNEL",
+    "MIGRATIONS",
+    "PostgresMissingError",
+    "PostgresStore",
+    "SchemaVersionError",
+    "open_postgres_store",
+]

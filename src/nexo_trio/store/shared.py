@@ -1,0 +1,384 @@
+"""Leases, the goal queue and control requests: the SQL that SQLite and PostgreSQL share.
+
+A store that many orchestrators use at once (:class:`~nexo_trio.store.base.SharedStore`)
+coordinates through three tables (created by each store's migrations)::
+
+    leases    (goal_id PK, owner, until)         who runs a goal, until when unless renewed
+    goal_queue(goal_id PK, spec, state, ...)     goals submitted for workers
+    controls  (id, goal_id, request, reply, ...) control requests for whoever runs a goal
+
+Rules, in one place:
+
+- A lease is live while ``until >= now``. Taking a goal's lease succeeds when there is no
+  live lease of another owner: an upsert whose ``WHERE`` is that rule, so two takers can
+  never both win (the row is the arbiter, in either database).
+- Claiming takes the oldest queued goals without a live lease. On PostgreSQL the candidate
+  rows are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers pass each other
+  instead of queueing on the same row; SQLite serializes write transactions anyway.
+- ``now`` is the store's clock (:attr:`SharedSql._lease_now`): PostgreSQL's own clock by
+  default, so that hosts whose clocks differ still agree on when a lease expired.
+
+Operations are written once with ``:name`` parameters; :meth:`SharedSql._sql` runs them in
+the store's dialect.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from nexo_trio.store.base import FINISHED, QUEUED, ControlMessage, Lease, QueuedGoal
+from nexo_trio.wire.ledger_rows import decode_data, encode_data
+
+_QUEUE_COLUMNS = (
+    "q.goal_id, q.spec, q.submitted_at, q.state, l.owner, l.until, q.claims, q.finished_at, "
+    "q.outcome"
+)
+
+
+def _queued(row: Sequence[Any], now: float) -> QueuedGoal:
+    goal_id, spec, submitted_at, state, owner, until, claims, finished_at, outcome = row
+    live = until is not None and until >= now
+    return QueuedGoal(
+        goal_id=goal_id,
+        spec=decode_data(spec),
+        submitted_at=submitted_at,
+        state=state,
+        owner=owner if live else None,
+        lease_until=until if live else None,
+        claims=claims,
+        finished_at=finished_at,
+        outcome=outcome,
+    )
+
+
+def _control(row: Sequence[Any]) -> ControlMessage:
+    control_id, goal_id, request, at, reply = row
+    return ControlMessage(
+        id=control_id,
+        goal_id=goal_id,
+        request=orjson.loads(request),
+        at=at,
+        reply=None if reply is None else orjson.loads(reply),
+    )
+
+
+class SharedSql(abc.ABC):
+    """The :class:`~nexo_trio.store.base.SharedStore` operations, on a batched store.
+
+    Mixed into a :class:`~nexo_trio.store.batched.BatchedStore` subclass, which gives the
+    hooks below; each write is one request of the store's writer (batched with others, in
+    its own savepoint), each read one read of its pool."""
+
+    _SKIP_LOCKED = ""
+    """What locks claim candidates so that concurrent claimers skip each other."""
+
+    # -- hooks (the store's) ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _sql(self, conn: Any, sql: str, params: dict[str, Any]) -> Any:
+        """Run ``sql`` (``:name`` parameters) on ``conn``; its cursor."""
+
+    @abc.abstractmethod
+    def _lease_now(self, conn: Any) -> float:
+        """Now, by the clock leases are kept on (blocking: in the store's thread)."""
+
+    @abc.abstractmethod
+    def _notify(self, conn: Any) -> None:
+        """Tell listeners, once this transaction commits, that something changed."""
+
+    @abc.abstractmethod
+    async def _write(self, op: Any) -> Any: ...
+
+    @abc.abstractmethod
+    async def _read(self, fn: Any, then: Any = None) -> Any: ...
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _take(self, conn: Any, goal_id: str, owner: str, lease_s: float) -> Lease:
+        now = self._lease_now(conn)
+        params = {"goal_id": goal_id, "owner": owner, "until": now + lease_s, "now": now}
+        self._sql(
+            conn,
+            "INSERT INTO leases (goal_id, owner, until) VALUES (:goal_id, :owner, :until) "
+            "ON CONFLICT (goal_id) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+            "WHERE leases.owner = excluded.owner OR leases.until < :now",
+            params,
+        )
+        row = self._sql(
+            conn, "SELECT owner, until FROM leases WHERE goal_id = :goal_id", params
+        ).fetchone()
+        return Lease(goal_id=goal_id, owner=row[0], until=row[1])
+
+    async def take_lease(self, goal_id: str, owner: str, lease_s: float) -> Lease:
+        """Lease the goal to ``owner`` for ``lease_s`` seconds unless another owner holds a
+        live lease; the lease that now holds (someone else's: refused)."""
+        lease: Lease = await self._write(lambda conn: self._take(conn, goal_id, owner, lease_s))
+        return lease
+
+    async def renew_leases(self, owner: str, goal_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases of ``goal_ids`` by ``lease_s`` from now, in one write;
+        the goals still leased to ``owner`` (an expired lease that no one took is renewed:
+        the goal was never run by anyone else meanwhile)."""
+        wanted = list(dict.fromkeys(goal_ids))
+        if not wanted:
+            return set()
+
+        def op(conn: Any) -> set[str]:
+            now = self._lease_now(conn)
+            kept = set()
+            for goal_id in wanted:
+                cursor = self._sql(
+                    conn,
+                    "UPDATE leases SET until = :until WHERE goal_id = :goal_id AND owner = :owner",
+                    {"until": now + lease_s, "goal_id": goal_id, "owner": owner},
+                )
+                if cursor.rowcount:
+                    kept.add(goal_id)
+            return kept
+
+        renewed: set[str] = await self._write(op)
+        return renewed
+
+    async def release_lease(self, goal_id: str, owner: str) -> None:
+        """Give up ``owner``'s lease of the goal (a no-op if it is not ``owner``'s)."""
+
+        def op(conn: Any) -> None:
+            self._sql(
+                conn,
+                "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
+                {"goal_id": goal_id, "owner": owner},
+            )
+            self._notify(conn)
+
+        await self._write(op)
+
+    async def lease_of(self, goal_id: str) -> Lease | None:
+        """The goal's live lease, ``None`` if no one holds one."""
+
+        def read(conn: Any) -> Lease | None:
+            now = self._lease_now(conn)
+            row = self._sql(
+                conn,
+                "SELECT owner, until FROM leases WHERE goal_id = :goal_id AND until >= :now",
+                {"goal_id": goal_id, "now": now},
+            ).fetchone()
+            return None if row is None else Lease(goal_id=goal_id, owner=row[0], until=row[1])
+
+        lease: Lease | None = await self._read(read)
+        return lease
+
+    # -- the queue -------------------------------------------------------------------------
+
+    async def submit(self, goal_id: str, spec: dict[str, Any]) -> bool:
+        """Queue the goal; ``False`` (nothing changed) if it is queued already. A finished
+        goal is queued again, with the spec given."""
+        data = encode_data(spec).decode()
+
+        def op(conn: Any) -> bool:
+            now = self._lease_now(conn)
+            cursor = self._sql(
+                conn,
+                "INSERT INTO goal_queue (goal_id, spec, state, submitted_at, claims) "
+                "VALUES (:goal_id, :spec, :queued, :now, 0) "
+                "ON CONFLICT (goal_id) DO UPDATE SET spec = excluded.spec, state = :queued, "
+                "submitted_at = excluded.submitted_at, finished_at = NULL, outcome = NULL "
+                "WHERE goal_queue.state = :finished",
+                {
+                    "goal_id": goal_id,
+                    "spec": data,
+                    "queued": QUEUED,
+                    "finished": FINISHED,
+                    "now": now,
+                },
+            )
+            if cursor.rowcount:
+                self._notify(conn)
+            return bool(cursor.rowcount)
+
+        queued: bool = await self._write(op)
+        return queued
+
+    async def claim(self, owner: str, lease_s: float, limit: int = 1) -> list[QueuedGoal]:
+        """Take up to ``limit`` queued goals that no one holds a live lease on, oldest
+        first, leasing each to ``owner``; concurrent claimers never get the same goal."""
+
+        def op(conn: Any) -> list[QueuedGoal]:
+            now = self._lease_now(conn)
+            params = {"queued": QUEUED, "now": now, "limit": limit, "owner": owner}
+            candidates = self._sql(
+                conn,
+                "SELECT q.goal_id FROM goal_queue AS q "
+                "WHERE q.state = :queued AND NOT EXISTS (SELECT 1 FROM leases AS l "
+                "WHERE l.goal_id = q.goal_id AND l.until >= :now AND l.owner <> :owner) "
+                f"ORDER BY q.submitted_at, q.goal_id LIMIT :limit {self._SKIP_LOCKED}",
+                params,
+            ).fetchall()
+            claimed = []
+            for (goal_id,) in candidates:
+                lease = self._take(conn, goal_id, owner, lease_s)
+                if lease.owner != owner:  # taken by a `run` between the two statements
+                    continue
+                self._sql(
+                    conn,
+                    "UPDATE goal_queue SET claims = claims + 1 WHERE goal_id = :goal_id",
+                    {"goal_id": goal_id},
+                )
+                row = self._sql(
+                    conn,
+                    f"SELECT {_QUEUE_COLUMNS} FROM goal_queue AS q "
+                    "LEFT JOIN leases AS l ON l.goal_id = q.goal_id WHERE q.goal_id = :goal_id",
+                    {"goal_id": goal_id},
+                ).fetchone()
+                claimed.append(_queued(row, now))
+            return claimed
+
+        goals: list[QueuedGoal] = await self._write(op)
+        return goals
+
+    async def finish(self, goal_id: str, owner: str, outcome: str) -> bool:
+        """Mark a queued goal finished with ``outcome`` and release ``owner``'s lease of
+        it; ``False`` (nothing changed) if ``owner`` does not hold it."""
+
+        def op(conn: Any) -> bool:
+            now = self._lease_now(conn)
+            params = {
+                "goal_id": goal_id,
+                "owner": owner,
+                "outcome": outcome,
+                "now": now,
+                "finished": FINISHED,
+            }
+            held = self._sql(
+                conn,
+                "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
+                params,
+            ).rowcount
+            if not held:
+                return False
+            self._sql(
+                conn,
+                "UPDATE goal_queue SET state = :finished, finished_at = :now, "
+                "outcome = :outcome WHERE goal_id = :goal_id",
+                params,
+            )
+            self._notify(conn)
+            return True
+
+        done: bool = await self._write(op)
+        return done
+
+    async def queue(self) -> list[QueuedGoal]:
+        """Every submitted goal, oldest first."""
+
+        def read(conn: Any) -> list[QueuedGoal]:
+            now = self._lease_now(conn)
+            rows = self._sql(
+                conn,
+                f"SELECT {_QUEUE_COLUMNS} FROM goal_queue AS q "
+                "LEFT JOIN leases AS l ON l.goal_id = q.goal_id "
+                "ORDER BY q.submitted_at, q.goal_id",
+                {},
+            ).fetchall()
+            return [_queued(row, now) for row in rows]
+
+        goals: list[QueuedGoal] = await self._read(read)
+        return goals
+
+    # -- control requests ------------------------------------------------------------------
+
+    async def post_control(self, goal_id: str, request: dict[str, Any]) -> int:
+        """Leave a control request for whichever process runs the goal; its id."""
+        data = orjson.dumps(request).decode()
+
+        def op(conn: Any) -> int:
+            now = self._lease_now(conn)
+            row = self._sql(
+                conn,
+                "INSERT INTO controls (goal_id, request, at) VALUES (:goal_id, :request, :now) "
+                "RETURNING id",
+                {"goal_id": goal_id, "request": data, "now": now},
+            ).fetchone()
+            self._notify(conn)
+            return int(row[0])
+
+        control_id: int = await self._write(op)
+        return control_id
+
+    async def pending_controls(self, goal_ids: Sequence[str]) -> list[ControlMessage]:
+        """The unanswered control requests for ``goal_ids``, oldest first."""
+        wanted = set(goal_ids)
+        if not wanted:
+            return []
+
+        def read(conn: Any) -> list[ControlMessage]:
+            rows = self._sql(
+                conn,
+                "SELECT id, goal_id, request, at, reply FROM controls "
+                "WHERE reply IS NULL ORDER BY id",
+                {},
+            ).fetchall()
+            return [_control(row) for row in rows if row[1] in wanted]
+
+        found: list[ControlMessage] = await self._read(read)
+        return found
+
+    async def answer_control(self, control_id: int, reply: dict[str, Any]) -> None:
+        """Record the reply to a control request (the first reply stands)."""
+        data = orjson.dumps(reply).decode()
+
+        def op(conn: Any) -> None:
+            now = self._lease_now(conn)
+            self._sql(
+                conn,
+                "UPDATE controls SET reply = :reply, answered_at = :now "
+                "WHERE id = :id AND reply IS NULL",
+                {"reply": data, "now": now, "id": control_id},
+            )
+            self._notify(conn)
+
+        await self._write(op)
+
+    async def control(self, control_id: int) -> ControlMessage | None:
+        """A control request and its reply so far."""
+
+        def read(conn: Any) -> ControlMessage | None:
+            row = self._sql(
+                conn,
+                "SELECT id, goal_id, request, at, reply FROM controls WHERE id = :id",
+                {"id": control_id},
+            ).fetchone()
+            return None if row is None else _control(row)
+
+        found: ControlMessage | None = await self._read(read)
+        return found
+
+
+SHARED_TABLES_SQL = (
+    """
+    CREATE TABLE leases (
+        goal_id TEXT PRIMARY KEY NOT NULL,
+        owner   TEXT NOT NULL,
+        until   DOUBLE PRECISION NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE goal_queue (
+        goal_id      TEXT PRIMARY KEY NOT NULL,
+        spec         TEXT NOT NULL,  -- the goal as submitted, JSON
+        state        TEXT NOT NULL,  -- queued | finished
+        submitted_at DOUBLE PRECISION NOT NULL,
+        claims       INTEGER NOT NULL DEFAULT 0,
+        finished_at  DOUBLE PRECISION,
+        outcome      TEXT
+    )
+    """,
+    "CREATE INDEX goal_queue_waiting ON goal_queue (submitted_at, goal_id) WHERE state = 'queued'",
+)
+"""The lease and queue tables, the same in both databases (the ``controls`` table's id
+column differs: each store adds it)."""
+
+__all__ = ["SHARED_TABLES_SQL", "SharedSql"]
