@@ -34,6 +34,7 @@ def tests(session: nox.Session) -> None:
     for the sandbox tests when it is missing, as root (see :func:`_ensure_bubblewrap`)."""
     session.install("-e", ".", *_group("test"))
     _ensure_bubblewrap(session)
+    _ensure_postgresql(session)
     # The real-CLI tests are the e2e session's. Exit code 5 means "no tests collected": not
     # a failure of the suite.
     session.run("pytest", "-m", "not real_claude", *session.posargs, success_codes=[0, 5])
@@ -70,6 +71,32 @@ def _ensure_bubblewrap(session: nox.Session) -> None:
             session.run(*install, external=True, env=env)
         except nox.command.CommandFailed:
             session.warn("apt-get install bubblewrap failed: the sandbox tests will skip")
+
+
+def _ensure_postgresql(session: nox.Session) -> None:
+    """Install the PostgreSQL server (the PostgreSQL store's tests start a throwaway one, see
+    tests/pg_server.py) with apt-get when it is missing and we can: as root, with apt-get
+    there. A failure is logged, not fatal: the PostgreSQL tests then skip, saying how to get
+    it."""
+    debian = any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # not on PATH there
+    if os.environ.get("NEXO_PG_BIN") or debian or shutil.which("initdb") is not None:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.warn(
+            "initdb is not installed: the PostgreSQL tests will skip "
+            "(apt-get install postgresql-15, or set NEXO_PG_BIN)"
+        )
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ("apt-get", "install", "-y", "postgresql-15")
+    try:
+        session.run(*install, external=True, env=env)
+    except nox.command.CommandFailed:
+        try:  # a fresh machine may not have the package lists yet
+            session.run("apt-get", "update", external=True, env=env)
+            session.run(*install, external=True, env=env)
+        except nox.command.CommandFailed:
+            session.warn("apt-get install postgresql-15 failed: the PostgreSQL tests will skip")
 
 
 @nox.session

@@ -178,3 +178,13 @@ async def test_concurrent_claimers_never_share_a_goal(
     async with opener() as reader:
         rows = await reader.queue()
     assert {row.state for row in rows} == {FINISHED}
+
+
+async def test_a_claimer_does_not_claim_what_it_holds_already(
+    shared_store: SharedStore, clock: FakeClock
+) -> None:
+    await shared_store.submit("a", {"id": "a"})
+    assert [g.goal_id for g in await shared_store.claim("w", 30)] == ["a"]
+    assert await shared_store.claim("w", 30) == []
+    clock.advance(31)  # its own lease expired: then it may claim it again
+    assert [g.claims for g in await shared_store.claim("w", 30)] == [2]

@@ -18,6 +18,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "run",
         "Run goals until their checks pass (or a budget ends them).",
     ),
+    "submit": (
+        "nexo_trio.cli.queue",
+        "submit",
+        "Queue goals in the store for workers to run.",
+    ),
+    "worker": (
+        "nexo_trio.cli.queue",
+        "worker",
+        "Run queued goals (any number, on any hosts).",
+    ),
     "demo": (
         "nexo_trio.cli.demo",
         "demo",

@@ -35,8 +35,10 @@ from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import attrs
+import orjson
 import trio
 
 from nexo_trio.core.budget import exhausted_axis
@@ -91,11 +93,18 @@ from nexo_trio.orchestrator.goal_lock import (
     find_goal_runner,
 )
 from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
+from nexo_trio.orchestrator.leases import LeaseKeeper, new_owner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
-from nexo_trio.store.base import Store
-from nexo_trio.store.sqlite import open_sqlite_store
-from nexo_trio.wire.control_frames import ControlReply, ControlRequest
+from nexo_trio.store.base import SharedStore, Store
+from nexo_trio.store.location import StoreLocation
+from nexo_trio.wire.control_frames import (
+    ControlFrameError,
+    ControlReply,
+    ControlRequest,
+    decode_request,
+    encode_reply,
+)
 from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger, is_ledger_event
 
 log = logging.getLogger("nexo_trio.orchestrator")
@@ -189,6 +198,10 @@ class Orchestrator:
         self._nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_goals))
         self._epoch = 0.0
+        self.owner = new_owner()
+        """This orchestrator's name as a lease owner (``HOST:PID:RANDOM``)."""
+        self.leases: LeaseKeeper | None = None
+        """The goals' leases, when the store is one many hosts share (PostgreSQL)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,9 +215,7 @@ class Orchestrator:
         await stack.__aenter__()
         try:
             if self._store is None:
-                self._store = await stack.enter_async_context(
-                    open_sqlite_store(self.layout.database)
-                )
+                self._store = await stack.enter_async_context(self.store_location.open())
             # Services (the permission gate's socket) live in their own nursery, cancelled
             # once the goals' nursery has finished: LIFO exit order of the stack.
             services = await stack.enter_async_context(trio.open_nursery())
@@ -216,6 +227,11 @@ class Orchestrator:
             self.control = ControlServer(self.layout.control_socket(os.getpid()), self._on_control)
             await services.start(self.control.serve)
             services.start_soon(self._stop_goals_when_the_store_is_gone)
+            shared = _shared(self._store)
+            if shared is not None:
+                self.leases = LeaseKeeper(shared, self.owner, self.config.lease_timeout_s)
+                await services.start(self.leases.heartbeat, self._stop_leased_goal)
+                services.start_soon(self._serve_store_controls, shared)
             self._nursery = await stack.enter_async_context(trio.open_nursery())
         except BaseException:
             await stack.aclose()
@@ -356,6 +372,17 @@ class Orchestrator:
         return StateDir(self._resolve(self.config.state_dir))
 
     @property
+    def store_location(self) -> StoreLocation:
+        """The store the config names (a relative SQLite path is taken from ``base_dir``);
+        what the orchestrator opens unless given a store."""
+        store = self.config.store
+        location = StoreLocation.of(store, self.layout.root)
+        path = location.path
+        if store is not None and path is not None and not path.is_absolute():
+            return StoreLocation(str(self.base_dir / path))
+        return location
+
+    @property
     def state_dir(self) -> Path:
         """Where the ledger, bindings and per-goal files live."""
         return self.layout.root
@@ -426,9 +453,14 @@ class Orchestrator:
         await self.check_goal(goal)
         lock = await acquire_goal_lock(self.state_dir, goal.id)
         try:
-            # Folded once the lock is ours: a run that ended elsewhere just now is in it.
+            if self.leases is not None:
+                await self.leases.take(goal.id)  # GoalLeased: another host runs it
+            # Folded once the lock (and lease) is ours: a run that ended elsewhere just now
+            # is in it.
             handle = GoalHandle(goal, await self._recover(goal.id), restart=restart)
         except BaseException:
+            if self.leases is not None and goal.id in self.leases.held:
+                await self.leases.release(goal.id)
             await lock.release()
             raise
         self._goal_locks[goal.id] = lock
@@ -443,6 +475,8 @@ class Orchestrator:
         holder = await find_goal_runner(self.state_dir, goal.id)
         if holder is not None:
             raise GoalLocked(goal.id, holder)
+        if self.leases is not None:
+            await self.leases.check(goal.id)
         unknown = [name for name in goal.custom_check_names() if name not in self.registry]
         if unknown:
             known = ", ".join(self.registry.names) or "none"
@@ -602,6 +636,8 @@ class Orchestrator:
             del self._goals[goal.id]
             self._emit_locks.pop(goal.id, None)
             self._secrets.pop(goal.id, None)
+            if self.leases is not None:
+                await self.leases.release(goal.id)  # shielded and bounded
             lock = self._goal_locks.pop(goal.id, None)
             if lock is not None:
                 await lock.release()  # shielded: its end is recorded, another may run it
@@ -745,6 +781,43 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ control
 
+    async def _stop_leased_goal(self, goal_id: str, reason: str) -> None:
+        """Stop a goal whose lease is lost (or cannot be renewed): see :mod:`.leases`."""
+        await self.cancel_goal(goal_id, f"stopped here: {reason}")
+
+    async def _serve_store_controls(self, store: SharedStore) -> None:
+        """Answer the control requests other hosts leave in the store for the goals that
+        run here (``nexo-trio pause GOAL --store URL`` anywhere), as the control socket
+        answers this host's: woken by the store's notifications, looking again every
+        second at the latest."""
+        while True:
+            await store.wait_changed(1.0)
+            running = self.running()
+            if not running:
+                continue
+            try:
+                pending = await store.pending_controls(running)
+            except Exception as exc:  # the store's trouble: try again at the next wake-up
+                log.warning("could not read control requests: %s", exc)
+                continue
+            for message in pending:
+                reply = await self._store_control(message.request)
+                try:
+                    await store.answer_control(message.id, reply)
+                except Exception as exc:
+                    log.warning("could not answer control request %d: %s", message.id, exc)
+
+    async def _store_control(self, data: dict[str, object]) -> dict[str, object]:
+        """One control request from the store, as the control socket would answer it."""
+        try:
+            request = decode_request(orjson.dumps(data))
+        except ControlFrameError as exc:
+            reply = ControlReply(ok=False, message=str(exc), problem="invalid")
+        else:
+            reply = await self._on_control(request)
+        answer: dict[str, object] = orjson.loads(encode_reply(reply))
+        return answer
+
     async def _on_control(self, request: ControlRequest) -> ControlReply:
         """A request of another ``nexo-trio`` process (see :mod:`.control_server`): an
         operator control (:mod:`.control_ops`), or an answer to the human decider."""
@@ -815,3 +888,8 @@ def _api_address(base_url: str | None) -> str:
     url = urllib.parse.urlsplit(base_url or "https://api.anthropic.com")
     port = url.port or (80 if url.scheme == "http" else 443)
     return f"{url.hostname or 'api.anthropic.com'}:{port}"
+
+
+def _shared(store: Store) -> SharedStore | None:
+    """``store`` if many hosts share it (its leases and control requests then matter)."""
+    return cast("SharedStore", store) if getattr(store, "shared_by_hosts", False) else None

@@ -229,6 +229,10 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
 
     _SKIP_LOCKED = "FOR UPDATE OF q SKIP LOCKED"
 
+    shared_by_hosts = True
+    """Orchestrators on many hosts use it: they lease their goals and take control
+    requests from it (:mod:`nexo_trio.orchestrator.leases`)."""
+
     def __init__(
         self,
         url: str,
@@ -274,6 +278,10 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
         try:
             self._migrate(writer)
             reader = self._connect_reader()
+        except psycopg.OperationalError as exc:
+            writer.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"{self.where}: cannot open: {first}") from None
         except BaseException:
             writer.close()
             raise

@@ -15,6 +15,10 @@ Rules, in one place:
 - Claiming takes the oldest queued goals without a live lease. On PostgreSQL the candidate
   rows are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers pass each other
   instead of queueing on the same row; SQLite serializes write transactions anyway.
+- Locks are taken queue row first, lease row second, by claims and finishes alike, so the
+  two never deadlock. (Renewals lock only their owner's lease rows; a claim takes over only
+  expired leases: a deadlock between them needs a live owner with expired leases, and
+  PostgreSQL then fails one of the two, which is retried at its next round.)
 - ``now`` is the store's clock (:attr:`SharedSql._lease_now`): PostgreSQL's own clock by
   default, so that hosts whose clocks differ still agree on when a lease expired.
 
@@ -156,19 +160,19 @@ class SharedSql(abc.ABC):
 
         await self._write(op)
 
+    def _live_lease(self, conn: Any, goal_id: str, now: float) -> Lease | None:
+        row = self._sql(
+            conn,
+            "SELECT owner, until FROM leases WHERE goal_id = :goal_id AND until >= :now",
+            {"goal_id": goal_id, "now": now},
+        ).fetchone()
+        return None if row is None else Lease(goal_id=goal_id, owner=row[0], until=row[1])
+
     async def lease_of(self, goal_id: str) -> Lease | None:
         """The goal's live lease, ``None`` if no one holds one."""
-
-        def read(conn: Any) -> Lease | None:
-            now = self._lease_now(conn)
-            row = self._sql(
-                conn,
-                "SELECT owner, until FROM leases WHERE goal_id = :goal_id AND until >= :now",
-                {"goal_id": goal_id, "now": now},
-            ).fetchone()
-            return None if row is None else Lease(goal_id=goal_id, owner=row[0], until=row[1])
-
-        lease: Lease | None = await self._read(read)
+        lease: Lease | None = await self._read(
+            lambda conn: self._live_lease(conn, goal_id, self._lease_now(conn))
+        )
         return lease
 
     # -- the queue -------------------------------------------------------------------------
@@ -208,17 +212,25 @@ class SharedSql(abc.ABC):
 
         def op(conn: Any) -> list[QueuedGoal]:
             now = self._lease_now(conn)
-            params = {"queued": QUEUED, "now": now, "limit": limit, "owner": owner}
+            # Not a goal anyone holds a live lease on, the claimer included: a goal it
+            # runs already is not claimed again.
+            params = {"queued": QUEUED, "now": now, "limit": limit}
             candidates = self._sql(
                 conn,
                 "SELECT q.goal_id FROM goal_queue AS q "
                 "WHERE q.state = :queued AND NOT EXISTS (SELECT 1 FROM leases AS l "
-                "WHERE l.goal_id = q.goal_id AND l.until >= :now AND l.owner <> :owner) "
+                "WHERE l.goal_id = q.goal_id AND l.until >= :now) "
                 f"ORDER BY q.submitted_at, q.goal_id LIMIT :limit {self._SKIP_LOCKED}",
                 params,
             ).fetchall()
             claimed = []
             for (goal_id,) in candidates:
+                # Looked at again, by a statement of its own: on PostgreSQL a candidate
+                # row locked just after another claimer committed its lease passes the
+                # first check (its subquery saw the older snapshot). Taking that lease
+                # would wait for its holder, who may wait for our row lock: a deadlock.
+                if self._live_lease(conn, goal_id, now) is not None:
+                    continue
                 lease = self._take(conn, goal_id, owner, lease_s)
                 if lease.owner != owner:  # taken by a `run` between the two statements
                     continue
@@ -252,17 +264,19 @@ class SharedSql(abc.ABC):
                 "now": now,
                 "finished": FINISHED,
             }
+            # The queue row first, then the lease: the order claims lock them in.
             held = self._sql(
                 conn,
-                "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
+                "UPDATE goal_queue SET state = :finished, finished_at = :now, "
+                "outcome = :outcome WHERE goal_id = :goal_id AND EXISTS ("
+                "SELECT 1 FROM leases WHERE goal_id = :goal_id AND owner = :owner)",
                 params,
             ).rowcount
             if not held:
                 return False
             self._sql(
                 conn,
-                "UPDATE goal_queue SET state = :finished, finished_at = :now, "
-                "outcome = :outcome WHERE goal_id = :goal_id",
+                "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
                 params,
             )
             self._notify(conn)

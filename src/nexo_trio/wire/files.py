@@ -331,6 +331,7 @@ _FIELDS: Final[dict[type, dict[str, _Field]]] = {
         "turn_timeout_s": _Field("turn_timeout", _duration),
         "kill_grace_s": _Field("kill_grace", _duration),
         "line_cap": _Field(hook=_size),
+        "lease_timeout_s": _Field("lease_timeout", _duration),
     },
     PermissionSettings: {"tool_timeout_s": _Field("tool_timeout", _duration)},
 }
@@ -738,6 +739,25 @@ def goal_to_yaml(goal: Goal) -> str:
     """The goal as a goal file (durations in seconds); :func:`parse_goal` reads it back."""
     data = converter.unstructure(goal, Goal)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1_000_000)
+
+
+def goal_to_spec(goal: Goal) -> dict[str, Any]:
+    """The goal as JSON-ready data (a goal file's mapping; durations in seconds): what the
+    queue keeps of a submitted goal. :func:`goal_from_spec` reads it back."""
+    data: dict[str, Any] = converter.unstructure(goal, Goal)
+    return data
+
+
+def goal_from_spec(
+    spec: Mapping[str, Any], *, source: str, known_checks: Collection[str] | None = None
+) -> Goal:
+    """The goal :func:`goal_to_spec` made (checked as a goal file is); ``source`` names it
+    in errors. Raises :class:`FileFormatError`."""
+    return parse_goal(
+        yaml.safe_dump(dict(spec), sort_keys=False, allow_unicode=True, width=1_000_000),
+        source=source,
+        known_checks=known_checks,
+    )
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
