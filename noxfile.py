@@ -111,6 +111,7 @@ def e2e(session: nox.Session) -> None:
     """
     session.install("-e", ".", *_group("test"))
     _ensure_bubblewrap(session)
+    _ensure_postgresql(session)  # a goal moving hosts on a shared store
     env: dict[str, str] = {}
     wanted = f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"
     if os.environ.get("NEXO_CLAUDE_BIN"):

@@ -188,3 +188,14 @@ async def test_a_claimer_does_not_claim_what_it_holds_already(
     assert await shared_store.claim("w", 30) == []
     clock.advance(31)  # its own lease expired: then it may claim it again
     assert [g.claims for g in await shared_store.claim("w", 30)] == [2]
+
+
+async def test_transcripts_are_kept_per_session(shared_store: SharedStore) -> None:
+    assert await shared_store.get_transcript("g", "s") is None
+    blob = bytes(range(256)) * 1000
+    await shared_store.put_transcript("g", "s", blob)
+    await shared_store.put_transcript("g", "t", b"other")
+    assert await shared_store.get_transcript("g", "s") == blob
+    await shared_store.put_transcript("g", "s", b"newer")
+    assert await shared_store.get_transcript("g", "s") == b"newer"
+    assert await shared_store.get_transcript("h", "s") is None

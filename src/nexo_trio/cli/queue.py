@@ -37,7 +37,7 @@ from nexo_trio.core.settings import Config
 from nexo_trio.gate.socket_server import GateSocketError
 from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator, SandboxUnavailable
 from nexo_trio.orchestrator.worker import Worker
-from nexo_trio.store.base import QueuedGoal, SharedStore
+from nexo_trio.store.base import QueuedGoal, shared_store
 from nexo_trio.wire.files import FileFormatError, goal_from_spec, goal_to_spec
 
 
@@ -147,9 +147,11 @@ async def _work(orch: Orchestrator, config: Config, *, until_empty: bool, as_jso
             async with orch:
                 store = orch.store
                 assert orch.leases is not None
+                shared = shared_store(store)
+                assert shared is not None  # the location is PostgreSQL
                 work = Worker(
                     orch,
-                    _shared(store),
+                    shared,
                     concurrency=config.max_concurrent_goals,
                     load_goal=load_queued,
                     until_empty=until_empty,
@@ -188,8 +190,3 @@ async def _work(orch: Orchestrator, config: Config, *, until_empty: bool, as_jso
         err=True,
     )
     return 0
-
-
-def _shared(store: object) -> SharedStore:
-    assert getattr(store, "shared_by_hosts", False)
-    return store  # type: ignore[return-value]  # checked just above

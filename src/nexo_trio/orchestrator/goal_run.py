@@ -87,7 +87,8 @@ from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
 from nexo_trio.orchestrator.acceptance import Baseline, VerifierRegistry, evaluate
 from nexo_trio.orchestrator.git_workspace import checkpoint, diff_stat, restore
-from nexo_trio.store.base import Store
+from nexo_trio.orchestrator.transcripts import claude_dir, keep_transcript, restore_transcript
+from nexo_trio.store.base import SharedStore, Store, shared_store
 
 Emit = Callable[[GoalEvent], Awaitable[None]]
 TurnRunner = Callable[..., Awaitable[TurnResult]]
@@ -438,6 +439,9 @@ class GoalRun:
             env=env,
         )
         sandbox = await self._sandbox()
+        transcripts = self._transcripts(command.env)
+        if transcripts is not None and step.resume_session is not None:
+            await restore_transcript(*transcripts, step.resume_session, self.workspace)
         stop = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
@@ -467,6 +471,19 @@ class GoalRun:
         )
         changes, after = await self._changes(step)
         await self.emit(attrs.evolve(completed, changes=changes, after=after))
+        session = self.handle.state.session_id
+        if transcripts is not None and session is not None:
+            await keep_transcript(*transcripts, session, self.workspace)
+
+    def _transcripts(self, env: Mapping[str, str | None]) -> tuple[SharedStore, str, Path] | None:
+        """Where this goal's session transcripts are kept and where the CLI keeps them,
+        when the store is one hosts share (see :mod:`.transcripts`)."""
+        shared = shared_store(self.store)
+        if shared is None:
+            return None
+        base = os.environ if self.environ is None else self.environ
+        config_dir = claude_dir({**base, **env})
+        return None if config_dir is None else (shared, self.goal.id, config_dir)
 
     def _stream_file(self, step: RunTurn) -> Path | None:
         """The file keeping this turn's raw stdout, compressed:

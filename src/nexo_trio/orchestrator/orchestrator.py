@@ -35,7 +35,6 @@ from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import cast
 
 import attrs
 import orjson
@@ -96,7 +95,7 @@ from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, Tu
 from nexo_trio.orchestrator.leases import LeaseKeeper, new_owner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
-from nexo_trio.store.base import SharedStore, Store
+from nexo_trio.store.base import SharedStore, Store, shared_store
 from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.control_frames import (
     ControlFrameError,
@@ -227,7 +226,7 @@ class Orchestrator:
             self.control = ControlServer(self.layout.control_socket(os.getpid()), self._on_control)
             await services.start(self.control.serve)
             services.start_soon(self._stop_goals_when_the_store_is_gone)
-            shared = _shared(self._store)
+            shared = shared_store(self._store)
             if shared is not None:
                 self.leases = LeaseKeeper(shared, self.owner, self.config.lease_timeout_s)
                 await services.start(self.leases.heartbeat, self._stop_leased_goal)
@@ -888,8 +887,3 @@ def _api_address(base_url: str | None) -> str:
     url = urllib.parse.urlsplit(base_url or "https://api.anthropic.com")
     port = url.port or (80 if url.scheme == "http" else 443)
     return f"{url.hostname or 'api.anthropic.com'}:{port}"
-
-
-def _shared(store: Store) -> SharedStore | None:
-    """``store`` if many hosts share it (its leases and control requests then matter)."""
-    return cast("SharedStore", store) if getattr(store, "shared_by_hosts", False) else None

@@ -8,7 +8,7 @@ seconds since the epoch from the store's clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -287,7 +287,21 @@ class SharedStore(Store, Protocol):
         """A control request and its reply so far."""
         ...
 
+    async def put_transcript(self, goal_id: str, session_id: str, data: bytes) -> None:
+        """Keep (replace) a session's transcript file (gzip-compressed bytes)."""
+        ...
+
+    async def get_transcript(self, goal_id: str, session_id: str) -> bytes | None:
+        """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
+        ...
+
     async def wait_changed(self, timeout_s: float) -> None:
         """Return once something may have changed (an event appended, a control posted, a
         goal submitted or finished, by any process), or after ``timeout_s``."""
         ...
+
+
+def shared_store(store: Store) -> SharedStore | None:
+    """``store`` if orchestrators on many hosts share it (PostgreSQL: its leases, control
+    requests and transcripts then matter), else ``None``."""
+    return cast("SharedStore", store) if getattr(store, "shared_by_hosts", False) else None

@@ -112,6 +112,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
+        """
+        CREATE TABLE transcripts (
+            goal_id    TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            data       BYTEA NOT NULL,
+            at         DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (goal_id, session_id)
+        )
+        """,
     ),
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (the ``nexo_schema``

@@ -6,6 +6,7 @@ coordinates through three tables (created by each store's migrations)::
     leases    (goal_id PK, owner, until)         who runs a goal, until when unless renewed
     goal_queue(goal_id PK, spec, state, ...)     goals submitted for workers
     controls  (id, goal_id, request, reply, ...) control requests for whoever runs a goal
+    transcripts (goal_id, session_id PK, data)   the CLI's session files (gzip), per session
 
 Rules, in one place:
 
@@ -368,6 +369,39 @@ class SharedSql(abc.ABC):
             return None if row is None else _control(row)
 
         found: ControlMessage | None = await self._read(read)
+        return found
+
+    # -- session transcripts ---------------------------------------------------------------
+
+    async def put_transcript(self, goal_id: str, session_id: str, data: bytes) -> None:
+        """Keep (replace) a session's transcript file (gzip-compressed bytes)."""
+
+        def op(conn: Any) -> None:
+            now = self._lease_now(conn)
+            self._sql(
+                conn,
+                "INSERT INTO transcripts (goal_id, session_id, data, at) "
+                "VALUES (:goal_id, :session_id, :data, :now) "
+                "ON CONFLICT (goal_id, session_id) DO UPDATE SET data = excluded.data, "
+                "at = excluded.at",
+                {"goal_id": goal_id, "session_id": session_id, "data": data, "now": now},
+            )
+
+        await self._write(op)
+
+    async def get_transcript(self, goal_id: str, session_id: str) -> bytes | None:
+        """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
+
+        def read(conn: Any) -> bytes | None:
+            row = self._sql(
+                conn,
+                "SELECT data FROM transcripts WHERE goal_id = :goal_id "
+                "AND session_id = :session_id",
+                {"goal_id": goal_id, "session_id": session_id},
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        found: bytes | None = await self._read(read)
         return found
 
 

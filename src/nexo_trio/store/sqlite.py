@@ -113,6 +113,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
+        """
+        CREATE TABLE transcripts (
+            goal_id    TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            data       BLOB NOT NULL,  -- the CLI's session file, gzip-compressed
+            at         REAL NOT NULL,
+            PRIMARY KEY (goal_id, session_id)
+        )
+        """,
     ),
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
