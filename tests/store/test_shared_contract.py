@@ -199,3 +199,29 @@ async def test_transcripts_are_kept_per_session(shared_store: SharedStore) -> No
     await shared_store.put_transcript("g", "s", b"newer")
     assert await shared_store.get_transcript("g", "s") == b"newer"
     assert await shared_store.get_transcript("h", "s") is None
+
+
+async def test_a_waiter_wakes_when_another_store_submits(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: ``wait_changed`` returns on the other process's NOTIFY, long before its
+    bound; a waiter of another kind of change sleeps on."""
+    from nexo_trio.store.base import CONTROLS, QUEUE
+    from nexo_trio.store.postgres import open_postgres_store
+
+    async with open_postgres_store(pg_url) as waiter, open_postgres_store(pg_url) as other:
+        await waiter.wait_changed(0.2)  # the listener connects
+        woke: dict[str, float] = {}
+
+        async def wait(name: str, what: tuple[str, ...]) -> None:
+            start = trio.current_time()
+            await waiter.wait_changed(5.0, what)
+            woke[name] = trio.current_time() - start
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "queue", (QUEUE,))
+            nursery.start_soon(wait, "controls", (CONTROLS,))
+            await trio.sleep(0.3)
+            await other.submit("a", {"id": "a"})
+    assert woke["queue"] < 1.5
+    assert woke["controls"] >= 4.5

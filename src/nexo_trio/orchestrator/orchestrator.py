@@ -95,7 +95,7 @@ from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, Tu
 from nexo_trio.orchestrator.leases import LeaseKeeper, new_owner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
-from nexo_trio.store.base import SharedStore, Store, shared_store
+from nexo_trio.store.base import CONTROLS, SharedStore, Store, shared_store
 from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.control_frames import (
     ControlFrameError,
@@ -790,7 +790,7 @@ class Orchestrator:
         answers this host's: woken by the store's notifications, looking again every
         second at the latest."""
         while True:
-            await store.wait_changed(1.0)
+            await store.wait_changed(1.0, (CONTROLS,))
             running = self.running()
             if not running:
                 continue

@@ -37,7 +37,7 @@ from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.orchestrator.goal_run import GoalHandle
 from nexo_trio.orchestrator.orchestrator import Orchestrator
-from nexo_trio.store.base import QueuedGoal, SharedStore
+from nexo_trio.store.base import QUEUE, QueuedGoal, SharedStore
 
 log = logging.getLogger("nexo_trio.worker")
 
@@ -144,7 +144,7 @@ class Worker:
                 if len(self._running) < self.concurrency:
                     waiters.start_soon(
                         self._then_cancel,
-                        self.store.wait_changed(IDLE_WAIT_S),
+                        self.store.wait_changed(IDLE_WAIT_S, (QUEUE,)),
                         waiters.cancel_scope,
                     )
                 waiters.start_soon(self._then_cancel, self._wake.wait(), waiters.cancel_scope)

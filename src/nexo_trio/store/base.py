@@ -188,6 +188,14 @@ class Lease:
     until: float
 
 
+EVENTS = "events"
+"""What :meth:`SharedStore.wait_changed` waits for: a goal's events appended..."""
+QUEUE = "queue"
+"""...a goal submitted, finished or handed back..."""
+CONTROLS = "controls"
+"""...a control request posted or answered."""
+CHANGES = (EVENTS, QUEUE, CONTROLS)
+
 QUEUED = "queued"
 """A submitted goal waiting for a worker, or leased by one (see :attr:`QueuedGoal.owner`)."""
 FINISHED = "finished"
@@ -295,9 +303,9 @@ class SharedStore(Store, Protocol):
         """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
         ...
 
-    async def wait_changed(self, timeout_s: float) -> None:
-        """Return once something may have changed (an event appended, a control posted, a
-        goal submitted or finished, by any process), or after ``timeout_s``."""
+    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
+        """Return once something of ``what`` (:data:`CHANGES`) may have changed, by any
+        process, or after ``timeout_s``; a waiter looks again either way."""
         ...
 
 

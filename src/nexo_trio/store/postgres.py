@@ -13,8 +13,10 @@ cannot be reached), over ``psycopg`` 3 in worker threads. What is PostgreSQL's h
   do not race; a database of a newer nexo-trio is refused.
 - Leases are kept on the server's clock, so hosts whose clocks differ agree on expiry.
 - Every write that others may wait for (events, submits, finishes, controls, leases given
-  up) ends with ``NOTIFY nexo_changed``, delivered at commit; :meth:`wait_changed` listens
-  on a connection of its own, and every waiter looks again after a bound anyway.
+  up) ends with ``NOTIFY nexo_changed, 'WHAT'`` (``events``, ``queue``, ``controls``),
+  delivered at commit. One listener connection per store, opened at the first
+  :meth:`wait_changed`, wakes the waiters of each kind; every waiter looks again after its
+  bound anyway, so a lost notification only delays.
 
 ``psycopg`` is an optional dependency (``pip install 'nexo-trio[postgres]'``): importing this
 module without it raises :class:`PostgresMissingError` with that advice.
@@ -23,17 +25,17 @@ module without it raises :class:`PostgresMissingError` with that advice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
-from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.base import CHANGES, EVENTS, Binding, GoalSummary, LedgerEntry
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
@@ -48,6 +50,11 @@ from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order,
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.store.urls import redact_url
 from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
+
+log = logging.getLogger("nexo_trio.store")
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class PostgresMissingError(StoreError):
@@ -68,6 +75,10 @@ CHANNEL = "nexo_changed"
 
 CONNECT_TIMEOUT_S = 10
 """How long opening a connection may take."""
+
+LISTEN_POLL_S = 0.5
+"""How long the listener's thread waits for a notification at a time (what a shutdown may
+wait for it)."""
 
 _MIGRATION_LOCK = 0x6E65786F  # "nexo": the advisory lock migrations take
 
@@ -129,6 +140,19 @@ table). Append only: never edit a released step."""
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer nexo-trio than this one."""
+
+
+def _next_notifications(link: _Link, timeout_s: float) -> set[str]:
+    """The payloads of the notifications that come within ``timeout_s`` (blocking): the
+    first one, and any others already there."""
+    heard: set[str] = set()
+    conn = link.conn
+    for notify in conn.notifies(timeout=timeout_s, stop_after=1):
+        heard.add(notify.payload)
+    if heard:
+        for notify in conn.notifies(timeout=0.0):
+            heard.add(notify.payload)
+    return heard
 
 
 def _check_version(where: str, found: int, supported: int) -> None:
@@ -276,9 +300,10 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
         self._lock_ms: int | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         """The writer connection ``lock_timeout`` was set on (a new one needs it again)."""
-        self._listener: _Link | None = None
-        self._listening = threading.Lock()
-        """Held by the thread waiting for a notification (one at a time)."""
+        self._wanted = trio.Event()
+        """Set at the first :meth:`wait_changed`: the listener connects then."""
+        self._generations = dict.fromkeys(CHANGES, 0)
+        self._changed = trio.lowlevel.ParkingLot()
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -358,48 +383,65 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
         assert row is not None
         return float(row[0])
 
-    def _notify(self, conn: _Link) -> None:
-        conn.execute(f"NOTIFY {CHANNEL}")
+    def _notify(self, conn: _Link, what: str) -> None:
+        conn.execute(f"NOTIFY {CHANNEL}, '{what}'")  # what: one of CHANGES, ours
 
-    async def wait_changed(self, timeout_s: float) -> None:
-        """Return once a ``NOTIFY`` of the store comes (any process's write that others
-        may wait for), or after ``timeout_s``. While the listener cannot connect, this
-        waits up to a second and returns: waiters look again anyway."""
-        if timeout_s <= 0:
-            await trio.lowlevel.checkpoint()
-            return
-        try:
-            await trio.to_thread.run_sync(self._listen, timeout_s, abandon_on_cancel=True)
-        except psycopg.Error:
-            await trio.sleep(min(timeout_s, 1.0))
+    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
+        """Return once a ``NOTIFY`` of ``what`` comes (any process's write), or after
+        ``timeout_s``. The store's one listener connection serves every waiter of the
+        process; it is opened at the first wait. While it cannot connect, waiters just
+        wait their time out (and look again anyway)."""
+        self._wanted.set()
+        wanted = set(what)
+        seen = {name: self._generations[name] for name in wanted}
+        with trio.move_on_after(max(0.0, timeout_s)):
+            while all(self._generations[name] == seen[name] for name in wanted):
+                await self._changed.park()
+        await trio.lowlevel.checkpoint()
 
-    def _listen(self, timeout_s: float) -> None:
-        """Wait (blocking) for a notification on the store's channel, at most
-        ``timeout_s``; while another thread waits already, just sleep a little."""
-        if not self._listening.acquire(blocking=False):
-            time.sleep(min(timeout_s, 0.2))
-            return
+    def _heard(self, payloads: set[str]) -> None:
+        """Notifications came: wake the waiters of each (an empty payload: of all)."""
+        for name in CHANGES if "" in payloads else payloads & set(CHANGES):
+            self._generations[name] += 1
+        self._changed.unpark_all()
+
+    async def _listen(self) -> None:
+        """The listener service: once someone waits, ``LISTEN`` on a connection of its own
+        and hand each notification to the waiters; reconnect (after a second) when the
+        connection breaks. Never raises: the writer beside it must not be cancelled."""
+        await self._wanted.wait()
+        link = _Link(self.url, "", on_connect=f"LISTEN {CHANNEL}")
         try:
-            if self._listener is None:
-                self._listener = _Link(self.url, "", on_connect=f"LISTEN {CHANNEL}")
-            try:
-                for _ in self._listener.conn.notifies(timeout=timeout_s, stop_after=1):
-                    pass
-            except psycopg.Error:
-                self._listener.close()  # the next wait connects (and listens) again
-                raise
+            while True:
+                try:
+                    heard = await trio.to_thread.run_sync(_next_notifications, link, LISTEN_POLL_S)
+                except psycopg.Error as exc:
+                    log.warning("%s: listener: %s (waiters poll meanwhile)", self.where, exc)
+                    await trio.to_thread.run_sync(link.close)
+                    await trio.sleep(1.0)
+                    continue
+                if heard:
+                    self._heard(heard)
         finally:
-            self._listening.release()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(link.close)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer service (see :meth:`BatchedStore.run`); the listener is closed after."""
-        try:
+        """The writer service (see :meth:`BatchedStore.run`) and, beside it, the listener
+        of :meth:`wait_changed`."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen)
             await super().run(task_status=task_status)
-        finally:
-            listener, self._listener = self._listener, None
-            if listener is not None:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(listener.close)
+
+    async def _read(self, fn: Callable[[_Link], T], then: Callable[[T], U] | None = None) -> T | U:
+        """A read (see :meth:`BatchedStore._read`); the server's or the connection's
+        failure is a :class:`StoreError` naming the database, as a SQLite read's is."""
+        try:
+            return await super()._read(fn, then)
+        except psycopg.Error as exc:
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise StoreError(f"{self.where}: read failed: {first}") from exc
 
     # -- Store -----------------------------------------------------------------------------
 
@@ -580,7 +622,7 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
                 cursor.executemany(
                     "INSERT INTO ledger (goal_id, at, kind, data) VALUES (%s, %s, %s, %s)", rows
                 )
-            self._notify(conn)
+            self._notify(conn, EVENTS)
 
         what = f"{len(rows)} event(s) of goal {goal_id}"
         await self._write_kept(_Request(op, resilient=True, what=what, rows=rows))

@@ -35,7 +35,15 @@ from typing import Any
 
 import orjson
 
-from nexo_trio.store.base import FINISHED, QUEUED, ControlMessage, Lease, QueuedGoal
+from nexo_trio.store.base import (
+    CONTROLS,
+    FINISHED,
+    QUEUE,
+    QUEUED,
+    ControlMessage,
+    Lease,
+    QueuedGoal,
+)
 from nexo_trio.wire.ledger_rows import decode_data, encode_data
 
 _QUEUE_COLUMNS = (
@@ -92,8 +100,9 @@ class SharedSql(abc.ABC):
         """Now, by the clock leases are kept on (blocking: in the store's thread)."""
 
     @abc.abstractmethod
-    def _notify(self, conn: Any) -> None:
-        """Tell listeners, once this transaction commits, that something changed."""
+    def _notify(self, conn: Any, what: str) -> None:
+        """Tell listeners of ``what`` (:data:`~nexo_trio.store.base.CHANGES`), once this
+        transaction commits, that it changed."""
 
     @abc.abstractmethod
     async def _write(self, op: Any) -> Any: ...
@@ -157,7 +166,7 @@ class SharedSql(abc.ABC):
                 "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
                 {"goal_id": goal_id, "owner": owner},
             )
-            self._notify(conn)
+            self._notify(conn, QUEUE)
 
         await self._write(op)
 
@@ -201,7 +210,7 @@ class SharedSql(abc.ABC):
                 },
             )
             if cursor.rowcount:
-                self._notify(conn)
+                self._notify(conn, QUEUE)
             return bool(cursor.rowcount)
 
         queued: bool = await self._write(op)
@@ -280,7 +289,7 @@ class SharedSql(abc.ABC):
                 "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
                 params,
             )
-            self._notify(conn)
+            self._notify(conn, QUEUE)
             return True
 
         done: bool = await self._write(op)
@@ -317,7 +326,7 @@ class SharedSql(abc.ABC):
                 "RETURNING id",
                 {"goal_id": goal_id, "request": data, "now": now},
             ).fetchone()
-            self._notify(conn)
+            self._notify(conn, CONTROLS)
             return int(row[0])
 
         control_id: int = await self._write(op)
@@ -353,7 +362,7 @@ class SharedSql(abc.ABC):
                 "WHERE id = :id AND reply IS NULL",
                 {"reply": data, "now": now, "id": control_id},
             )
-            self._notify(conn)
+            self._notify(conn, CONTROLS)
 
         await self._write(op)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.base import CHANGES, Binding, GoalSummary, LedgerEntry
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
@@ -346,10 +346,10 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
     def _lease_now(self, conn: sqlite3.Connection) -> float:
         return self._clock()
 
-    def _notify(self, conn: sqlite3.Connection) -> None:
+    def _notify(self, conn: sqlite3.Connection, what: str) -> None:
         """Nothing to do: a SQLite file has no listeners (:meth:`wait_changed` polls)."""
 
-    async def wait_changed(self, timeout_s: float) -> None:
+    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
         """Return after ``timeout_s``, or :data:`POLL_S` if sooner: a file tells no one that
         it changed, so waiters look again that often."""
         await trio.sleep(max(0.0, min(timeout_s, POLL_S)))
