@@ -225,3 +225,18 @@ async def test_a_waiter_wakes_when_another_store_submits(
             await other.submit("a", {"id": "a"})
     assert woke["queue"] < 1.5
     assert woke["controls"] >= 4.5
+
+
+async def test_appends_of_a_goal_leased_to_another_owner_are_fenced(pg_url: str) -> None:
+    """PostgreSQL: a store fenced by owner A writes no event of a goal B holds (A stalled
+    past its lease and B took the goal over), and writes A's own goals' and unleased ones'."""
+    from nexo_trio.store.postgres import open_postgres_store
+
+    async with open_postgres_store(pg_url) as store:
+        store.fence_owner = "A"
+        await store.take_lease("mine", "A", 30)
+        await store.take_lease("taken", "B", 30)
+        for goal in ("mine", "taken", "free"):
+            await store.append_events(goal, [("note", {"n": 1})])
+        assert [len(await store.events(goal)) for goal in ("mine", "taken", "free")] == [1, 0, 1]
+        assert [(row[0], row[2]) for row in store.fenced] == [("taken", "note")]

@@ -228,6 +228,8 @@ class Orchestrator:
             services.start_soon(self._stop_goals_when_the_store_is_gone)
             shared = shared_store(self._store)
             if shared is not None:
+                if hasattr(shared, "fence_owner"):
+                    shared.fence_owner = self.owner  # appends only under our own leases
                 self.leases = LeaseKeeper(shared, self.owner, self.config.lease_timeout_s)
                 await services.start(self.leases.heartbeat, self._stop_leased_goal)
                 services.start_soon(self._serve_store_controls, shared)

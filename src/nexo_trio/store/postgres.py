@@ -300,6 +300,13 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
         self._lock_ms: int | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
         """The writer connection ``lock_timeout`` was set on (a new one needs it again)."""
+        self.fence_owner: str | None = None
+        """The lease owner this store's appends are fenced by (set by the orchestrator that
+        leases goals through it): events of a goal another owner holds a live lease on are
+        not written (kept in :attr:`fenced`), so a stalled run whose goal was taken over
+        cannot write into the new run's ledger."""
+        self.fenced: list[tuple[str, float, str, str]] = []
+        """Ledger rows refused by the fence: ``(goal_id, at, kind, data)``."""
         self._wanted = trio.Event()
         """Set at the first :meth:`wait_changed`: the listener connects then."""
         self._generations = dict.fromkeys(CHANGES, 0)
@@ -617,7 +624,23 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
             await trio.lowlevel.checkpoint()
             return
 
+        fence = self.fence_owner
+
         def op(conn: _Link) -> None:
+            if fence is not None:
+                holder = self._live_lease(conn, goal_id, self._lease_now(conn))
+                if holder is not None and holder.owner != fence:
+                    # A run whose lease another orchestrator took (this one stalled past
+                    # its lease): its events must not mix with the new run's.
+                    self.fenced.extend(rows)
+                    log.error(
+                        "%s: %d event(s) of goal %s not written: its lease is %s's now",
+                        self.where,
+                        len(rows),
+                        goal_id,
+                        holder.owner,
+                    )
+                    return
             with conn.conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO ledger (goal_id, at, kind, data) VALUES (%s, %s, %s, %s)", rows
