@@ -202,3 +202,38 @@ def test_submit_prints_ids_and_refuses_bad_files_before_queueing_any(
     assert len(done.stderr.strip().splitlines()) == 1
     assert "bad.yaml" in done.stderr
     assert submit(s, store, [good]) == ["a"]
+
+
+def test_a_stalled_worker_s_goal_is_taken_over_and_the_stalled_one_writes_nothing_more(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """SIGSTOP a worker past its lease: the other takes the goal over and finishes it; once
+    the first runs again it finds its lease lost, stops its run, and none of what it then
+    records reaches the ledger (one goal_completed: the second worker's)."""
+    slow = turn(init(), bash("echo started > started.txt"), sleep(60), result("never"))
+    s = make_setup(tmp_path, [slow, HI], max_lifetime=90, config={"lease_timeout": "3s"})
+    assert submit(s, pg_url, [s.goal("g.yaml", goal_id="g")]) == ["g"]
+    first = start_worker(s, pg_url, "a", "--concurrency", "1")
+    try:
+        wait_until(lambda: len(s.fake.invocations()) == 1, 30, "the first worker's turn")
+        os.kill(first.pid, signal.SIGSTOP)
+        second = start_worker(s, pg_url, "b", "--concurrency", "1", "--until-empty", "--json")
+        code, out, err = finish(second, timeout=60)
+        assert code == 0, err
+        os.kill(first.pid, signal.SIGCONT)
+        time.sleep(3)  # its heartbeat's next round finds the lease lost
+        first.send_signal(signal.SIGTERM)
+        first_code, _, first_err = finish(first, timeout=30)
+    finally:
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
+            first.kill()
+        first.communicate()
+    assert first_code == 0, first_err
+    assert "1 lost" in first_err
+    [outcome] = [json.loads(line) for line in out.splitlines()]
+    assert outcome["outcome"]["kind"] == "done"
+    kinds = [kind for _, kind, _ in ledger(pg_url)]
+    assert kinds.count("goal_completed") == 1
+    assert kinds[-1] == "goal_completed"
+    assert queue_rows(pg_url) == {"g": ("finished", 2, "done")}

@@ -228,15 +228,16 @@ async def test_a_waiter_wakes_when_another_store_submits(
 
 
 async def test_appends_of_a_goal_leased_to_another_owner_are_fenced(pg_url: str) -> None:
-    """PostgreSQL: a store fenced by owner A writes no event of a goal B holds (A stalled
-    past its lease and B took the goal over), and writes A's own goals' and unleased ones'."""
+    """PostgreSQL: a store fenced by owner A writes only the events of goals A holds the
+    lease of (expired or not): not those of a goal B took over (A stalled past its lease),
+    nor of one whose lease is gone (B finished it)."""
     from nexo_trio.store.postgres import open_postgres_store
 
     async with open_postgres_store(pg_url) as store:
         store.fence_owner = "A"
         await store.take_lease("mine", "A", 30)
         await store.take_lease("taken", "B", 30)
-        for goal in ("mine", "taken", "free"):
+        for goal in ("mine", "taken", "gone"):
             await store.append_events(goal, [("note", {"n": 1})])
-        assert [len(await store.events(goal)) for goal in ("mine", "taken", "free")] == [1, 0, 1]
-        assert [(row[0], row[2]) for row in store.fenced] == [("taken", "note")]
+        assert [len(await store.events(goal)) for goal in ("mine", "taken", "gone")] == [1, 0, 0]
+        assert [(row[0], row[2]) for row in store.fenced] == [("taken", "note"), ("gone", "note")]

@@ -302,7 +302,7 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
         """The writer connection ``lock_timeout`` was set on (a new one needs it again)."""
         self.fence_owner: str | None = None
         """The lease owner this store's appends are fenced by (set by the orchestrator that
-        leases goals through it): events of a goal another owner holds a live lease on are
+        leases goals through it): events of a goal whose lease row is not this owner's are
         not written (kept in :attr:`fenced`), so a stalled run whose goal was taken over
         cannot write into the new run's ledger."""
         self.fenced: list[tuple[str, float, str, str]] = []
@@ -628,17 +628,22 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
 
         def op(conn: _Link) -> None:
             if fence is not None:
-                holder = self._live_lease(conn, goal_id, self._lease_now(conn))
-                if holder is not None and holder.owner != fence:
-                    # A run whose lease another orchestrator took (this one stalled past
-                    # its lease): its events must not mix with the new run's.
+                # The lease row, live or not: ours until we release it, even if a renewal
+                # came late. Gone or someone else's: another orchestrator took the goal
+                # over (this one stalled past its lease), and this run's events must not
+                # mix with the new run's.
+                row = conn.execute(
+                    "SELECT owner FROM leases WHERE goal_id = %s", (goal_id,)
+                ).fetchone()
+                if row is None or row[0] != fence:
                     self.fenced.extend(rows)
+                    holder = "nobody's" if row is None else f"{row[0]}'s"
                     log.error(
-                        "%s: %d event(s) of goal %s not written: its lease is %s's now",
+                        "%s: %d event(s) of goal %s not written: its lease is %s",
                         self.where,
                         len(rows),
                         goal_id,
-                        holder.owner,
+                        holder,
                     )
                     return
             with conn.conn.cursor() as cursor:
