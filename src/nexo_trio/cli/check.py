@@ -30,8 +30,9 @@ from nexo_trio.cli.common import (
     UserError,
     read_config,
     read_goal,
-    state_dir_error,
+    store_option,
 )
+from nexo_trio.cli.stores import open_error
 from nexo_trio.core.acceptance import CheckResult, Verdict
 from nexo_trio.core.checkpoints import WorkspaceProblem
 from nexo_trio.core.goal import Goal
@@ -40,7 +41,6 @@ from nexo_trio.core.settings import Config
 from nexo_trio.orchestrator.acceptance import Baseline, evaluate
 from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator
 from nexo_trio.orchestrator.workspace import GoalWorkspace, worktree_path
-from nexo_trio.store.sqlite import open_sqlite_store
 from nexo_trio.wire.goal_json import converter, event_from_ledger
 from nexo_trio.wire.outcome_json import dumps
 
@@ -71,10 +71,10 @@ def _not_made_yet(orch: Orchestrator, goal: Goal) -> str | None:
 async def _baseline(orch: Orchestrator, goal: Goal, opened: GoalWorkspace) -> Baseline | None:
     """The goal's first checkpoint, as the ledger has it (what the run gives the checks)."""
     target = opened.info.target
-    database = orch.layout.database
-    if target is None or not await trio.to_thread.run_sync(database.exists):
+    location = orch.store_location
+    if target is None or not await location.exists():
         return None
-    async with open_sqlite_store(database) as store:
+    async with location.open() as store:
         entries = await store.events(goal.id)
     state = initial_state(goal.id)
     for entry in entries:
@@ -172,6 +172,7 @@ def as_json(checked: Checked) -> dict[str, Any]:
     type=click.Path(file_okay=False, path_type=Path),
     help="The state directory (default: the config's state_dir, else ./.nexo).",
 )
+@store_option
 @click.option("--json", "json_output", is_flag=True, help="Print the results as one JSON object.")
 def check(
     goal_file: Path, config_file: Path | None, state_dir: Path | None, json_output: bool
@@ -190,7 +191,7 @@ def check(
     try:
         checked = trio.run(check_goal, orch, goal)
     except STATE_DIR_ERRORS as exc:
-        raise state_dir_error(orch.state_dir, exc) from None
+        raise open_error(orch.store_location, orch.state_dir, exc) from None
     if json_output:
         sys.stdout.buffer.write(dumps(as_json(checked)) + b"\n")
         sys.stdout.flush()

@@ -1,12 +1,14 @@
 """``nexo-trio events GOAL --follow``: the goal's events so far, then each new one as it is
-recorded, by this process or any other on the state dir.
+recorded, by this process or any other on the store.
 
-The SQLite ledger is polled by sequence number (every :data:`POLL_INTERVAL_S`, through the
-store's own reads, in a worker thread), so an event another process commits shows within a
-fraction of a second. It runs until Ctrl-C or SIGTERM (exit 0, no traceback) or, with
+The ledger is read again by sequence number (through the store's own reads, in a worker
+thread) each time the store may have changed: on PostgreSQL when a ``NOTIFY`` of the store
+comes (another host's append), on SQLite every 0.2 s (a file tells no one), and in any case
+at least every :data:`WAIT_S`; so an event another process commits shows within a fraction
+of a second. It runs until Ctrl-C or SIGTERM (exit 0, no traceback) or, with
 ``--until-done``, until the goal's latest event is its run's ``goal_completed`` (at once for
-a goal that is not running). A goal not recorded yet (even a state dir not made yet) is
-waited for: the command can be started before ``nexo-trio run``.
+a goal that is not running). A goal not recorded yet (even a SQLite file or state dir not
+made yet) is waited for: the command can be started before ``nexo-trio run``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Final
 
 import click
 import trio
 
-from nexo_trio.cli.common import STATE_DIR_ERRORS, state_dir_error
+from nexo_trio.cli.common import STATE_DIR_ERRORS, store_error
 from nexo_trio.cli.state import event_line
-from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.store.base import EVENTS
+from nexo_trio.store.location import StoreLocation
 
 POLL_INTERVAL_S: Final = 0.15
-"""How often the ledger is asked for new events."""
+"""How often a SQLite file that does not exist yet is looked for."""
+WAIT_S: Final = 1.0
+"""The longest wait for the store to change between two reads of the ledger."""
 
 Write = Callable[[bytes], None]
 
@@ -38,7 +42,7 @@ def _write_stdout(data: bytes) -> None:
 
 
 async def follow(
-    db: Path,
+    location: StoreLocation,
     goal_id: str,
     *,
     as_json: bool = False,
@@ -46,17 +50,20 @@ async def follow(
     write: Write = _write_stdout,
     note: Callable[[str], None] | None = None,
     poll_s: float = POLL_INTERVAL_S,
+    wait_s: float = WAIT_S,
 ) -> None:
-    """Print the goal's events from the ledger ``db`` with ``write`` (in a worker thread),
-    then the new ones as they come, until cancelled (or, ``until_done``, until the goal's
-    latest event is ``goal_completed``). ``note`` is told once when there is nothing yet."""
+    """Print the goal's events from the store at ``location`` with ``write`` (in a worker
+    thread), then the new ones as they come, until cancelled (or, ``until_done``, until the
+    goal's latest event is ``goal_completed``). ``note`` is told once when there is nothing
+    yet. Between reads it waits for the store to change, at most ``wait_s``."""
     say = note or (lambda text: click.echo(text, err=True))
-    if not await trio.to_thread.run_sync(db.exists):
-        # Opening the store would create the state dir: wait for a run to make it.
+    db = location.path
+    if db is not None and not await location.exists():
+        # Opening the store would create the file (and the state dir): wait for a run to.
         say(f"nothing recorded yet: {db} does not exist; waiting for it")
-        while not await trio.to_thread.run_sync(db.exists):  # noqa: ASYNC110 - another process
+        while not await location.exists():  # noqa: ASYNC110 - another process makes it
             await trio.sleep(poll_s)
-    async with open_sqlite_store(db) as store:
+    async with location.open() as store:
         last_seq = 0
         noted = False
         while True:
@@ -71,7 +78,7 @@ async def follow(
             elif not last_seq and not noted:
                 noted = True
                 say(f"no events recorded for goal {goal_id!r} yet; waiting for them")
-            await trio.sleep(poll_s)
+            await store.wait_changed(wait_s, (EVENTS,))
 
 
 async def _until_signalled(scope: trio.CancelScope) -> None:
@@ -81,9 +88,11 @@ async def _until_signalled(scope: trio.CancelScope) -> None:
             return
 
 
-def follow_events(db: Path, goal_id: str, *, as_json: bool, until_done: bool) -> None:
+def follow_events(
+    location: StoreLocation, goal_id: str, *, as_json: bool, until_done: bool
+) -> None:
     """``events --follow`` for the CLI: exit 0 on Ctrl-C/SIGTERM, quietly when stdout is
-    closed (``| head``), exit 2 for a state dir it cannot read."""
+    closed (``| head``), exit 2 for a store it cannot read (one line)."""
 
     async def main() -> OSError | Exception | None:
         # Failures are returned, not raised: out of the nursery they would be a group.
@@ -91,7 +100,7 @@ def follow_events(db: Path, goal_id: str, *, as_json: bool, until_done: bool) ->
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_until_signalled, nursery.cancel_scope)
             try:
-                await follow(db, goal_id, as_json=as_json, until_done=until_done)
+                await follow(location, goal_id, as_json=as_json, until_done=until_done)
             except STATE_DIR_ERRORS as exc:
                 failure = exc
             nursery.cancel_scope.cancel()
@@ -107,4 +116,4 @@ def follow_events(db: Path, goal_id: str, *, as_json: bool, until_done: bool) ->
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
     elif failure is not None:
-        raise state_dir_error(db.parent, failure)
+        raise store_error(location, failure)

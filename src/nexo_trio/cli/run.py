@@ -2,7 +2,8 @@
 
 Many goals run in one process, at most ``max_concurrent_goals`` at once, in one live table;
 many processes may run goals from one state dir, but a goal runs in one process at a time
-(a second run of it exits 2: ``goal X is running in process N since T``).
+(a second run of it exits 2: ``goal X is running in process N since T``; on a PostgreSQL
+store, which many hosts share, also ``goal X is running on HOST:PID:… (lease until T)``).
 
 Exit codes: 0 done (every goal), 1 ended not done (budget, escalation), 2 usage or config
 error (before anything runs), 130 cancelled (Ctrl-C or SIGTERM: every goal is cancelled,
@@ -33,9 +34,11 @@ from nexo_trio.cli.common import (
     UserError,
     read_config,
     state_dir_error,
+    store_option,
 )
 from nexo_trio.cli.progress import Progress
 from nexo_trio.cli.run_inputs import Overrides, goal_files, read_goals
+from nexo_trio.cli.stores import open_error
 from nexo_trio.cli.transcript import (
     Attempt,
     attempts,
@@ -55,8 +58,11 @@ from nexo_trio.gate.human import HumanDecider, TerminalPrompter
 from nexo_trio.gate.socket_server import GateSocketError
 from nexo_trio.orchestrator.goal_lock import GoalLocked
 from nexo_trio.orchestrator.goal_run import GoalHandle
+from nexo_trio.orchestrator.leases import GoalLeased
 from nexo_trio.orchestrator.orchestrator import LayoutError, Orchestrator, SandboxUnavailable
+from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import LedgerEntry
+from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.goal_json import goal_outcome_to_json
 from nexo_trio.wire.outcome_json import dumps
 
@@ -104,13 +110,18 @@ def summary(outcome: GoalOutcome) -> str:
 
 
 def run_summary(
-    outcome: GoalOutcome, rows: Sequence[LedgerEntry], *, state_dir: Path | None = None
+    outcome: GoalOutcome,
+    rows: Sequence[LedgerEntry],
+    *,
+    state_dir: Path | None = None,
+    store: str | None = None,
 ) -> str:
     """What ``nexo-trio run`` says at the end of a goal, for people (numbers rounded): how
     it ended and why; each turn since the goal last started over, with its outcome, tokens,
     cost and time and its acceptance checks (which failed, and why); the files the goal
-    changed where its workspace is on git; and the command showing its transcript.
-    ``rows`` are the goal's ledger rows (none: the first line and the command only)."""
+    changed where its workspace is on git; and the command showing its transcript (with
+    ``--store store`` when given). ``rows`` are the goal's ledger rows (none: the first
+    line and the command only)."""
     why = f": {outcome.reason}" if outcome.reason else ""
     lines = [
         f"{outcome.kind.value}{why} — {outcome.total_turns} turn(s), "
@@ -131,6 +142,7 @@ def run_summary(
     if on_git:
         lines.append("  " + _changes_summary(outcome.goal_id, changes))
     where = f" --state-dir {state_dir}" if state_dir is not None else ""
+    where += f" --store {store}" if store is not None else ""
     lines.append(f"  transcript: nexo-trio transcript {outcome.goal_id}{where}")
     return "\n".join(lines)
 
@@ -183,15 +195,28 @@ def _changes_summary(goal_id: str, changes: Sequence[DiffStat], *, shown: int = 
     )
 
 
-def _ledger_rows(config: Config, goal_id: str) -> tuple[list[LedgerEntry], Path]:
-    """The goal's ledger rows after its run, for the summary (none when they cannot be
-    read: the summary then says less), and the state dir's absolute path."""
+def _ledger_rows(
+    config: Config, location: StoreLocation, goal_id: str
+) -> tuple[list[LedgerEntry], Path]:
+    """The goal's ledger rows after its run, from the store at ``location``, for the
+    summary (none when they cannot be read: the summary then says less), and the state
+    dir's absolute path."""
     state_dir = Path(config.state_dir).expanduser().absolute()
     try:
-        rows = goal_rows(state_dir, goal_id, timeout_s=10.0)
+        rows = goal_rows(location, goal_id, timeout_s=10.0)
     except (click.ClickException, *STATE_DIR_ERRORS):
         rows = None
     return rows or [], state_dir
+
+
+def _store_hint(location: StoreLocation, state_dir: Path) -> str | None:
+    """The ``--store`` a later command needs to find the goal's ledger again: ``None`` for
+    the state dir's own file, or a URL with a password (not printed)."""
+    path = location.path
+    if path is not None:
+        same = path.absolute() == StateDir(state_dir).database
+        return None if same else str(path.absolute())
+    return location.value if str(location) == location.value else None
 
 
 async def run_with_progress(
@@ -236,7 +261,7 @@ async def run_goals_with_progress(
     for goal in goals:
         try:
             await orch.check_goal(goal)  # before the orchestrator's nurseries: one clear line
-        except (LayoutError, GoalLocked) as exc:
+        except (LayoutError, GoalLocked, GoalLeased) as exc:
             raise UserError(str(exc)) from None
         except OSError as exc:  # the goal's lock file cannot be read
             raise state_dir_error(orch.state_dir, exc) from None
@@ -249,7 +274,7 @@ async def run_goals_with_progress(
             try:
                 await stack.enter_async_context(orch)
             except STATE_DIR_ERRORS as exc:
-                raise state_dir_error(orch.state_dir, exc) from None
+                raise open_error(orch.store_location, orch.state_dir, exc) from None
             except (SandboxUnavailable, LayoutError, GateSocketError) as exc:
                 raise UserError(str(exc)) from None
             nursery = await stack.enter_async_context(trio.open_nursery())
@@ -264,9 +289,9 @@ async def run_goals_with_progress(
                     break  # cancelled before it started: it never runs
                 try:
                     handles[goal.id] = await orch.start_goal(goal, restart=restart)
-                except OSError as exc:  # the goal's lock file cannot be made
-                    failure = state_dir_error(orch.state_dir, exc)
-                except (LayoutError, GoalLocked) as exc:
+                except STATE_DIR_ERRORS as exc:  # its lock file cannot be made, or its lease
+                    failure = open_error(orch.store_location, orch.state_dir, exc)
+                except (LayoutError, GoalLocked, GoalLeased) as exc:
                     if len(goals) == 1:
                         failure = UserError(str(exc))
                     else:
@@ -377,6 +402,7 @@ def _kill_descendants() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the ledger and bindings live (overrides the config).",
 )
+@store_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print each GoalOutcome as one JSON object per line."
 )
@@ -410,7 +436,8 @@ def run(  # noqa: PLR0917 - click passes every option by position
     """Run the goals in PATHS (goal files, or directories: every *.yaml and *.yml
     file in them, sorted) until their acceptance checks pass or they end otherwise, at most
     max_concurrent_goals at once. A goal runs in one process at a time: a goal another
-    process runs is refused (exit 2, naming the process).
+    process runs is refused (exit 2, naming the process; on a PostgreSQL --store, the
+    host and process holding its lease).
 
     A goal the state dir knows continues where it was: after a crash, a cancel or an
     escalation it goes on with its session, turns and spend (what a crashed run's turn
@@ -449,9 +476,10 @@ def run(  # noqa: PLR0917 - click passes every option by position
             goals, config, progress=progress, orchestrator=orchestrator, restart=restart
         )
     )
+    location = orchestrator.store_location
     for outcome in outcomes:
-        rows, where = _ledger_rows(config, outcome.goal_id)
-        details = run_summary(outcome, rows, state_dir=where)
+        rows, where = _ledger_rows(config, location, outcome.goal_id)
+        details = run_summary(outcome, rows, state_dir=where, store=_store_hint(location, where))
         if len(outcomes) > 1:
             details = f"{outcome.goal_id}: {details}"
         print_outcome(outcome, as_json=as_json, details=details)

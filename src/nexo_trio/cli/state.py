@@ -1,4 +1,5 @@
-"""``nexo-trio status``, ``events GOAL_ID`` and ``bindings``: read the state directory.
+"""``nexo-trio status``, ``events GOAL_ID`` and ``bindings``: read the store (``--store``,
+``NEXO_STORE`` or the config's ``store:``; else ``nexo.db`` in the state directory).
 
 ``events GOAL_ID --follow`` goes on printing new events as they are recorded, by any
 process (:mod:`nexo_trio.cli.follow`)."""
@@ -8,59 +9,31 @@ from __future__ import annotations
 import datetime
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import trio
 
-from nexo_trio.cli.common import (
-    STATE_DIR_ERRORS,
-    UserError,
-    read_config,
-    state_dir_error,
-    state_dir_option,
-)
-from nexo_trio.core.goal_lock import running_message
-from nexo_trio.orchestrator.goal_lock import find_goal_runner
-from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.store.base import GoalSummary, LedgerEntry, Store
-from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.cli.common import UserError, read_config, state_dir_option, store_location
+from nexo_trio.cli.stores import NothingRecorded, open_state, with_store
+from nexo_trio.store.base import GoalSummary, LedgerEntry, SharedStore
+from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.outcome_json import dumps
 
 T = TypeVar("T")
 
 
-def _db_path(config_file: Path | None, state_dir: Path | None) -> Path:
-    config = read_config(config_file, state_dir=state_dir)
-    return StateDir(Path(config.state_dir).expanduser()).database
+def _location(config_file: Path | None, state_dir: Path | None) -> StoreLocation:
+    return store_location(read_config(config_file, state_dir=state_dir))
 
 
-def _with_store(db: Path, fn: Callable[[Store], Awaitable[T]]) -> T | None:
-    if not db.exists():
-        click.echo(f"nothing recorded yet: {db} does not exist", err=True)
+def _with_store(location: StoreLocation, fn: Callable[[SharedStore], Awaitable[T]]) -> T | None:
+    """``fn(store)``; ``None`` (said on stderr) when nothing was recorded there yet."""
+    try:
+        return with_store(location, fn)
+    except NothingRecorded as exc:
+        click.echo(exc.message, err=True)
         return None
-
-    async def main() -> T:
-        async with AsyncExitStack() as stack:
-            try:
-                store = await stack.enter_async_context(open_sqlite_store(db))
-            except STATE_DIR_ERRORS as exc:
-                raise state_dir_error(db.parent, exc) from None
-            return await fn(store)
-
-    return trio.run(main)
-
-
-async def _open_state(state_dir: Path, goal_id: str) -> str:
-    """What a goal whose latest run recorded no end is: ``running in process N since T``
-    (its lock is held), or ``crashed`` (no live process holds it: the next run goes on
-    from its ledger and stops what the crashed run left)."""
-    holder = await find_goal_runner(state_dir, goal_id)
-    if holder is None:
-        return "crashed"
-    return running_message(goal_id, holder).removeprefix(f"goal {goal_id} is ")
 
 
 def _when(at: float) -> str:
@@ -72,15 +45,18 @@ def _when(at: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per goal.")
 def status(config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """List the goals in the ledger and how each ended (or that it is still open)."""
-    db = _db_path(config_file, state_dir)
+    config = read_config(config_file, state_dir=state_dir)
+    location = store_location(config)
+    root = Path(config.state_dir).expanduser()
 
-    async def summaries(store: Store) -> list[tuple[GoalSummary, str | None]]:
+    async def summaries(store: SharedStore) -> list[tuple[GoalSummary, str | None]]:
         found = []
         for g in await store.goals():
-            found.append((g, None if g.outcome else await _open_state(db.parent, g.goal_id)))
+            running = None if g.outcome else await open_state(location, store, root, g.goal_id)
+            found.append((g, running))
         return found
 
-    goals = _with_store(db, summaries)
+    goals = _with_store(location, summaries)
     for g, running in goals or []:
         if as_json:
             row = {
@@ -128,10 +104,10 @@ def events(  # noqa: PLR0917 - click passes every option by position
     if follow:
         from nexo_trio.cli.follow import follow_events  # noqa: PLC0415 - only when following
 
-        db = _db_path(config_file, state_dir)
-        follow_events(db, goal_id, as_json=as_json, until_done=until_done)
+        location = _location(config_file, state_dir)
+        follow_events(location, goal_id, as_json=as_json, until_done=until_done)
         return
-    entries = _with_store(_db_path(config_file, state_dir), lambda store: store.events(goal_id))
+    entries = _with_store(_location(config_file, state_dir), lambda store: store.events(goal_id))
     if entries is None:
         return
     if not entries:
@@ -157,7 +133,7 @@ def event_line(entry: LedgerEntry, *, as_json: bool) -> bytes:
 def bindings(config_file: Path | None, state_dir: Path | None, include_invalid: bool) -> None:
     """List goal -> Claude Code session bindings, most recently active first."""
     rows = _with_store(
-        _db_path(config_file, state_dir),
+        _location(config_file, state_dir),
         lambda store: store.list_bindings(include_invalid=include_invalid),
     )
     for b in rows or []:

@@ -18,7 +18,6 @@ import datetime
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,14 @@ import click
 import trio
 
 from nexo_trio.cli.common import (
-    STATE_DIR_ERRORS,
     UserError,
     read_config,
-    state_dir_error,
     state_dir_option,
+    store_error,
+    store_location,
 )
 from nexo_trio.cli.replay import StreamNotes, stream_chunks
+from nexo_trio.cli.stores import STORE_ERRORS, NothingRecorded, opened
 from nexo_trio.core.checkpoints import DiffStat
 from nexo_trio.core.goal_events import (
     AcceptanceChecked,
@@ -66,7 +66,7 @@ from nexo_trio.core.outcome import Cause
 from nexo_trio.gate.goal_gate import call_subject
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import LedgerEntry
-from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.goal_json import event_from_ledger
 
 INDENT = "    "
@@ -152,27 +152,25 @@ def when_text(at: float) -> str:
 
 
 def goal_rows(
-    state_dir: Path, goal_id: str, *, timeout_s: float = 30.0
+    location: StoreLocation, goal_id: str, *, timeout_s: float = 30.0
 ) -> list[LedgerEntry] | None:
-    """The goal's ledger rows in ``state_dir`` (``None``: nothing was ever recorded there).
-    Raises :class:`UserError` for a state dir that cannot be read."""
-    db = StateDir(state_dir).database
-    if not db.exists():
-        return None
+    """The goal's ledger rows in the store at ``location`` (``None``: a SQLite file that
+    does not exist, nothing was ever recorded there). Raises :class:`UserError` for a
+    store that cannot be read (in ``timeout_s``)."""
 
     async def read() -> list[LedgerEntry]:
         with trio.fail_after(timeout_s):
-            async with AsyncExitStack() as stack:
-                try:
-                    store = await stack.enter_async_context(open_sqlite_store(db))
-                except STATE_DIR_ERRORS as exc:
-                    raise state_dir_error(state_dir, exc) from None
+            async with opened(location) as store:
                 return await store.events(goal_id)
 
     try:
         return trio.run(read)
+    except NothingRecorded:
+        return None
     except trio.TooSlowError:
-        raise UserError(f"cannot read the ledger in {state_dir}: timed out") from None
+        raise UserError(f"cannot read the ledger in {location}: timed out") from None
+    except STORE_ERRORS as exc:
+        raise store_error(location, exc) from None
 
 
 def typed_events(rows: Iterable[LedgerEntry]) -> list[GoalEvent]:
@@ -542,9 +540,10 @@ def transcript(
     permission decisions and results, outcomes, changes and acceptance checks."""
     config = read_config(config_file, state_dir=state_dir)
     root = Path(config.state_dir).expanduser().absolute()
-    rows = goal_rows(root, goal_id)
+    location = store_location(config)
+    rows = goal_rows(location, goal_id)
     if rows is None:
-        raise UserError(f"nothing recorded yet: {StateDir(root).database} does not exist")
+        raise NothingRecorded(location)
     if not rows:
         raise UserError(f"no events recorded for goal {goal_id!r}")
     events = typed_events(rows)

@@ -4,10 +4,11 @@ whichever process runs them.
 Each goal's row is the fold of its ledger (:func:`nexo_trio.core.goal_machine.apply` over
 :func:`~nexo_trio.wire.goal_json.event_from_ledger` of its rows), read again about twice a
 second: only the events recorded since the last read are fetched and folded. Whether a
-running goal's process is alive comes from :func:`nexo_trio.cli.control.running_pid` (asked
-again when a run starts or ends) and that pid: a run whose process is gone shows
-``crashed``. On a terminal the table redraws until Ctrl-C (exit 0); otherwise (or with
-``--once``) one snapshot is printed.
+running goal's process is alive comes, on SQLite, from
+:func:`nexo_trio.cli.control.running_pid` (asked again when a run starts or ends) and that
+pid; on PostgreSQL (runs on any host) from the goal's lease: a run whose process is gone
+(or whose lease expired) shows ``crashed``. On a terminal the table redraws until Ctrl-C
+(exit 0); otherwise (or with ``--once``) one snapshot is printed.
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from nexo_trio.cli.common import STATE_DIR_ERRORS, read_config, state_dir_error, state_dir_option
+from nexo_trio.cli.common import (
+    STATE_DIR_ERRORS,
+    read_config,
+    state_dir_option,
+    store_error,
+    store_location,
+)
 from nexo_trio.cli.control import running_pid
+from nexo_trio.cli.stores import NothingRecorded, opened
 from nexo_trio.core.goal_machine import GoalState, apply, initial_state
 from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.store.base import LedgerEntry
-from nexo_trio.store.sqlite import SQLiteStore, open_sqlite_store
+from nexo_trio.store.base import LedgerEntry, SharedStore
+from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.goal_json import event_from_ledger
 
 REFRESH_S: Final = 0.5
@@ -136,16 +144,31 @@ def goal_row(goal: Watched, now: float) -> tuple[str, ...]:
 
 
 class Watcher:
-    """Keeps the goals of one state dir (or the ``goal_ids`` given) up to date."""
+    """Keeps the goals of one store (or the ``goal_ids`` given) up to date; ``layout`` is
+    the state dir of this host's runs (their control sockets, for a SQLite store)."""
 
-    def __init__(self, layout: StateDir, goal_ids: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        layout: StateDir,
+        goal_ids: Sequence[str] = (),
+        *,
+        location: StoreLocation | None = None,
+    ) -> None:
         self.layout = layout
+        self.location = location or StoreLocation(str(layout.database))
         self.given = tuple(dict.fromkeys(goal_ids))
         self.goals: dict[str, Watched] = {
             goal_id: Watched(goal_id, initial_state(goal_id)) for goal_id in self.given
         }
 
-    async def refresh(self, store: SQLiteStore) -> None:
+    @property
+    def where(self) -> str:
+        """What the table is of: the state dir, or the store when it is elsewhere."""
+        if self.location.path == self.layout.database:
+            return str(self.layout.root)
+        return str(self.location)
+
+    async def refresh(self, store: SharedStore) -> None:
         """Read what was recorded since the last refresh, and who is alive."""
         summaries = await store.goals()
         # The oldest goal first, so rows keep their place while the table redraws.
@@ -158,14 +181,18 @@ class Watcher:
             if summary.events != goal.events:
                 goal.fold(await store.events(goal.goal_id, after_seq=goal.last_seq))
         for goal in self.goals.values():
-            await self._check_process(goal)
+            await self._check_process(store, goal)
 
-    async def _check_process(self, goal: Watched) -> None:
+    async def _check_process(self, store: SharedStore, goal: Watched) -> None:
         if not goal.state.running:
             goal.alive, goal.pid = None, None
             return
+        if self.location.is_postgres:
+            # Its run may be on any host: alive while an orchestrator holds its lease.
+            goal.alive = await store.lease_of(goal.goal_id) is not None
+            return
         if goal.pid_due:
-            goal.pid = await running_pid(self.layout, goal.goal_id)
+            goal.pid = await running_pid(store, goal.goal_id)
             goal.pid_due = False
         pid = goal.pid
         if pid is None:
@@ -177,8 +204,8 @@ class Watcher:
         )
 
     def table(self, now: float, *, caption: str | None = None, titled: bool = True) -> Table:
-        """The table of every goal watched (``titled``: with the state dir as its title)."""
-        title = f"nexo-trio watch: {self.layout.root}" if titled else None
+        """The table of every goal watched (``titled``: with :attr:`where` as its title)."""
+        title = f"nexo-trio watch: {self.where}" if titled else None
         table = Table(title=title, caption=caption)
         for column in COLUMNS:
             table.add_column(column, justify="right" if column in ("turns", "tokens") else "left")
@@ -195,30 +222,30 @@ async def _until_signalled(scope: trio.CancelScope) -> None:
 
 
 async def snapshot(watcher: Watcher, console: Console) -> None:
-    """Print the table once (the state dir must exist)."""
-    async with open_sqlite_store(watcher.layout.database) as store:
+    """Print the table once (:class:`NothingRecorded` for a SQLite file not made yet)."""
+    async with opened(watcher.location) as store:
         await watcher.refresh(store)
     # The state dir on a line of its own, never wrapped (a title would be, when long).
-    header = f"nexo-trio watch: {watcher.layout.root}"
+    header = f"nexo-trio watch: {watcher.where}"
     await trio.to_thread.run_sync(partial(console.print, header, soft_wrap=True))
     table = watcher.table(time.time(), titled=False)
     await trio.to_thread.run_sync(console.print, table)
 
 
 async def live(watcher: Watcher, console: Console, *, refresh_s: float = REFRESH_S) -> None:
-    """Redraw the table every ``refresh_s`` until cancelled (waiting for the state dir's
-    ledger to appear if it is not there yet)."""
-    db = watcher.layout.database
+    """Redraw the table every ``refresh_s`` until cancelled (waiting for a SQLite store's
+    file to appear if it is not there yet)."""
+    location = watcher.location
     with Live(console=console, auto_refresh=False) as shown:
 
         async def draw(caption: str | None = None) -> None:
             table = watcher.table(time.time(), caption=caption)
             await trio.to_thread.run_sync(partial(shown.update, table, refresh=True))
 
-        while not await trio.to_thread.run_sync(db.exists):
-            await draw(f"nothing recorded yet: waiting for {db}")
+        while not await location.exists():
+            await draw(f"nothing recorded yet: waiting for {location}")
             await trio.sleep(refresh_s)
-        async with open_sqlite_store(db) as store:
+        async with location.open() as store:
             while True:
                 await watcher.refresh(store)
                 await draw("Ctrl-C to stop")
@@ -239,17 +266,17 @@ def watch(
     --once), one snapshot."""
     config = read_config(config_file, state_dir=state_dir)
     layout = StateDir(Path(config.state_dir).expanduser())
+    location = store_location(config)
     terminal = sys.stdout.isatty()
     console = Console(file=sys.stdout, highlight=False, width=None if terminal else SNAPSHOT_WIDTH)
-    watcher = Watcher(layout, goal_ids)
+    watcher = Watcher(layout, goal_ids, location=location)
     if once or not terminal:
-        if not layout.database.exists():
-            click.echo(f"nothing recorded yet: {layout.database} does not exist", err=True)
-            return
         try:
             trio.run(snapshot, watcher, console)
+        except NothingRecorded as exc:
+            click.echo(exc.message, err=True)
         except STATE_DIR_ERRORS as exc:
-            raise state_dir_error(layout.root, exc) from None
+            raise store_error(location, exc) from None
         return
 
     async def main() -> Exception | None:
@@ -267,4 +294,4 @@ def watch(
     with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the receiver was set up
         failure = trio.run(main)
     if failure is not None:
-        raise state_dir_error(layout.root, failure)
+        raise store_error(location, failure)

@@ -5,7 +5,8 @@ Everything comes from the goal's events: the latest ``goal_started`` says where 
 workspace is and what holds its checkpoints; ``attempt_started`` has each turn's checkpoint
 (the workspace before the turn), ``attempt_completed`` the workspace right after it. A
 rollback is recorded as ``rolled_back``: the next run of the goal is told what was undone.
-Commands that change a workspace refuse while a live process runs the goal.
+Commands that change a workspace refuse while a live process runs the goal (on PostgreSQL:
+while any orchestrator holds its lease).
 
 GOAL is a goal id, or the goal file naming it.
 """
@@ -18,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,21 +28,23 @@ import click
 import trio
 
 from nexo_trio.cli.common import (
-    STATE_DIR_ERRORS,
     UserError,
     read_config,
     read_goal,
     state_dir_error,
     state_dir_option,
+    store_location,
 )
+from nexo_trio.cli.stores import lease_state, with_store
 from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
 from nexo_trio.core.goal_events import GoalStarted, RolledBack, WorkspaceCleaned, WorkspaceInfo
 from nexo_trio.core.goal_machine import GoalState, apply, checkpoint_of, initial_state
 from nexo_trio.orchestrator import git_workspace as git
 from nexo_trio.orchestrator.goal_lock import GoalLocked, acquire_goal_lock
+from nexo_trio.orchestrator.leases import leased_message
 from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.store.base import Store
-from nexo_trio.store.sqlite import open_sqlite_store
+from nexo_trio.store.base import SharedStore, Store
+from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.files import parse_duration
 from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger
 from nexo_trio.wire.outcome_json import dumps
@@ -87,9 +90,12 @@ async def recorded(store: Store, goal_id: str) -> Recorded | None:
 
 
 @asynccontextmanager
-async def _holding(layout: StateDir, goal_id: str, doing: str) -> AsyncIterator[None]:
-    """Hold the goal's lock while changing its workspace: no run of it starts meanwhile, and
-    one that runs makes this a one-line refusal."""
+async def _holding(
+    layout: StateDir, goal_id: str, doing: str, *, leases: SharedStore | None = None
+) -> AsyncIterator[None]:
+    """Hold the goal's lock while changing its workspace: no run of it starts meanwhile on
+    this host, and one that runs makes this a one-line refusal. ``leases``: a store many
+    hosts share, whose live lease of the goal (a run on any host) refuses too."""
     try:
         lock = await acquire_goal_lock(layout.root, goal_id)
     except GoalLocked as exc:
@@ -97,6 +103,11 @@ async def _holding(layout: StateDir, goal_id: str, doing: str) -> AsyncIterator[
     except OSError as exc:
         raise state_dir_error(layout.root, exc) from None
     try:
+        lease = None if leases is None else await leases.lease_of(goal_id)
+        if lease is not None:
+            raise UserError(
+                f"{leased_message(lease)}: cannot {doing} while it runs; cancel it or wait"
+            )
         yield
     finally:
         await lock.release()
@@ -126,22 +137,21 @@ def _layout(config_file: Path | None, state_dir: Path | None) -> StateDir:
     return StateDir(Path(read_config(config_file, state_dir=state_dir).state_dir).expanduser())
 
 
+def _location(config_file: Path | None, state_dir: Path | None) -> StoreLocation:
+    return store_location(read_config(config_file, state_dir=state_dir))
+
+
+def _leases(location: StoreLocation, store: SharedStore) -> SharedStore | None:
+    """``store`` when its leases say who runs a goal (PostgreSQL: runs on any host)."""
+    return store if location.is_postgres else None
+
+
 def _run(
-    config_file: Path | None, state_dir: Path | None, fn: Callable[[Store], Awaitable[T]]
+    config_file: Path | None,
+    state_dir: Path | None,
+    fn: Callable[[SharedStore], Awaitable[T]],
 ) -> T:
-    layout = _layout(config_file, state_dir)
-    if not layout.database.exists():
-        raise UserError(f"nothing recorded yet: {layout.database} does not exist")
-
-    async def main() -> T:
-        async with AsyncExitStack() as stack:
-            try:
-                store = await stack.enter_async_context(open_sqlite_store(layout.database))
-            except STATE_DIR_ERRORS as exc:
-                raise state_dir_error(layout.root, exc) from None
-            return await fn(store)
-
-    return trio.run(main)
+    return with_store(_location(config_file, state_dir), fn)
 
 
 async def _goal(store: Store, goal_id: str) -> Recorded:
@@ -253,9 +263,11 @@ def rollback(
         raise UserError("give exactly one of --turn N and --to SHA")
     goal_id = _goal_id(goal)
     layout = _layout(config_file, state_dir)
+    location = _location(config_file, state_dir)
 
-    async def undo(store: Store) -> str:
-        async with _holding(layout, goal_id, "roll back its workspace"):
+    async def undo(store: SharedStore) -> str:
+        leases = _leases(location, store)
+        async with _holding(layout, goal_id, "roll back its workspace", leases=leases):
             return await _undo(store)
 
     async def _undo(store: Store) -> str:
@@ -313,9 +325,14 @@ async def _find_checkpoint(target: GitTarget, goal: Recorded, sha: str) -> tuple
 # ------------------------------------------------------------------------------- worktrees
 
 
-def _status(goal: Recorded) -> str:
+async def _status(goal: Recorded, leases: SharedStore | None) -> str:
+    """``running`` (on PostgreSQL: ``running on OWNER (lease until T)``), ``crashed``, how
+    it ended, or ``open``."""
     state = goal.state
     if state.running:
+        if leases is not None:
+            lease = await leases.lease_of(goal.goal_id)
+            return "crashed" if lease is None else lease_state(lease)
         return "running" if _alive(goal.pid) else "crashed"
     if state.outcome is not None:
         return state.outcome.kind.value
@@ -327,16 +344,17 @@ def _status(goal: Recorded) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per worktree.")
 def worktrees(config_file: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """List every goal's worktree: path, branch, base, last checkpoint and state."""
+    location = _location(config_file, state_dir)
 
-    async def listing(store: Store) -> list[Recorded]:
+    async def listing(store: SharedStore) -> list[tuple[Recorded, str]]:
         found = []
         for summary in await store.goals():
             goal = await recorded(store, summary.goal_id)
             if goal is not None and goal.git is not None and goal.git.kind == "worktree":
-                found.append(goal)
+                found.append((goal, await _status(goal, _leases(location, store))))
         return found
 
-    for goal in _run(config_file, state_dir, listing):
+    for goal, status in with_store(location, listing):
         info = goal.git
         assert info is not None
         last = goal.state.checkpoints[-1] if goal.state.checkpoints else None
@@ -349,7 +367,7 @@ def worktrees(config_file: Path | None, state_dir: Path | None, as_json: bool) -
             "branch": info.branch,
             "base": info.base,
             "last_checkpoint": None if last is None else {"turn": last.turn, "sha": last.sha},
-            "state": _status(goal),
+            "state": status,
         }
         if as_json:
             sys.stdout.buffer.write(dumps(row) + b"\n")
@@ -396,8 +414,9 @@ def cleanup(
         except ValueError as exc:
             raise UserError(f"--finished-before: {exc}") from None
     layout = _layout(config_file, state_dir)
+    location = _location(config_file, state_dir)
 
-    async def clean(store: Store) -> list[str]:
+    async def clean(store: SharedStore) -> list[str]:
         if goal is not None:
             chosen = [await _goal(store, _goal_id(goal))]
         else:
@@ -413,7 +432,8 @@ def cleanup(
         lines: list[str] = []
         for each in chosen:
             try:
-                async with _holding(layout, each.goal_id, "clean up its workspace"):
+                leases = _leases(location, store)
+                async with _holding(layout, each.goal_id, "clean up its workspace", leases=leases):
                     done = await _clean_one(each, layout, keep_branch=keep_branch)
             except UserError:
                 if goal is not None:
@@ -434,7 +454,7 @@ def cleanup(
                 lines.append(f"{each.goal_id}: {_nothing(each)}")
         return lines
 
-    for line in _run(config_file, state_dir, clean):
+    for line in with_store(location, clean):
         click.echo(line)
 
 

@@ -783,7 +783,7 @@ async def serving(store: S) -> AsyncIterator[S]:
                 service.cancel()
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
-            _reraise_alone(group.exceptions[0])
+            reraise_alone(group.exceptions[0])
         raise
 
 
@@ -795,7 +795,7 @@ def raise_if_unwritable(store: Store) -> None:
         raise StoreUnwritableError(reason, store.unwritten())
 
 
-def _reraise_alone(exc: BaseException) -> NoReturn:
+def reraise_alone(exc: BaseException) -> NoReturn:
     """Raise ``exc`` out of the group handler without chaining the group as its context
     (as trio's own ``nursery.start`` does)."""
     context = exc.__context__
@@ -815,5 +815,6 @@ __all__ = [
     "StoreUnwritableError",
     "pending_entries",
     "raise_if_unwritable",
+    "reraise_alone",
     "serving",
 ]

@@ -43,6 +43,7 @@ from nexo_trio.store.batched import (
     StoreError,
     _Request,
     pending_entries,
+    reraise_alone,
     serving,
 )
 from nexo_trio.store.faults import RETRY_INITIAL_S, RETRY_MAX_S, UNWRITABLE_AFTER_S, is_operational
@@ -436,9 +437,16 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer service (see :meth:`BatchedStore.run`) and, beside it, the listener
         of :meth:`wait_changed`."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._listen)
-            await super().run(task_status=task_status)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen)
+                await super().run(task_status=task_status)
+        except BaseExceptionGroup as group:
+            # The listener never raises: what comes out is the writer's (an open that
+            # failed, say), and it comes out as itself, as the SQLite store's does.
+            if len(group.exceptions) == 1:
+                reraise_alone(group.exceptions[0])
+            raise
 
     async def _read(self, fn: Callable[[_Link], T], then: Callable[[T], U] | None = None) -> T | U:
         """A read (see :meth:`BatchedStore._read`); the server's or the connection's
