@@ -142,9 +142,7 @@ class Config:
     kill_grace_s: float = attrs.field(default=5.0, validator=v.non_negative_duration)
     line_cap: int = attrs.field(default=DEFAULT_LINE_CAP, validator=v.at_least(1))
     state_dir: str = attrs.field(default="./.nexo", validator=v.non_empty)
-    store: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(v.non_empty)
-    )
+    store: str | None = attrs.field(default=None, validator=attrs.validators.optional(v.non_empty))
     """Where the ledger, the bindings and the goal queue are: a SQLite file (a path) or a
     PostgreSQL database (``postgresql://...``); ``None``: ``nexo.db`` in ``state_dir``."""
     lease_timeout_s: float = attrs.field(default=30.0, validator=v.positive_duration)
