@@ -22,6 +22,11 @@ from nexo_trio.store import sqlite as sqlite_module
 from tests.store.conftest import FakeClock, open_fds
 
 
+LATEST = 3
+"""The schema version this nexo-trio writes: v1 bindings and ledger, v2 a binding row per
+session, v3 leases, the goal queue, control requests and session transcripts."""
+
+
 def user_version(path: Path) -> int:
     """The schema version written in the file."""
     conn = sqlite3.connect(path)
@@ -86,7 +91,7 @@ async def test_empty_file_is_migrated(tmp_path: Path) -> None:
     async with open_sqlite_store(path) as store:
         await store.put_binding("g", "s1")
         assert await store.get_binding("g") is not None
-    assert user_version(path) == len(sqlite_module.MIGRATIONS) == 2
+    assert user_version(path) == len(sqlite_module.MIGRATIONS) == LATEST
 
 
 async def test_version_0_database_is_migrated_and_its_tables_kept(tmp_path: Path) -> None:
@@ -95,7 +100,7 @@ async def test_version_0_database_is_migrated_and_its_tables_kept(tmp_path: Path
     assert user_version(path) == 0
     async with open_sqlite_store(path) as store:
         await store.append_events("g", [("goal_started", {})])
-    assert user_version(path) == 2
+    assert user_version(path) == LATEST
     assert query(path, "SELECT text FROM notes") == [("keep me",)]
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"bindings", "ledger", "notes"} <= tables
@@ -111,15 +116,15 @@ async def test_older_version_is_migrated_forward(
     async with open_sqlite_store(db_path) as store:
         await store.put_binding("g", "s1")
         await store.append_events("g", [("goal_started", {"n": 1})])
-    assert user_version(db_path) == 2
-    # A future v3, as a later release would append it.
-    v3 = ("ALTER TABLE ledger ADD COLUMN note TEXT", "UPDATE ledger SET note = 'migrated'")
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, v3))
+    assert user_version(db_path) == LATEST
+    # A future version, as a later release would append it.
+    future = ("ALTER TABLE ledger ADD COLUMN note TEXT", "UPDATE ledger SET note = 'migrated'")
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", (*sqlite_module.MIGRATIONS, future))
     async with open_sqlite_store(db_path) as store:
         assert await store.get_binding("g") is not None
         assert [e.data for e in await store.events("g")] == [{"n": 1}]
         await store.append_events("g", [("goal_completed", {})])
-    assert user_version(db_path) == 3
+    assert user_version(db_path) == LATEST + 1
     assert query(db_path, "SELECT note FROM ledger ORDER BY seq") == [("migrated",), (None,)]
 
 
@@ -190,7 +195,7 @@ async def test_v1_database_is_migrated_keeping_its_bindings(
         again = await store.put_binding("g", "s1")
         assert (again.created_at, again.updated_at, again.model) == (100.0, 301.0, "opus")
         assert await store.get_binding("g") == again
-    assert user_version(path) == 2
+    assert user_version(path) == LATEST
     # The new shape: keyed by (goal, session), with the index for the current binding.
     columns = query(path, "PRAGMA table_info(bindings)")
     assert [(name, pk) for _, name, _, _, _, pk in columns if pk] == [
@@ -212,7 +217,7 @@ async def test_v1_database_with_a_failing_v2_stays_v1(
     path = tmp_path / "v1.db"
     make_db(path, *V1_SCHEMA, *V1_ROWS)
     # v2 breaks after it already dropped the v1 table: all of it must be rolled back.
-    v1, v2 = sqlite_module.MIGRATIONS
+    v1, v2, *_ = sqlite_module.MIGRATIONS
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", (v1, (*v2[:3], "THIS IS NOT SQL")))
     with pytest.raises(sqlite3.OperationalError, match="syntax error"):
         async with open_sqlite_store(path):
@@ -237,7 +242,7 @@ async def test_failed_migration_changes_nothing(
         async with open_sqlite_store(db_path):
             pass  # pragma: no cover
     assert open_fds() == fds
-    assert user_version(db_path) == 2
+    assert user_version(db_path) == LATEST
     assert query(db_path, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
 
 
@@ -251,8 +256,8 @@ async def test_newer_version_is_refused(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(path) in message
     assert "99" in message
-    assert "version 2" in message
-    assert (caught.value.path, caught.value.found, caught.value.supported) == (path, 99, 2)
+    assert f"version {LATEST}" in message
+    assert (caught.value.path, caught.value.found, caught.value.supported) == (path, 99, LATEST)
     assert open_fds() == fds
     # Untouched: neither migrated nor switched to WAL.
     assert user_version(path) == 99

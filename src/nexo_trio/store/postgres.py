@@ -35,22 +35,22 @@ from typing import Any, TypeVar
 
 import trio
 
-from nexo_trio.store.base import CHANGES, EVENTS, Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.base import CHANGES, EVENTS, Binding
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
     BatchedStore,
     StoreError,
     _Request,
-    pending_entries,
     reraise_alone,
     serving,
 )
 from nexo_trio.store.faults import RETRY_INITIAL_S, RETRY_MAX_S, UNWRITABLE_AFTER_S, is_operational
-from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql, binding_row
+from nexo_trio.store.memory import rebind
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.store.urls import redact_url
-from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
+from nexo_trio.wire.ledger_rows import encode_data
 
 log = logging.getLogger("nexo_trio.store")
 
@@ -231,26 +231,7 @@ def _pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql)
 
 
-def _binding(row: Sequence[Any]) -> Binding:
-    return Binding(
-        goal_id=row[0],
-        session_id=row[1],
-        model=row[2],
-        workspace=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        last_active_at=row[6],
-        invalid=bool(row[7]),
-    )
-
-
-_BINDING_COLUMNS = (
-    "goal_id, session_id, model, workspace, created_at, updated_at, last_active_at, invalid"
-)
-_LATEST = "ORDER BY updated_at DESC, put_seq DESC LIMIT 1"
-
-
-class PostgresStore(BatchedStore[_Link], SharedSql):
+class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
     """Bindings, ledger, leases, the goal queue and control requests in a PostgreSQL
     database (``url``: ``postgresql://user[:password]@host[:port]/db``), shared by any
     number of processes on any number of hosts.
@@ -262,6 +243,7 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
     (psycopg's ``OperationalError``)."""
 
     _SKIP_LOCKED = "FOR UPDATE OF q SKIP LOCKED"
+    _PUT_SEQ = "put_seq"
 
     shared_by_hosts = True
     """Orchestrators on many hosts use it: they lease their goals and take control
@@ -460,46 +442,6 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
 
     # -- Store -----------------------------------------------------------------------------
 
-    async def get_binding(
-        self,
-        goal_id: str,
-        *,
-        idle_ttl_s: float | None = None,
-        max_age_s: float | None = None,
-    ) -> Binding | None:
-        """The goal's current binding (see :class:`~nexo_trio.store.base.Binding`), or
-        ``None`` if it has none or it is too idle or too old; exactly at a limit counts."""
-
-        def read(conn: _Link) -> Binding | None:
-            row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = %s {_LATEST}",
-                (goal_id,),
-            ).fetchone()
-            return None if row is None else _binding(row)
-
-        binding: Binding | None = await self._read(read)
-        if binding is None or binding.invalid:
-            return None
-        if not is_fresh(binding, now=self._clock(), idle_ttl_s=idle_ttl_s, max_age_s=max_age_s):
-            return None
-        return binding
-
-    async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
-        def read(conn: _Link) -> Binding | None:
-            row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = %s AND session_id = %s",
-                (goal_id, session_id),
-            ).fetchone()
-            return None if row is None else _binding(row)
-
-        try:
-            found: Binding | None = await self._read(read)
-        except Exception as exc:
-            if isinstance(exc, StoreError) or self._is_operational(exc):
-                return None
-            raise
-        return found
-
     async def put_binding(
         self,
         goal_id: str,
@@ -514,12 +456,12 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
 
         def op(conn: _Link) -> Binding:
             row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings "
+                f"SELECT {BINDING_COLUMNS} FROM bindings "
                 "WHERE goal_id = %s AND session_id = %s FOR UPDATE",
                 (goal_id, session_id),
             ).fetchone()
             binding = rebind(
-                None if row is None else _binding(row),
+                None if row is None else binding_row(row),
                 goal_id,
                 session_id,
                 model=model,
@@ -528,7 +470,7 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
             )
             # A put takes a new put_seq: the sequence that breaks updated_at ties.
             conn.execute(
-                f"INSERT INTO bindings ({_BINDING_COLUMNS}) "
+                f"INSERT INTO bindings ({BINDING_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (goal_id, session_id) DO UPDATE SET model = excluded.model, "
                 "workspace = excluded.workspace, created_at = excluded.created_at, "
@@ -556,70 +498,6 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
             return result
         stored = await self._stored_binding(goal_id, session_id)
         return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
-
-    async def mark_invalid(self, goal_id: str, session_id: str) -> None:
-        """Flag the goal's ``session_id`` row invalid, keeping it (and its times)."""
-
-        def op(conn: _Link) -> None:
-            conn.execute(
-                "UPDATE bindings SET invalid = TRUE WHERE goal_id = %s AND session_id = %s",
-                (goal_id, session_id),
-            )
-
-        what = f"invalid mark of goal {goal_id}'s session {session_id}"
-        await self._write_kept(_Request(op, resilient=True, what=what))
-
-    async def touch(self, goal_id: str) -> None:
-        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
-        now = self._clock()
-
-        def op(conn: _Link) -> None:
-            conn.execute(
-                "UPDATE bindings SET last_active_at = %s WHERE (goal_id, session_id) = ("
-                f"SELECT goal_id, session_id FROM bindings WHERE goal_id = %s {_LATEST}"
-                ") AND NOT invalid",
-                (now, goal_id),
-            )
-
-        await self._write_kept(_Request(op, resilient=True, what=f"touch of goal {goal_id}"))
-
-    async def list_bindings(
-        self,
-        *,
-        include_invalid: bool = False,
-        idle_ttl_s: float | None = None,
-        max_age_s: float | None = None,
-    ) -> list[Binding]:
-        """The current binding of each goal that has one; with ``include_invalid``, every
-        row instead. Most recently active first, filtered like :meth:`get_binding`."""
-
-        def read(conn: _Link) -> list[tuple[int, Binding]]:
-            if include_invalid:
-                sql = f"SELECT put_seq, {_BINDING_COLUMNS} FROM bindings"
-            else:
-                sql = (
-                    f"SELECT put_seq, {_BINDING_COLUMNS} FROM ("
-                    f"SELECT DISTINCT ON (goal_id) put_seq, {_BINDING_COLUMNS} FROM bindings "
-                    "ORDER BY goal_id, updated_at DESC, put_seq DESC) AS latest "
-                    "WHERE NOT invalid"
-                )
-            return [(row[0], _binding(row[1:])) for row in conn.execute(sql).fetchall()]
-
-        rows: list[tuple[int, Binding]] = await self._read(read)
-        now = self._clock()
-        return fresh_in_order(rows, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
-
-    async def purge_older_than(self, age_s: float) -> int:
-        """Delete every binding row not active for more than ``age_s`` seconds; how many."""
-        cutoff = self._clock() - age_s
-
-        def op(conn: _Link) -> int:
-            return conn.execute(
-                "DELETE FROM bindings WHERE last_active_at < %s", (cutoff,)
-            ).rowcount
-
-        purged: int = await self._write(op)
-        return purged
 
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
@@ -662,68 +540,6 @@ class PostgresStore(BatchedStore[_Link], SharedSql):
 
         what = f"{len(rows)} event(s) of goal {goal_id}"
         await self._write_kept(_Request(op, resilient=True, what=what, rows=rows))
-
-    async def events(self, goal_id: str, *, after_seq: int = 0) -> list[LedgerEntry]:
-        """The goal's events with ``seq > after_seq``, in order; events kept in memory (not
-        written yet) come last, ``pending``."""
-
-        def read(conn: _Link) -> list[LedgerEntry]:
-            rows = conn.execute(
-                "SELECT seq, at, kind, data FROM ledger WHERE goal_id = %s AND seq > %s "
-                "ORDER BY seq",
-                (goal_id, after_seq),
-            ).fetchall()
-            return [
-                LedgerEntry(seq=seq, goal_id=goal_id, at=at, kind=kind, data=decode_data(data))
-                for seq, at, kind, data in rows
-            ]
-
-        def with_kept(entries: list[LedgerEntry]) -> list[LedgerEntry]:
-            kept = [
-                request
-                for request in self._kept
-                if request.rows[:1] and request.rows[0][0] == goal_id
-            ]
-            return entries + pending_entries(kept)
-
-        found: list[LedgerEntry] = await self._read(read, with_kept)
-        return found
-
-    async def goals(self) -> list[GoalSummary]:
-        """Every goal in the ledger, most recently active first."""
-
-        def read(conn: _Link) -> list[GoalSummary]:
-            rows = conn.execute(
-                """
-                SELECT g.goal_id, g.first_at, g.last_at, g.n, last.kind,
-                    (SELECT c.data FROM ledger AS c
-                     WHERE c.goal_id = g.goal_id AND c.kind = %(completed)s
-                       AND c.seq > COALESCE(
-                           (SELECT MAX(s.seq) FROM ledger AS s
-                            WHERE s.goal_id = g.goal_id AND s.kind = %(started)s), 0)
-                     ORDER BY c.seq DESC LIMIT 1)
-                FROM (SELECT goal_id, MIN(at) AS first_at, MAX(at) AS last_at,
-                             COUNT(*) AS n, MAX(seq) AS last_seq
-                      FROM ledger GROUP BY goal_id) AS g
-                JOIN ledger AS last ON last.seq = g.last_seq
-                ORDER BY g.last_at DESC, g.last_seq DESC
-                """,
-                {"completed": GOAL_COMPLETED, "started": GOAL_STARTED},
-            ).fetchall()
-            return [
-                GoalSummary(
-                    goal_id=goal_id,
-                    first_at=first_at,
-                    last_at=last_at,
-                    events=n,
-                    last_kind=last_kind,
-                    outcome=None if completed is None else outcome_kind(decode_data(completed)),
-                )
-                for goal_id, first_at, last_at, n, last_kind, completed in rows
-            ]
-
-        found: list[GoalSummary] = await self._read(read)
-        return found
 
 
 @asynccontextmanager

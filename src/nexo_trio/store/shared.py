@@ -44,6 +44,7 @@ from nexo_trio.store.base import (
     Lease,
     QueuedGoal,
 )
+from nexo_trio.store.ledger_sql import SqlHooks
 from nexo_trio.wire.ledger_rows import decode_data, encode_data
 
 _QUEUE_COLUMNS = (
@@ -79,7 +80,7 @@ def _control(row: Sequence[Any]) -> ControlMessage:
     )
 
 
-class SharedSql(abc.ABC):
+class SharedSql(SqlHooks):
     """The :class:`~nexo_trio.store.base.SharedStore` operations, on a batched store.
 
     Mixed into a :class:`~nexo_trio.store.batched.BatchedStore` subclass, which gives the
@@ -89,11 +90,7 @@ class SharedSql(abc.ABC):
     _SKIP_LOCKED = ""
     """What locks claim candidates so that concurrent claimers skip each other."""
 
-    # -- hooks (the store's) ---------------------------------------------------------------
-
-    @abc.abstractmethod
-    def _sql(self, conn: Any, sql: str, params: dict[str, Any]) -> Any:
-        """Run ``sql`` (``:name`` parameters) on ``conn``; its cursor."""
+    # -- hooks (the store's, besides SqlHooks') ----------------------------------------
 
     @abc.abstractmethod
     def _lease_now(self, conn: Any) -> float:
@@ -103,12 +100,6 @@ class SharedSql(abc.ABC):
     def _notify(self, conn: Any, what: str) -> None:
         """Tell listeners of ``what`` (:data:`~nexo_trio.store.base.CHANGES`), once this
         transaction commits, that it changed."""
-
-    @abc.abstractmethod
-    async def _write(self, op: Any) -> Any: ...
-
-    @abc.abstractmethod
-    async def _read(self, fn: Any, then: Any = None) -> Any: ...
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from nexo_trio.store.base import CHANGES, Binding, GoalSummary, LedgerEntry
+from nexo_trio.store.base import CHANGES, Binding
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
@@ -28,7 +28,6 @@ from nexo_trio.store.batched import (
     StoreError,
     StoreUnwritableError,
     _Request,
-    pending_entries,
     raise_if_unwritable,
     serving,
 )
@@ -36,13 +35,13 @@ from nexo_trio.store.faults import (
     RETRY_INITIAL_S,
     RETRY_MAX_S,
     UNWRITABLE_AFTER_S,
-    is_operational,
     replaced_error,
 )
 from nexo_trio.store.files import file_identity, prepare_database_file
-from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh, rebind
+from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql, binding_row
+from nexo_trio.store.memory import rebind
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
-from nexo_trio.wire.ledger_rows import decode_data, encode_data, outcome_kind
+from nexo_trio.wire.ledger_rows import encode_data
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # v1: session bindings and the goal ledger.
@@ -211,36 +210,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> Non
         raise
 
 
-def _binding(row: Sequence[Any]) -> Binding:
-    return Binding(
-        goal_id=row[0],
-        session_id=row[1],
-        model=row[2],
-        workspace=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-        last_active_at=row[6],
-        invalid=bool(row[7]),
-    )
-
-
-_BINDING_COLUMNS = (
-    "goal_id, session_id, model, workspace, created_at, updated_at, last_active_at, invalid"
-)
-
-
-def _qualified(alias: str) -> str:
-    return ", ".join(f"{alias}.{column.strip()}" for column in _BINDING_COLUMNS.split(","))
-
-
-_LATEST_ORDER = "ORDER BY updated_at DESC, rowid DESC LIMIT 1"
-"""A goal's latest row first: the latest ``updated_at``, ties to the later put (rowid)."""
-
-_LATEST_BINDING = f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? {_LATEST_ORDER}"
-_LATEST_ROWID = f"SELECT rowid FROM bindings WHERE goal_id = ? {_LATEST_ORDER}"
-
-
-class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
+class SQLiteStore(BatchedStore[sqlite3.Connection], LedgerSql, SharedSql):
     """Bindings and ledger in a SQLite file (WAL), written by one service task (see
     :class:`~nexo_trio.store.batched.BatchedStore` for the writer, the readers and the
     options).
@@ -354,48 +324,7 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
         it changed, so waiters look again that often."""
         await trio.sleep(max(0.0, min(timeout_s, POLL_S)))
 
-    async def _stored_binding(self, goal_id: str, session_id: str) -> Binding | None:
-        """The ``(goal_id, session_id)`` row in the file, ``None`` if none or unreadable."""
-
-        def read(conn: sqlite3.Connection) -> Binding | None:
-            row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
-                (goal_id, session_id),
-            ).fetchone()
-            return None if row is None else _binding(row)
-
-        try:
-            return await self._read(read)
-        except Exception as exc:
-            if isinstance(exc, StoreError) or is_operational(exc):
-                return None
-            raise
-
     # -- Store -----------------------------------------------------------------------------
-
-    async def get_binding(
-        self,
-        goal_id: str,
-        *,
-        idle_ttl_s: float | None = None,
-        max_age_s: float | None = None,
-    ) -> Binding | None:
-        """The goal's current binding (see :class:`~nexo_trio.store.base.Binding`), or
-        ``None`` if it has none or it is idle longer than ``idle_ttl_s`` (since
-        ``last_active_at``) or older than ``max_age_s`` (since ``created_at``); exactly at a
-        limit still counts."""
-
-        def read(conn: sqlite3.Connection) -> Binding | None:
-            row = conn.execute(_LATEST_BINDING, (goal_id,)).fetchone()
-            return None if row is None else _binding(row)
-
-        binding = await self._read(read)
-        if binding is None or binding.invalid:
-            return None
-        now = self._clock()
-        if not is_fresh(binding, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s):
-            return None
-        return binding
 
     async def put_binding(
         self,
@@ -412,11 +341,11 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
 
         def op(conn: sqlite3.Connection) -> Binding:
             row = conn.execute(
-                f"SELECT {_BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
+                f"SELECT {BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
                 (goal_id, session_id),
             ).fetchone()
             binding = rebind(
-                None if row is None else _binding(row),
+                None if row is None else binding_row(row),
                 goal_id,
                 session_id,
                 model=model,
@@ -426,7 +355,7 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
             # REPLACE deletes the old row and inserts a new one, with a rowid above every
             # other row's: the rowid is the put sequence that breaks updated_at ties.
             conn.execute(
-                f"INSERT OR REPLACE INTO bindings ({_BINDING_COLUMNS}) "
+                f"INSERT OR REPLACE INTO bindings ({BINDING_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     binding.goal_id,
@@ -451,74 +380,6 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
         stored = await self._stored_binding(goal_id, session_id)
         return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
 
-    async def mark_invalid(self, goal_id: str, session_id: str) -> None:
-        """Flag the goal's ``session_id`` row invalid, keeping it (and its times); a no-op
-        if there is no such row."""
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE bindings SET invalid = 1 WHERE goal_id = ? AND session_id = ?",
-                (goal_id, session_id),
-            )
-
-        what = f"invalid mark of goal {goal_id}'s session {session_id}"
-        await self._write_kept(_Request(op, resilient=True, what=what))
-
-    async def touch(self, goal_id: str) -> None:
-        """Set the current binding's ``last_active_at`` to now; a no-op without one."""
-        now = self._clock()
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE bindings SET last_active_at = ? "
-                f"WHERE rowid = ({_LATEST_ROWID}) AND invalid = 0",
-                (now, goal_id),
-            )
-
-        await self._write_kept(_Request(op, resilient=True, what=f"touch of goal {goal_id}"))
-
-    async def list_bindings(
-        self,
-        *,
-        include_invalid: bool = False,
-        idle_ttl_s: float | None = None,
-        max_age_s: float | None = None,
-    ) -> list[Binding]:
-        """The current binding of each goal that has one; with ``include_invalid``, every
-        row instead (invalid and superseded ones too). Most recently active first,
-        filtered like :meth:`get_binding`."""
-
-        def read(conn: sqlite3.Connection) -> list[tuple[int, Binding]]:
-            if include_invalid:
-                sql = f"SELECT rowid, {_BINDING_COLUMNS} FROM bindings"
-            else:
-                # The latest row of each goal, if valid: no row of the goal comes after it.
-                sql = f"""
-                    SELECT b.rowid, {_qualified("b")} FROM bindings AS b
-                    WHERE b.invalid = 0 AND NOT EXISTS (
-                        SELECT 1 FROM bindings AS n
-                        WHERE n.goal_id = b.goal_id
-                          AND (n.updated_at > b.updated_at
-                               OR (n.updated_at = b.updated_at AND n.rowid > b.rowid)))
-                """
-            return [(row[0], _binding(row[1:])) for row in conn.execute(sql).fetchall()]
-
-        # Filtering and sorting in Python keeps the exact semantics of the memory store
-        # (shared helpers) at no real cost.
-        now = self._clock()
-        rows = await self._read(read)
-        return fresh_in_order(rows, now=now, idle_ttl_s=idle_ttl_s, max_age_s=max_age_s)
-
-    async def purge_older_than(self, age_s: float) -> int:
-        """Delete every row (of any goal, valid or not) not active for more than ``age_s``
-        seconds; return how many."""
-        cutoff = self._clock() - age_s
-
-        def op(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM bindings WHERE last_active_at < ?", (cutoff,)).rowcount
-
-        return await self._write(op)
-
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
@@ -540,69 +401,6 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], SharedSql):
 
         what = f"{len(rows)} event(s) of goal {goal_id}"
         await self._write_kept(_Request(op, resilient=True, what=what, rows=rows))
-
-    async def events(self, goal_id: str, *, after_seq: int = 0) -> list[LedgerEntry]:
-        """The goal's events with ``seq > after_seq``, in order; events kept in memory (not
-        written yet) come last, ``pending``, with ``seq`` 0."""
-
-        def read(conn: sqlite3.Connection) -> list[LedgerEntry]:
-            rows = conn.execute(
-                "SELECT seq, at, kind, data FROM ledger WHERE goal_id = ? AND seq > ? ORDER BY seq",
-                (goal_id, after_seq),
-            ).fetchall()
-            return [
-                LedgerEntry(seq=seq, goal_id=goal_id, at=at, kind=kind, data=decode_data(data))
-                for seq, at, kind, data in rows
-            ]
-
-        def with_kept(entries: list[LedgerEntry]) -> list[LedgerEntry]:
-            # While a read holds a connection no kept write is being written: each kept
-            # event is in what was just read or still kept, never both, never neither.
-            kept = [
-                request
-                for request in self._kept
-                if request.rows[:1] and request.rows[0][0] == goal_id
-            ]
-            return entries + pending_entries(kept)
-
-        return await self._read(read, with_kept)
-
-    async def goals(self) -> list[GoalSummary]:
-        """Every goal in the ledger, most recently active first."""
-
-        def read(conn: sqlite3.Connection) -> list[GoalSummary]:
-            # One statement, so one consistent snapshot. The outcome is the data of the
-            # latest goal_completed after the latest goal_started (if any).
-            rows = conn.execute(
-                """
-                SELECT g.goal_id, g.first_at, g.last_at, g.n, last.kind,
-                    (SELECT c.data FROM ledger AS c
-                     WHERE c.goal_id = g.goal_id AND c.kind = :completed
-                       AND c.seq > COALESCE(
-                           (SELECT MAX(s.seq) FROM ledger AS s
-                            WHERE s.goal_id = g.goal_id AND s.kind = :started), 0)
-                     ORDER BY c.seq DESC LIMIT 1)
-                FROM (SELECT goal_id, MIN(at) AS first_at, MAX(at) AS last_at,
-                             COUNT(*) AS n, MAX(seq) AS last_seq
-                      FROM ledger GROUP BY goal_id) AS g
-                JOIN ledger AS last ON last.seq = g.last_seq
-                ORDER BY g.last_at DESC, g.last_seq DESC
-                """,
-                {"completed": GOAL_COMPLETED, "started": GOAL_STARTED},
-            ).fetchall()
-            return [
-                GoalSummary(
-                    goal_id=goal_id,
-                    first_at=first_at,
-                    last_at=last_at,
-                    events=n,
-                    last_kind=last_kind,
-                    outcome=None if completed is None else outcome_kind(decode_data(completed)),
-                )
-                for goal_id, first_at, last_at, n, last_kind, completed in rows
-            ]
-
-        return await self._read(read)
 
 
 POLL_S = 0.2
