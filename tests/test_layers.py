@@ -33,7 +33,9 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "engine": ({"core", "wire"}, {"attrs", "trio", "psutil"}),
     "gate": ({"core", "wire"}, {"attrs", "trio", "anthropic"}),
     # outcome: trio's own result type, which its worker threads deliver (start_thread_soon).
-    "store": ({"core", "wire"}, {"attrs", "trio", "outcome"}),
+    # psycopg: the PostgreSQL store's driver (the optional `postgres` extra), as sqlite3 is
+    # the SQLite store's.
+    "store": ({"core", "wire"}, {"attrs", "trio", "outcome", "psycopg"}),
     "orchestrator": ({"core", "wire", "engine", "gate", "store"}, {"attrs", "trio"}),
     "cli": (
         {"core", "wire", "engine", "gate", "store", "orchestrator", "testing"},

@@ -99,9 +99,7 @@ def test_two_workers_run_twenty_goals_each_exactly_once(tmp_path: Path, pg_url: 
     completed = Counter(goal for goal, kind, _ in events if kind == "goal_completed")
     assert set(started.values()) == set(turns.values()) == set(completed.values()) == {1}
     assert len(s.fake.invocations()) == 20
-    assert queue_rows(pg_url) == {
-        f"g{index:02d}": ("finished", 1, "done") for index in range(20)
-    }
+    assert queue_rows(pg_url) == {f"g{index:02d}": ("finished", 1, "done") for index in range(20)}
     # A third process sees every goal through the store.
     status = run_process("status", "--config", s.config, "--store", pg_url, "--json")
     assert status.returncode == 0, status.stderr

@@ -21,7 +21,6 @@ from nexo_trio.store import (
 from nexo_trio.store import sqlite as sqlite_module
 from tests.store.conftest import FakeClock, open_fds
 
-
 LATEST = 3
 """The schema version this nexo-trio writes: v1 bindings and ledger, v2 a binding row per
 session, v3 leases, the goal queue, control requests and session transcripts."""

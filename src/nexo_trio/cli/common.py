@@ -9,6 +9,7 @@ import attrs
 import click
 
 from nexo_trio.core.goal import BUILTIN_CHECKS, Goal
+from nexo_trio.core.remotes import is_git_url
 from nexo_trio.core.settings import Config
 from nexo_trio.store.batched import StoreError
 from nexo_trio.store.location import StoreLocation, StoreLocationError
@@ -105,7 +106,7 @@ def store_option(fn: click.decorators.FC) -> click.decorators.FC:
 
 def read_goal(path: Path) -> Goal:
     """The goal from ``path``; a relative workspace (or worktree repo) is taken relative to
-    the goal file.
+    the goal file (a worktree repo that is a URL stays as given).
 
     Its custom checks must be built-in ones (the CLI has no others)."""
     try:
@@ -116,6 +117,8 @@ def read_goal(path: Path) -> Goal:
     tree = goal.worktree
     # Whether they exist is checked with the rest (Orchestrator.check_goal): a workspace
     # that would be the state dir is refused as that, even before the state dir exists.
+    if tree is not None and is_git_url(tree.repo):
+        return goal  # cloned by the run
     if tree is not None:
         repo = _beside(here, tree.repo)
         if repo.exists() and not repo.is_dir():

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Final
 
 import click
-import orjson
 import trio
 
 from nexo_trio.cli.common import (
@@ -46,8 +45,8 @@ from nexo_trio.wire.control_frames import (
     ControlReply,
     ControlRequest,
     Op,
-    decode_reply,
-    encode_request,
+    reply_from_data,
+    to_data,
 )
 
 STORE_REPLY_TIMEOUT_S: Final = 15.0
@@ -150,7 +149,7 @@ async def _ask_store(store: SharedStore, lease: Lease, request: ControlRequest) 
     """Leave the request in the store for the lease's owner and wait (at most
     :data:`STORE_REPLY_TIMEOUT_S`) for its reply."""
     goal_id = request.goal_id
-    control_id = await store.post_control(goal_id, orjson.loads(encode_request(request)))
+    control_id = await store.post_control(goal_id, to_data(request))
     message: ControlMessage | None = None
     with trio.move_on_after(STORE_REPLY_TIMEOUT_S):
         while True:
@@ -164,7 +163,7 @@ async def _ask_store(store: SharedStore, lease: Lease, request: ControlRequest) 
             f"{STORE_REPLY_TIMEOUT_S:.0f} s (the request stays in the store)"
         )
     try:
-        reply = decode_reply(orjson.dumps({"v": 1, **message.reply}))
+        reply = reply_from_data(message.reply)
     except ControlFrameError as exc:
         raise UserError(f"goal {goal_id!r}: {lease.owner} answered garbage: {exc}") from None
     if reply.problem == "not_running":

@@ -47,13 +47,16 @@ class WorkspaceInfo:
     ``kind``: ``directory`` (no checkpoints), ``repository`` (a git repository's top level:
     its own git dir holds the checkpoints), ``shadow`` (a private git dir in the state dir)
     or ``worktree`` (a git worktree of ``repo`` on ``branch``, made at the commit ``base``).
-    ``target`` is what checkpoints, diffs and rollbacks use."""
+    ``target`` is what checkpoints, diffs and rollbacks use. ``remote``: the URL of a
+    remote repository (without userinfo), whose worker's clone ``repo`` is; its checkpoints
+    are pushed there."""
 
     kind: str
     target: GitTarget | None = None
     repo: str | None = None
     branch: str | None = None
     base: str | None = None
+    remote: str | None = None
 
 
 @attrs.frozen
@@ -160,6 +163,27 @@ class RolledBack(_Stamped):
     sha: str
     by: str
     reason: str | None = None
+
+
+@attrs.frozen
+class WorkspaceRestored(_Stamped):
+    """The goal's worktree was made fresh on this host (the goal ran elsewhere before) and
+    its files and index were put back as the ledger last knew them: at the commit ``sha``
+    of the goal's refs, fetched from the remote. Its branch is as the remote had it."""
+
+    goal_id: str
+    sha: str
+
+
+@attrs.frozen
+class WorkspaceWarning(_Stamped):
+    """Something about the workspace that does not stop the goal, in one line: a checkpoint
+    that could not be pushed to the remote (``turn``: its turn), a commit the ledger knows
+    that the remote does not have (the worktree then goes on from its branch)."""
+
+    goal_id: str
+    message: str
+    turn: int | None = None
 
 
 @attrs.frozen
@@ -453,6 +477,8 @@ GoalEvent: TypeAlias = (
     | TurnSpawned
     | CheckpointFailed
     | RolledBack
+    | WorkspaceRestored
+    | WorkspaceWarning
     | WorkspaceCleaned
     | SessionBound
     | TurnActivity

@@ -37,7 +37,10 @@ Rules of ``apply`` (the fold; config-free: every decision it applies was recorde
    until the next acceptance or a wake-up, and the streak of identical failures grows.
 7. ``rolled_back``: the workspace is back at a checkpoint: the next work prompt says so, the
    last failures and changes no longer apply, a ``done`` goal is open again.
-   ``workspace_cleaned``: its checkpoints are gone; the next work prompt says so.
+   ``workspace_cleaned``: its checkpoints are gone; the next work prompt says so. The
+   workspace's last known commit (``workspace_commit``: where a worktree made fresh on
+   another host goes on from) follows a turn's first checkpoint, a turn's end (its
+   ``after``) and a rollback's target; cleaning forgets it.
 8. ``sleeping`` plans a wake-up time; ``woke_up`` ends the sleep (the next prompt says so).
    ``stuck_detected`` with ``fresh_session`` drops the session and resets the streaks.
 9. Operator controls set what they say (cancel, pause, resume, queue a message, raise
@@ -216,6 +219,10 @@ class GoalState:
     """The checkpoint of each turn, taken before its first attempt, by turn."""
     turn_ends: tuple[Checkpoint, ...] = ()
     """The workspace right after each turn (its last attempt), by turn."""
+    workspace_commit: str | None = None
+    """The commit the workspace was last known at, on a ref of the goal's: the checkpoint of
+    a turn's first attempt, the end of a turn, a rollback's target (``None``: none, or
+    cleaned). Where a worktree made fresh on another host goes on from."""
     rollback_due: Restore | None = None
     """A rollback the replay policy decided on, not done yet."""
     # the step in progress
@@ -302,11 +309,17 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
                 checkpoint=event.checkpoint,
                 marker=event.marker,
             )
-            checkpoints = state.checkpoints
+            checkpoints, commit = state.checkpoints, state.workspace_commit
             if event.checkpoint is not None and checkpoint_of(state, event.turn) is None:
                 checkpoints = (*checkpoints, Checkpoint(turn=event.turn, sha=event.checkpoint))
+                commit = event.checkpoint  # a retry's own checkpoint is on no ref
             return attrs.evolve(
-                state, attempt=attempt, interrupts=queue, sleep=None, checkpoints=checkpoints
+                state,
+                attempt=attempt,
+                interrupts=queue,
+                sleep=None,
+                checkpoints=checkpoints,
+                workspace_commit=commit,
             )
         case CheckpointFailed(turn=turn, reason=reason):
             failed = f"cannot checkpoint the workspace before turn {turn}: {reason}"
@@ -323,6 +336,7 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
                 state,
                 checkpoints=(),
                 turn_ends=(),
+                workspace_commit=None,
                 rollback_due=None,
                 rolled_back=note,
                 last_changes=None,
@@ -489,6 +503,9 @@ def _complete(state: GoalState, event: AttemptCompleted) -> GoalState:
         ),
         last_changes=state.last_changes if event.compact else event.changes,
         turn_ends=_with_end(state.turn_ends, event),
+        workspace_commit=(
+            event.after if event.after is not None and not event.compact else state.workspace_commit
+        ),
         usage=state.usage + event.usage,
         cost_usd=state.cost_usd + event.cost_usd,
         denied=state.denied + extra,
@@ -578,6 +595,7 @@ def _rolled_back(state: GoalState, event: RolledBack) -> GoalState:
         state,
         rollback_due=None,
         rolled_back=note,
+        workspace_commit=event.sha,
         failures=(),
         last_changes=None,
         check_signature=None,

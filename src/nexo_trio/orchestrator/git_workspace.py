@@ -32,6 +32,15 @@ dir as ``--git-dir`` and ``GIT_COMMON_DIR``, a worktree's HEAD as ``worktrees/<i
   another or the work tree now.
 * :func:`delete_checkpoints`, :func:`remove_worktree`, :func:`branch_merged`,
   :func:`delete_branch`: clean-up after a goal.
+* :func:`ensure_clone` / :func:`fetch_clone` / :func:`push_checkpoints`: a remote
+  repository (a URL, :mod:`nexo_trio.core.remotes`) is cloned once per worker (bare, under
+  its ``workspace_root``), fetched before a goal's worktree of it is opened (never into a
+  branch checked out in one of its worktrees), and each checkpoint is pushed back with the
+  goal's branch. Their calls run in the clone's git dir with the transport settings of
+  :func:`~nexo_trio.core.remotes.remote_env`, bounded like every other (a clone generously:
+  :data:`CLONE_TIMEOUT`); their messages never show a URL's userinfo. A marker in the clone
+  (:func:`mark_fresh`) says a goal's worktree was made here fresh until its first run has
+  put it back at the ledger's last commit (:func:`clear_fresh`).
 * :func:`restore`: **the work tree and the index are put back as they were at the
   checkpoint; HEAD and the branch stay where they are.** Tracked and untracked files are
   restored (a file created later is removed, a file deleted later is back, ignored files are
@@ -82,19 +91,39 @@ from nexo_trio.core.checkpoints import (
     ref_argv,
     ref_problem,
 )
+from nexo_trio.core.remotes import (
+    clone_name,
+    fetch_refspecs,
+    parse_push,
+    push_problem,
+    push_refspecs,
+    redact_userinfo,
+    remote_env,
+    without_userinfo,
+)
 
 __all__ = [
+    "CLONE_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "FETCH_TIMEOUT",
+    "PUSH_TIMEOUT",
     "branch_merged",
     "changed_paths",
     "checkpoint",
+    "clear_fresh",
     "delete_branch",
     "delete_checkpoints",
     "diff_stat",
     "diff_text",
+    "ensure_clone",
     "ensure_shadow",
     "ensure_worktree",
+    "fetch_clone",
+    "has_commit",
+    "is_fresh",
     "list_checkpoints",
+    "mark_fresh",
+    "push_checkpoints",
     "remove_worktree",
     "repository_refs",
     "repository_target",
@@ -104,6 +133,12 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds one git call may take."""
+CLONE_TIMEOUT = 600.0
+"""Seconds the clone of a remote repository may take."""
+FETCH_TIMEOUT = 300.0
+"""Seconds a fetch of a remote repository into its clone may take."""
+PUSH_TIMEOUT = 60.0
+"""Seconds the push of a checkpoint may take."""
 
 _HEX = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -1148,3 +1183,221 @@ async def restore(
             check=False,
         )  # fmt: skip
         return refreshed if isinstance(refreshed, WorkspaceProblem) else None
+
+
+# -- remote repositories -------------------------------------------------------------------
+
+
+def _redacted(problem: WorkspaceProblem) -> WorkspaceProblem:
+    return WorkspaceProblem(redact_userinfo(problem.message))
+
+
+def _clone_argv(clone: str, *args: str) -> list[str]:
+    """A git call in the clone's git dir (a bare repository, its own common dir: no
+    ``GIT_COMMON_DIR``, with which git would not take it for bare)."""
+    return git_argv(None, f"--git-dir={clone}", *args)
+
+
+async def _in_clone(
+    clone: str, *args: str, timeout: float, remote: bool = False
+) -> _Done | WorkspaceProblem:
+    env = remote_env(os.environ) if remote else git_env(os.environ)
+    done = await _run(_clone_argv(clone, *args), timeout=timeout, env=env)
+    return _redacted(done) if isinstance(done, WorkspaceProblem) else done
+
+
+async def ensure_clone(
+    url: str, directory: str, *, timeout: float = CLONE_TIMEOUT
+) -> str | WorkspaceProblem:
+    """The worker's bare clone of ``url`` in ``directory``: ``<directory>/<clone_name(url)>``,
+    made once (``git clone --bare`` into a temporary directory then renamed into place, so
+    a clone cut short never passes for one), reused after (a bare repository whose
+    ``origin`` is ``url``). Problems name the URL without its userinfo."""
+    path = os.path.join(directory, clone_name(url))
+    if not await trio.to_thread.run_sync(os.path.lexists, path):
+        made = await _clone(url, directory, path, timeout=timeout)
+        if made is not None:
+            return made
+    return await _check_clone(url, path)
+
+
+def _make_temporary(directory: str, name: str) -> str:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+
+
+async def _clone(url: str, directory: str, path: str, *, timeout: float) -> WorkspaceProblem | None:
+    shown = without_userinfo(url)
+    try:
+        temporary = await trio.to_thread.run_sync(_make_temporary, directory, clone_name(url))
+    except OSError as exc:
+        return _problem(f"making a clone of {shown} in {directory}", exc)
+    try:
+        made = os.path.join(temporary, "clone.git")
+        cloned = await _ok(
+            git_argv(None, "clone", "--bare", "--quiet", "--template=", "--", url, made),
+            timeout=timeout,
+            env=remote_env(os.environ),
+            doing=f"cloning {shown}",
+        )
+        if isinstance(cloned, WorkspaceProblem):
+            return _redacted(cloned)
+        try:
+            await trio.to_thread.run_sync(os.rename, made, path)
+        except OSError as exc:
+            if not await trio.to_thread.run_sync(os.path.isdir, path):
+                return _problem(f"putting the clone of {shown} at {path}", exc)
+            # Another process made it meanwhile: that one is checked and used.
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_rmtree, temporary)
+    return None
+
+
+async def _check_clone(url: str, path: str) -> str | WorkspaceProblem:
+    """``path`` when it is a bare repository cloned from ``url``."""
+    shown = without_userinfo(url)
+    wrong = WorkspaceProblem(f"{path} is not a clone of {shown}: remove it")
+    bare = await _in_clone(path, "rev-parse", "--is-bare-repository", timeout=DEFAULT_TIMEOUT)
+    if isinstance(bare, WorkspaceProblem):
+        return bare
+    if bare.returncode != 0 or bare.stdout.strip() != b"true":
+        return wrong
+    origin = await _in_clone(path, "config", "--get", "remote.origin.url", timeout=DEFAULT_TIMEOUT)
+    if isinstance(origin, WorkspaceProblem):
+        return origin
+    if origin.returncode != 0 or origin.stdout.rstrip(b"\n") != os.fsencode(url):
+        return wrong
+    return path
+
+
+async def fetch_clone(
+    clone: str, goal_id: str, *, remote: str, timeout: float = FETCH_TIMEOUT
+) -> WorkspaceProblem | None:
+    """Fetch the remote (``origin``, shown as ``remote``) into the clone: its branches and
+    tags onto the clone's, but for the branches checked out in one of the clone's worktrees
+    (registrations of worktrees whose directory is gone are pruned first), and the goal's
+    hidden refs (see :func:`~nexo_trio.core.remotes.fetch_refspecs`)."""
+    problem = goal_id_problem(goal_id)
+    if problem is not None:
+        return WorkspaceProblem(problem)
+    pruned = await _in_clone(clone, "worktree", "prune", timeout=DEFAULT_TIMEOUT)
+    if isinstance(pruned, WorkspaceProblem):
+        return pruned
+    entries = await _worktrees(clone, timeout=DEFAULT_TIMEOUT)
+    if isinstance(entries, WorkspaceProblem):
+        return entries
+    refspecs = fetch_refspecs(goal_id, [e.branch for e in entries if e.branch is not None])
+    fetched = await _in_clone(
+        clone, "fetch", "--quiet", "--no-write-fetch-head", "--no-recurse-submodules",
+        "origin", *refspecs,
+        timeout=timeout, remote=True,
+    )  # fmt: skip
+    if isinstance(fetched, WorkspaceProblem):
+        return fetched
+    if fetched.returncode != 0:
+        detail = first_line(fetched.stderr, f"exit code {fetched.returncode}")
+        return WorkspaceProblem(redact_userinfo(f"fetching {remote}: {detail}"))
+    return None
+
+
+async def push_checkpoints(
+    clone: str,
+    checkpoints: Sequence[tuple[str, str]],
+    *,
+    branch: str | None,
+    remote: str,
+    timeout: float = PUSH_TIMEOUT,
+) -> WorkspaceProblem | None:
+    """Push each ``(sha, ref)`` of ``checkpoints`` onto that hidden ref of the remote
+    (forced), and the goal's ``branch`` as the clone has it (fast-forward only; not when
+    the clone has no such branch); a problem saying which ref was not taken and why."""
+    tip = None
+    if branch is not None and ref_problem(f"refs/heads/{branch}") is None:
+        found = await _in_clone(
+            clone, "rev-parse", "--verify", "-q", "--end-of-options",
+            f"refs/heads/{branch}^{{commit}}", timeout=DEFAULT_TIMEOUT,
+        )  # fmt: skip
+        if isinstance(found, WorkspaceProblem):
+            return found
+        if found.returncode == 0:
+            tip = (_line(found.stdout), branch)
+    specs = push_refspecs(checkpoints, tip)
+    if not specs:
+        return None
+    done = await _in_clone(
+        clone, "push", "--porcelain", "--no-verify", "origin", *specs,
+        timeout=timeout, remote=True,
+    )  # fmt: skip
+    if isinstance(done, WorkspaceProblem):
+        return done
+    pushed = parse_push(done.stdout)
+    wanted = [ref for _, ref in checkpoints] + ([f"refs/heads/{branch}"] if tip else [])
+    problem = push_problem(wanted, pushed)
+    if problem is not None and not pushed:
+        problem = first_line(done.stderr, problem)  # nothing was sent: git says why
+    elif problem is None and done.returncode != 0:
+        problem = first_line(done.stderr, f"exit code {done.returncode}")
+    if problem is None:
+        return None
+    return WorkspaceProblem(redact_userinfo(f"pushing to {remote}: {problem}"))
+
+
+async def has_commit(
+    target: GitTarget, sha: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool | WorkspaceProblem:
+    """Whether the target's object store has the commit ``sha``."""
+    done = await _ref_run(
+        target, "rev-parse", "--verify", "-q", "--end-of-options", f"{sha}^{{commit}}",
+        timeout=timeout,
+    )  # fmt: skip
+    return done if isinstance(done, WorkspaceProblem) else done.returncode == 0
+
+
+FRESH_MARKERS = "nexo-trio-fresh"
+"""The directory of the clone holding a marker per goal whose worktree was made fresh here
+and not yet put back at the ledger's last commit (outside every worktree and admin dir:
+a confined turn cannot write it)."""
+
+
+def _fresh_marker(clone: str, goal_id: str) -> str:
+    problem = goal_id_problem(goal_id)
+    if problem is not None:
+        raise ValueError(problem)
+    return os.path.join(clone, FRESH_MARKERS, goal_id)
+
+
+def _write_marker(path: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path, "w", encoding="ascii") as file:
+        file.write("made fresh here; not put back at the ledger's last commit yet\n")
+
+
+async def mark_fresh(clone: str, goal_id: str) -> WorkspaceProblem | None:
+    """Mark the goal's worktree of ``clone`` as made fresh here (before it is made: a crash
+    in between leaves the mark)."""
+    try:
+        await trio.to_thread.run_sync(_write_marker, _fresh_marker(clone, goal_id))
+    except (OSError, ValueError) as exc:
+        return WorkspaceProblem(f"marking the worktree of goal {goal_id} as new: {exc}")
+    return None
+
+
+async def is_fresh(clone: str, goal_id: str) -> bool:
+    """Whether the goal's worktree of ``clone`` is marked as made fresh here."""
+    try:
+        path = _fresh_marker(clone, goal_id)
+    except ValueError:
+        return False
+    return await trio.to_thread.run_sync(os.path.lexists, path)
+
+
+async def clear_fresh(clone: str, goal_id: str) -> None:
+    """Take the mark off (the worktree is where the ledger last knew it, or goes on as it
+    is); no mark is no problem."""
+    try:
+        path = _fresh_marker(clone, goal_id)
+    except ValueError:
+        return
+    with suppress(OSError):
+        await trio.to_thread.run_sync(_discard, path)

@@ -6,12 +6,15 @@ as it records them.
 ::
 
     next_step(state, goal, config, now)
-       Begin       -> record goal_started, then the operator controls that waited for it
+       Begin       -> record goal_started, then the operator controls that waited for it;
+                      a worktree of a remote made fresh here goes back to the ledger's
+                      last commit of it (workspace_restored)
        Record      -> record the machine's decision (replay judgement, sleep, wake-up, stuck)
        RunTurn     -> checkpoint the workspace (a work turn of a checkpointed workspace),
                       record attempt_started (with the turn's marker), run the CLI
                       (record turn_spawned: who it is), record attempt_completed with
-                      what the turn changed
+                      what the turn changed; a remote's worktree pushes each checkpoint
+                      (a push that fails: workspace_warning)
        RunAcceptance -> run the checks, record acceptance_checked
        Restore     -> put the workspace back to a checkpoint, record rolled_back
        Sleep, Wait -> wait until the time comes or the state changes
@@ -24,6 +27,7 @@ step is stopped: a turn gracefully (its end is still recorded), a check or a wai
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -36,7 +40,7 @@ import attrs
 import trio
 
 from nexo_trio.core.budget import LiveSpend
-from nexo_trio.core.checkpoints import DiffStat, GitTarget, WorkspaceProblem
+from nexo_trio.core.checkpoints import DiffStat, GitTarget, WorkspaceProblem, checkpoint_ref
 from nexo_trio.core.events import Event, Spawned, SystemInit
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
@@ -52,6 +56,8 @@ from nexo_trio.core.goal_events import (
     TurnActivity,
     TurnSpawned,
     WorkspaceInfo,
+    WorkspaceRestored,
+    WorkspaceWarning,
 )
 from nexo_trio.core.goal_machine import (
     Begin,
@@ -77,6 +83,7 @@ from nexo_trio.core.goal_machine import (
 )
 from nexo_trio.core.goal_outcome import GoalOutcome
 from nexo_trio.core.record import Transcribing, transcribe
+from nexo_trio.core.remotes import resume_point
 from nexo_trio.core.sandbox import ApiProxy, SandboxPlan
 from nexo_trio.core.settings import Config
 from nexo_trio.core.turn import TurnState, turn_spend
@@ -86,7 +93,16 @@ from nexo_trio.engine.supervisor import TURN_MARKER_VAR, TurnResult, run_turn
 from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
 from nexo_trio.orchestrator.acceptance import Baseline, VerifierRegistry, evaluate
-from nexo_trio.orchestrator.git_workspace import checkpoint, diff_stat, restore
+from nexo_trio.orchestrator.git_workspace import (
+    PUSH_TIMEOUT,
+    checkpoint,
+    clear_fresh,
+    diff_stat,
+    has_commit,
+    is_fresh,
+    push_checkpoints,
+    restore,
+)
 from nexo_trio.orchestrator.transcripts import claude_dir, keep_transcript, restore_transcript
 from nexo_trio.store.base import SharedStore, Store, shared_store
 
@@ -97,6 +113,8 @@ Clock = Callable[[], float]
 """Seconds since the epoch."""
 CHANGES_DEADLINE = 120.0
 """How long the diff stat after a turn may take (shielded: the turn's end must be recorded)."""
+
+log = logging.getLogger("nexo_trio.orchestrator")
 
 
 class GoalHandle:
@@ -305,6 +323,7 @@ class GoalRun:
                     )
                     await self.emit(started)
                     await self.handle.go_live(self.emit)
+                    await self._resume_here()
                 case Record(events=events):
                     for event in events:
                         await self._record(event)
@@ -348,7 +367,71 @@ class GoalRun:
         if isinstance(sha, WorkspaceProblem):
             await self.emit(CheckpointFailed(self.goal.id, step.turn, sha.message))
             return None
+        # A retry's checkpoint is on no ref: only the branch goes.
+        await self._push(
+            step.turn, [(sha, checkpoint_ref(self.goal.id, step.turn))] if first else []
+        )
         return attrs.evolve(step, checkpoint=sha)
+
+    @property
+    def remote(self) -> WorkspaceInfo | None:
+        """The workspace's info when it is a worktree of a remote repository's clone."""
+        info = self.git
+        if info is None or info.remote is None or info.repo is None or info.target is None:
+            return None
+        return info
+
+    async def _push(self, turn: int, refs: list[tuple[str, str]]) -> None:
+        """Push the checkpoints ``refs`` (``(sha, ref)``) and the goal's branch to the remote
+        (a worktree of a remote's clone); a push that fails is logged and recorded as a
+        warning. Shielded and bounded: a turn's end is pushed when the goal is cancelled
+        too (a worker handing its goals back)."""
+        info = self.remote
+        if info is None:
+            return
+        assert info.repo is not None
+        assert info.remote is not None
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * PUSH_TIMEOUT):
+            problem = await push_checkpoints(
+                info.repo, refs, branch=info.branch, remote=info.remote, timeout=PUSH_TIMEOUT
+            )
+            if problem is not None:
+                log.warning("goal %s, turn %d: %s", self.goal.id, turn, problem.message)
+                await self.emit(WorkspaceWarning(self.goal.id, problem.message, turn=turn))
+
+    async def _resume_here(self) -> None:
+        """A remote's worktree made fresh on this host for a goal whose ledger knows its
+        workspace at a commit (it ran elsewhere) is put back at that commit (files and
+        index; the branch is as fetched), before this run's first turn; a commit the clone
+        does not have (never pushed) is a warning, and the worktree goes on from its
+        branch. A restore that fails escalates (the mark stays: the next run tries again)."""
+        info = self.remote
+        if info is None:
+            return
+        assert info.repo is not None
+        assert info.target is not None
+        fresh = await is_fresh(info.repo, self.goal.id)
+        sha = resume_point(self.handle.state, fresh=fresh)
+        if sha is not None:
+            present = await has_commit(info.target, sha)
+            if isinstance(present, WorkspaceProblem) or not present:
+                why = present.message if isinstance(present, WorkspaceProblem) else "missing"
+                message = (
+                    f"the workspace's last commit {sha[:12]} is not in the clone of "
+                    f"{info.remote} ({why}): going on from the branch {info.branch} as fetched"
+                )
+                log.warning("goal %s: %s", self.goal.id, message)
+                await self.emit(WorkspaceWarning(self.goal.id, message))
+            else:
+                problem = await restore(info.target, sha)
+                if problem is not None:
+                    turn = self.handle.state.turns + 1
+                    reason = f"putting the new worktree back at {sha[:12]}: {problem.message}"
+                    await self.emit(CheckpointFailed(self.goal.id, turn, reason))
+                    return
+                await self.emit(WorkspaceRestored(self.goal.id, sha))
+        if fresh:
+            await clear_fresh(info.repo, self.goal.id)
 
     async def _changes(self, step: RunTurn) -> tuple[DiffStat | None, str | None]:
         """The workspace right after the turn (a commit on ``refs/nexo/<goal>/<turn>-after``)
@@ -471,6 +554,10 @@ class GoalRun:
         )
         changes, after = await self._changes(step)
         await self.emit(attrs.evolve(completed, changes=changes, after=after))
+        if after is not None:
+            await self._push(
+                step.turn, [(after, checkpoint_ref(self.goal.id, step.turn, after=True))]
+            )
         session = self.handle.state.session_id
         if transcripts is not None and session is not None:
             await keep_transcript(*transcripts, session, self.workspace)

@@ -37,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 
 import attrs
-import orjson
 import trio
 
 from nexo_trio.core.budget import exhausted_axis
@@ -94,15 +93,20 @@ from nexo_trio.orchestrator.goal_lock import (
 from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
 from nexo_trio.orchestrator.leases import LeaseKeeper, new_owner
 from nexo_trio.orchestrator.state_dir import StateDir
-from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace, worktree_path
+from nexo_trio.orchestrator.workspace import (
+    GoalWorkspace,
+    open_workspace,
+    remote_repo,
+    worktree_path,
+)
 from nexo_trio.store.base import CONTROLS, SharedStore, Store, shared_store
 from nexo_trio.store.location import StoreLocation
 from nexo_trio.wire.control_frames import (
     ControlFrameError,
     ControlReply,
     ControlRequest,
-    decode_request,
-    encode_reply,
+    request_from_data,
+    to_data,
 )
 from nexo_trio.wire.goal_json import event_from_ledger, event_to_ledger, is_ledger_event
 
@@ -487,6 +491,8 @@ class Orchestrator:
         problem = await trio.to_thread.run_sync(self._workspace_problem, goal)
         if problem is not None:
             raise LayoutError(problem)
+        if remote_repo(goal) is not None:
+            return  # cloned and fetched when it runs (under its lease); a problem escalates it
         opened = await self._open_workspace(goal)
         if isinstance(opened, WorkspaceProblem):
             raise LayoutError(f"goal {goal.id!r}: {opened.message}")
@@ -811,13 +817,12 @@ class Orchestrator:
     async def _store_control(self, data: dict[str, object]) -> dict[str, object]:
         """One control request from the store, as the control socket would answer it."""
         try:
-            request = decode_request(orjson.dumps(data))
+            request = request_from_data(data)
         except ControlFrameError as exc:
             reply = ControlReply(ok=False, message=str(exc), problem="invalid")
         else:
             reply = await self._on_control(request)
-        answer: dict[str, object] = orjson.loads(encode_reply(reply))
-        return answer
+        return to_data(reply)
 
     async def _on_control(self, request: ControlRequest) -> ControlReply:
         """A request of another ``nexo-trio`` process (see :mod:`.control_server`): an

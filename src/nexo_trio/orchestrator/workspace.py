@@ -3,7 +3,11 @@ and how its turns are checkpointed (:class:`~nexo_trio.core.goal_events.Workspac
 
 * ``workspace: {repo, base, branch}``: a worktree at ``<workspace_root>/<goal id>`` on the
   goal's branch (created at ``base``, reused by a re-run); its checkpoints live in the
-  repository (hidden refs ``refs/nexo/<goal>/<turn>``).
+  repository (hidden refs ``refs/nexo/<goal>/<turn>``). A ``repo`` that is a URL
+  (:func:`~nexo_trio.core.remotes.is_git_url`) is cloned once into
+  ``<workspace_root>/.repos/`` (bare) and fetched every time a worktree of it is opened;
+  the worktree is the clone's (see :mod:`nexo_trio.core.remotes`), and one made fresh
+  here is marked so, for its run to put it back at the ledger's last commit.
 * ``workspace: DIR``: the directory must exist. When it is a git repository's top level its
   own git dir holds the checkpoints; otherwise ``checkpoints: true`` gives it a private
   shadow repository in the state dir (the directory gets no ``.git``), and without it the
@@ -27,13 +31,20 @@ import trio
 from nexo_trio.core.checkpoints import WorkspaceProblem
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import WorkspaceInfo
+from nexo_trio.core.remotes import CLONES_DIR, clone_name, is_git_url, without_userinfo
 from nexo_trio.orchestrator.git_workspace import (
+    ensure_clone,
     ensure_shadow,
     ensure_worktree,
+    fetch_clone,
+    mark_fresh,
     repository_target,
 )
 
-__all__ = ["GoalWorkspace", "open_workspace", "worktree_path"]
+__all__ = ["GoalWorkspace", "open_workspace", "remote_repo", "worktree_path"]
+
+_CLONE_LOCKS: trio.lowlevel.RunVar[dict[str, trio.Lock]] = trio.lowlevel.RunVar("clone_locks")
+"""One lock per clone, in this trio run: its fetch, its worktree made."""
 
 
 @attrs.frozen
@@ -52,6 +63,21 @@ class GoalWorkspace:
 def worktree_path(workspace_root: Path, goal_id: str) -> Path:
     """Where a goal's worktree goes: ``<workspace_root>/<goal id>``."""
     return workspace_root / goal_id
+
+
+def remote_repo(goal: Goal) -> str | None:
+    """The URL of the goal's remote repository, when its worktree is of one."""
+    tree = goal.worktree
+    return tree.repo if tree is not None and is_git_url(tree.repo) else None
+
+
+def _clone_lock(path: str) -> trio.Lock:
+    try:
+        locks = _CLONE_LOCKS.get()
+    except LookupError:
+        locks = {}
+        _CLONE_LOCKS.set(locks)
+    return locks.setdefault(path, trio.Lock())
 
 
 def _directory_state(path: Path) -> str:
@@ -109,12 +135,14 @@ async def _open_worktree(
     branch = goal.branch
     assert tree is not None
     assert branch is not None
-    repo = resolve(tree.repo)
-    state = await trio.to_thread.run_sync(_directory_state, repo)
-    if state == "missing":
-        return WorkspaceProblem(f"the repository {repo} does not exist")
-    if state == "other":
-        return WorkspaceProblem(f"the repository {repo} is not a directory")
+    url = remote_repo(goal)
+    repo = Path(tree.repo) if url is not None else resolve(tree.repo)
+    if url is None:
+        state = await trio.to_thread.run_sync(_directory_state, repo)
+        if state == "missing":
+            return WorkspaceProblem(f"the repository {repo} does not exist")
+        if state == "other":
+            return WorkspaceProblem(f"the repository {repo} is not a directory")
     path = worktree_path(workspace_root, goal.id)
     root_real, path_real = await trio.to_thread.run_sync(
         lambda: (os.path.realpath(workspace_root), os.path.realpath(path))
@@ -125,6 +153,8 @@ async def _open_worktree(
             f"{workspace_root}: refused"
         )
     await trio.to_thread.run_sync(lambda: Path(root_real).mkdir(parents=True, exist_ok=True))
+    if url is not None:
+        return await _open_remote_worktree(goal, url, Path(root_real), path_real)
     made = await ensure_worktree(str(repo), tree.base, branch, path_real)
     if isinstance(made, WorkspaceProblem):
         return made
@@ -134,5 +164,46 @@ async def _open_worktree(
         repo=str(repo),
         branch=branch,
         base=tree.base or "HEAD",
+    )
+    return GoalWorkspace(path=Path(made.path), info=info)
+
+
+def _is_new(path: str) -> bool:
+    """No worktree is at ``path`` yet: nothing there, or an empty directory."""
+    return not os.path.lexists(path) or (
+        os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+    )
+
+
+async def _open_remote_worktree(
+    goal: Goal, url: str, root: Path, path: str
+) -> GoalWorkspace | WorkspaceProblem:
+    """The goal's worktree of this worker's clone of ``url`` (cloned once, fetched now)."""
+    tree, branch = goal.worktree, goal.branch
+    assert tree is not None
+    assert branch is not None
+    shown = without_userinfo(url)
+    clones = root / CLONES_DIR
+    async with _clone_lock(str(clones / clone_name(url))):
+        clone = await ensure_clone(url, str(clones))
+        if isinstance(clone, WorkspaceProblem):
+            return clone
+        fetched = await fetch_clone(clone, goal.id, remote=shown)
+        if isinstance(fetched, WorkspaceProblem):
+            return fetched
+        if await trio.to_thread.run_sync(_is_new, path):
+            marked = await mark_fresh(clone, goal.id)
+            if marked is not None:
+                return marked
+        made = await ensure_worktree(clone, tree.base, branch, path)
+    if isinstance(made, WorkspaceProblem):
+        return made
+    info = WorkspaceInfo(
+        kind="worktree",
+        target=made.target,
+        repo=clone,
+        branch=branch,
+        base=tree.base or "HEAD",
+        remote=shown,
     )
     return GoalWorkspace(path=Path(made.path), info=info)

@@ -33,8 +33,6 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from nexo_trio.store.base import (
     CONTROLS,
     FINISHED,
@@ -74,9 +72,9 @@ def _control(row: Sequence[Any]) -> ControlMessage:
     return ControlMessage(
         id=control_id,
         goal_id=goal_id,
-        request=orjson.loads(request),
+        request=decode_data(request),
         at=at,
-        reply=None if reply is None else orjson.loads(reply),
+        reply=None if reply is None else decode_data(reply),
     )
 
 
@@ -307,7 +305,7 @@ class SharedSql(SqlHooks):
 
     async def post_control(self, goal_id: str, request: dict[str, Any]) -> int:
         """Leave a control request for whichever process runs the goal; its id."""
-        data = orjson.dumps(request).decode()
+        data = encode_data(request).decode()
 
         def op(conn: Any) -> int:
             now = self._lease_now(conn)
@@ -343,7 +341,7 @@ class SharedSql(SqlHooks):
 
     async def answer_control(self, control_id: int, reply: dict[str, Any]) -> None:
         """Record the reply to a control request (the first reply stands)."""
-        data = orjson.dumps(reply).decode()
+        data = encode_data(reply).decode()
 
         def op(conn: Any) -> None:
             now = self._lease_now(conn)

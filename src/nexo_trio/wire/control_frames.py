@@ -96,8 +96,7 @@ _converter: Final = _make_converter()
 
 
 def _encode(obj: ControlRequest | ControlReply) -> bytes:
-    data: dict[str, Any] = {"v": PROTOCOL_VERSION, **_converter.unstructure(obj)}
-    return orjson.dumps(data) + b"\n"
+    return orjson.dumps(to_data(obj)) + b"\n"
 
 
 def _decode(line: bytes, cls: type[Any]) -> Any:
@@ -107,9 +106,13 @@ def _decode(line: bytes, cls: type[Any]) -> Any:
         data = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ControlFrameError(f"not JSON: {exc}") from None
+    return _from_data(data, cls)
+
+
+def _from_data(data: object, cls: type[Any]) -> Any:
     if not isinstance(data, dict) or data.get("v") != PROTOCOL_VERSION:
         raise ControlFrameError(f"not a version-{PROTOCOL_VERSION} control frame")
-    data.pop("v")
+    data = {key: value for key, value in data.items() if key != "v"}
     try:
         return _converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
@@ -117,6 +120,24 @@ def _decode(line: bytes, cls: type[Any]) -> Any:
         raise ControlFrameError(f"malformed {cls.__name__}: {problems}") from None
     except (ValueError, TypeError) as exc:  # the record's own validators
         raise ControlFrameError(f"malformed {cls.__name__}: {exc}") from None
+
+
+def to_data(obj: ControlRequest | ControlReply) -> dict[str, Any]:
+    """A request or reply as the JSON object of its frame (what a store keeps of it)."""
+    data: dict[str, Any] = {"v": PROTOCOL_VERSION, **_converter.unstructure(obj)}
+    return data
+
+
+def request_from_data(data: object) -> ControlRequest:
+    """A request from the JSON object of its frame, validated (:class:`ControlFrameError`)."""
+    request: ControlRequest = _from_data(data, ControlRequest)
+    return request
+
+
+def reply_from_data(data: object) -> ControlReply:
+    """A reply from the JSON object of its frame, validated (:class:`ControlFrameError`)."""
+    reply: ControlReply = _from_data(data, ControlReply)
+    return reply
 
 
 def encode_request(request: ControlRequest) -> bytes:
