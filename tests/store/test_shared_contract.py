@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from nexo_trio.store.base import FINISHED, QUEUED, SharedStore
+from nexo_trio.store.base import FINISHED, QUEUED, RUNNING, SharedStore
 from nexo_trio.store.sqlite import open_sqlite_store
 from tests.store.conftest import FakeClock
 
@@ -75,7 +75,7 @@ async def test_submit_claim_finish(shared_store: SharedStore, clock: FakeClock) 
     rows = {g.goal_id: g for g in await shared_store.queue()}
     assert rows["a"].state == FINISHED
     assert (rows["a"].outcome, rows["a"].owner, rows["a"].finished_at) == ("done", None, T0 + 1)
-    assert rows["b"].state == QUEUED
+    assert rows["b"].state == RUNNING
     assert rows["b"].owner == "w2"
     # A finished goal can be submitted again; it is then claimable again.
     assert await shared_store.submit("a", {"id": "a", "again": True})
@@ -91,6 +91,7 @@ async def test_a_dead_workers_goal_is_claimed_again_after_its_lease(
     clock.advance(29)
     assert await shared_store.claim("w2", 30) == []
     clock.advance(2)
+    assert [g.state for g in await shared_store.queue()] == [RUNNING]  # its worker died
     retaken = await shared_store.claim("w2", 30)
     assert [(g.goal_id, g.owner, g.claims) for g in retaken] == [("a", "w2", 2)]
     assert not await shared_store.finish("a", "dead", "done")  # the dead one lost it
@@ -241,3 +242,18 @@ async def test_appends_of_a_goal_leased_to_another_owner_are_fenced(pg_url: str)
             await store.append_events(goal, [("note", {"n": 1})])
         assert [len(await store.events(goal)) for goal in ("mine", "taken", "gone")] == [1, 0, 0]
         assert [(row[0], row[2]) for row in store.fenced] == [("taken", "note"), ("gone", "note")]
+
+
+async def test_a_goal_handed_back_waits_again_and_is_claimed_first(
+    shared_store: SharedStore, clock: FakeClock
+) -> None:
+    await shared_store.submit("a", {"id": "a"})
+    clock.advance(1)
+    await shared_store.submit("b", {"id": "b"})
+    [a] = await shared_store.claim("w1", 30)
+    assert a.state == RUNNING
+    await shared_store.release_lease("a", "w2")  # not w2's: nothing changes
+    assert {g.goal_id: g.state for g in await shared_store.queue()} == {"a": RUNNING, "b": QUEUED}
+    await shared_store.release_lease("a", "w1")
+    assert {g.goal_id: g.state for g in await shared_store.queue()} == {"a": QUEUED, "b": QUEUED}
+    assert [g.goal_id for g in await shared_store.claim("w2", 30)] == ["a"]

@@ -149,11 +149,13 @@ async def _ask_store(store: SharedStore, lease: Lease, request: ControlRequest) 
     """Leave the request in the store for the lease's owner and wait (at most
     :data:`STORE_REPLY_TIMEOUT_S`) for its reply."""
     goal_id = request.goal_id
+    mark = store.changes_seen()
     control_id = await store.post_control(goal_id, to_data(request))
     message: ControlMessage | None = None
     with trio.move_on_after(STORE_REPLY_TIMEOUT_S):
         while True:
-            await store.wait_changed(STORE_POLL_S, (CONTROLS,))
+            await store.wait_changed(STORE_POLL_S, (CONTROLS,), since=mark)
+            mark = store.changes_seen()  # before the look: a reply meanwhile wakes us
             message = await store.control(control_id)
             if message is not None and message.reply is not None:
                 break

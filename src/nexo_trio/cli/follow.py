@@ -67,6 +67,8 @@ async def follow(
         last_seq = 0
         noted = False
         while True:
+            # Marked before the read: events appended while it runs wake the wait at once.
+            mark = store.changes_seen()
             # Events this reader keeps unwritten (it writes none) would have seq 0: skipped.
             entries = [e for e in await store.events(goal_id, after_seq=last_seq) if e.seq]
             if entries:
@@ -78,7 +80,7 @@ async def follow(
             elif not last_seq and not noted:
                 noted = True
                 say(f"no events recorded for goal {goal_id!r} yet; waiting for them")
-            await store.wait_changed(wait_s, (EVENTS,))
+            await store.wait_changed(wait_s, (EVENTS,), since=mark)
 
 
 async def _until_signalled(scope: trio.CancelScope) -> None:

@@ -797,8 +797,10 @@ class Orchestrator:
         run here (``nexo-trio pause GOAL --store URL`` anywhere), as the control socket
         answers this host's: woken by the store's notifications, looking again every
         second at the latest."""
+        mark = store.changes_seen()
         while True:
-            await store.wait_changed(1.0, (CONTROLS,))
+            await store.wait_changed(1.0, (CONTROLS,), since=mark)
+            mark = store.changes_seen()  # before the look: a request meanwhile wakes us
             running = self.running()
             if not running:
                 continue

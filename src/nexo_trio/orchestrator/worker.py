@@ -28,7 +28,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 import trio
@@ -37,7 +37,7 @@ from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.orchestrator.goal_run import GoalHandle
 from nexo_trio.orchestrator.orchestrator import Orchestrator
-from nexo_trio.store.base import QUEUE, QueuedGoal, SharedStore
+from nexo_trio.store.base import FINISHED, QUEUE, QueuedGoal, SharedStore
 
 log = logging.getLogger("nexo_trio.worker")
 
@@ -124,6 +124,8 @@ class Worker:
         async with trio.open_nursery() as nursery:
             task_status.started()
             while not self._stop.is_set():
+                # Marked before the claim: a goal submitted while it runs wakes us.
+                mark = self.store.changes_seen()
                 claimed = await self._claim()
                 for item in claimed:
                     await self._start(nursery, item)
@@ -132,10 +134,10 @@ class Worker:
                 idle = self.until_empty and not self._running and not claimed
                 if idle and not await self._anything_queued():
                     break
-                await self._idle()
+                await self._idle(mark)
             await self._hand_back()
 
-    async def _idle(self) -> None:
+    async def _idle(self, mark: Mapping[str, int]) -> None:
         """Wait for something to do: the store changed (while a slot is free), a goal here
         ended, a stop; at most :data:`IDLE_WAIT_S`."""
         self._wake = trio.Event()
@@ -144,7 +146,7 @@ class Worker:
                 if len(self._running) < self.concurrency:
                     waiters.start_soon(
                         self._then_cancel,
-                        self.store.wait_changed(IDLE_WAIT_S, (QUEUE,)),
+                        self.store.wait_changed(IDLE_WAIT_S, (QUEUE,), since=mark),
                         waiters.cancel_scope,
                     )
                 waiters.start_soon(self._then_cancel, self._wake.wait(), waiters.cancel_scope)
@@ -160,7 +162,7 @@ class Worker:
         except Exception as exc:  # the store's trouble: keep going, look again later
             log.warning("could not read the queue: %s", exc)
             return True
-        return any(row.state == "queued" for row in rows)
+        return any(row.state != FINISHED for row in rows)  # running: it may come back
 
     async def _claim(self) -> list[Claimed]:
         free = self.concurrency - len(self._running)

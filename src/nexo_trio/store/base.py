@@ -7,7 +7,7 @@ seconds since the epoch from the store's clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import attrs
@@ -197,7 +197,10 @@ CONTROLS = "controls"
 CHANGES = (EVENTS, QUEUE, CONTROLS)
 
 QUEUED = "queued"
-"""A submitted goal waiting for a worker, or leased by one (see :attr:`QueuedGoal.owner`)."""
+"""A submitted goal waiting for a worker (a worker gave it back, or none took it yet)."""
+RUNNING = "running"
+"""A submitted goal a worker claimed (its lease: :attr:`QueuedGoal.owner`; once the lease
+runs out, another worker may claim it)."""
 FINISHED = "finished"
 """A submitted goal whose run ended (its ``goal_completed`` is in the ledger)."""
 
@@ -303,9 +306,21 @@ class SharedStore(Store, Protocol):
         """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
         ...
 
-    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
+    def changes_seen(self) -> dict[str, int]:
+        """A mark of the changes heard so far: taken before looking (a claim, a read), it
+        makes :meth:`wait_changed` return at once for a change that came meanwhile."""
+        ...
+
+    async def wait_changed(
+        self,
+        timeout_s: float,
+        what: Sequence[str] = CHANGES,
+        *,
+        since: Mapping[str, int] | None = None,
+    ) -> None:
         """Return once something of ``what`` (:data:`CHANGES`) may have changed, by any
-        process, or after ``timeout_s``; a waiter looks again either way."""
+        process, since the mark ``since`` (default: now), or after ``timeout_s``; a
+        waiter looks again either way."""
         ...
 
 

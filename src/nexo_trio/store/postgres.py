@@ -29,7 +29,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -376,16 +376,29 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
     def _notify(self, conn: _Link, what: str) -> None:
         conn.execute(f"NOTIFY {CHANNEL}, '{what}'")  # what: one of CHANGES, ours
 
-    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
-        """Return once a ``NOTIFY`` of ``what`` comes (any process's write), or after
-        ``timeout_s``. The store's one listener connection serves every waiter of the
-        process; it is opened at the first wait. While it cannot connect, waiters just
-        wait their time out (and look again anyway)."""
+    def changes_seen(self) -> dict[str, int]:
+        """A mark of the changes heard so far, for :meth:`wait_changed`'s ``since``."""
+        self._wanted.set()
+        return dict(self._generations)
+
+    async def wait_changed(
+        self,
+        timeout_s: float,
+        what: Sequence[str] = CHANGES,
+        *,
+        since: Mapping[str, int] | None = None,
+    ) -> None:
+        """Return once a ``NOTIFY`` of ``what`` comes (any process's write) after
+        ``since`` (a :meth:`changes_seen` mark: a change heard in between returns at
+        once; default: now), or after ``timeout_s``. The store's one listener connection
+        serves every waiter of the process; it is opened at the first wait or mark. While
+        it cannot connect, waiters just wait their time out (and look again anyway)."""
         self._wanted.set()
         wanted = set(what)
-        seen = {name: self._generations[name] for name in wanted}
+        seen = since if since is not None else self._generations
+        marks = {name: seen.get(name, 0) for name in wanted}
         with trio.move_on_after(max(0.0, timeout_s)):
-            while all(self._generations[name] == seen[name] for name in wanted):
+            while all(self._generations[name] == marks[name] for name in wanted):
                 await self._changed.park()
         await trio.lowlevel.checkpoint()
 

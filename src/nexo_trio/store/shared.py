@@ -13,6 +13,10 @@ Rules, in one place:
 - A lease is live while ``until >= now``. Taking a goal's lease succeeds when there is no
   live lease of another owner: an upsert whose ``WHERE`` is that rule, so two takers can
   never both win (the row is the arbiter, in either database).
+- A goal's queue row is ``queued`` (waiting), ``running`` (claimed by a worker) or
+  ``finished``. Claiming takes the oldest waiting goals without a live lease, then running
+  ones whose lease ran out (their worker died); a lease given back (a worker stopping)
+  puts a running goal back to waiting.
 - Claiming takes the oldest queued goals without a live lease. On PostgreSQL the candidate
   rows are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers pass each other
   instead of queueing on the same row; SQLite serializes write transactions anyway.
@@ -38,6 +42,7 @@ from nexo_trio.store.base import (
     FINISHED,
     QUEUE,
     QUEUED,
+    RUNNING,
     ControlMessage,
     Lease,
     QueuedGoal,
@@ -150,10 +155,18 @@ class SharedSql(SqlHooks):
         """Give up ``owner``'s lease of the goal (a no-op if it is not ``owner``'s)."""
 
         def op(conn: Any) -> None:
+            params = {"goal_id": goal_id, "owner": owner, "queued": QUEUED, "running": RUNNING}
+            # The queue row first, then the lease (the order claims lock them in): a
+            # running goal given back waits in the queue again.
             self._sql(
                 conn,
-                "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner",
-                {"goal_id": goal_id, "owner": owner},
+                "UPDATE goal_queue SET state = :queued WHERE goal_id = :goal_id "
+                "AND state = :running AND EXISTS (SELECT 1 FROM leases "
+                "WHERE goal_id = :goal_id AND owner = :owner)",
+                params,
+            )
+            self._sql(
+                conn, "DELETE FROM leases WHERE goal_id = :goal_id AND owner = :owner", params
             )
             self._notify(conn, QUEUE)
 
@@ -211,17 +224,23 @@ class SharedSql(SqlHooks):
 
         def op(conn: Any) -> list[QueuedGoal]:
             now = self._lease_now(conn)
-            # Not a goal anyone holds a live lease on, the claimer included: a goal it
-            # runs already is not claimed again.
-            params = {"queued": QUEUED, "now": now, "limit": limit}
-            candidates = self._sql(
-                conn,
-                "SELECT q.goal_id FROM goal_queue AS q "
-                "WHERE q.state = :queued AND NOT EXISTS (SELECT 1 FROM leases AS l "
-                "WHERE l.goal_id = q.goal_id AND l.until >= :now) "
-                f"ORDER BY q.submitted_at, q.goal_id LIMIT :limit {self._SKIP_LOCKED}",
-                params,
-            ).fetchall()
+            # Waiting goals first (the partial index on queued rows: running goals are
+            # not walked past), then running ones whose worker's lease ran out. Never a
+            # goal anyone holds a live lease on, the claimer included: a goal it runs
+            # already is not claimed again.
+            candidates: list[tuple[str]] = []
+            for state in (QUEUED, RUNNING):
+                wanted = limit - len(candidates)
+                if wanted <= 0:
+                    break
+                candidates += self._sql(
+                    conn,
+                    "SELECT q.goal_id FROM goal_queue AS q "
+                    "WHERE q.state = :state AND NOT EXISTS (SELECT 1 FROM leases AS l "
+                    "WHERE l.goal_id = q.goal_id AND l.until >= :now) "
+                    f"ORDER BY q.submitted_at, q.goal_id LIMIT :limit {self._SKIP_LOCKED}",
+                    {"state": state, "now": now, "limit": wanted},
+                ).fetchall()
             claimed = []
             for (goal_id,) in candidates:
                 # Looked at again, by a statement of its own: on PostgreSQL a candidate
@@ -235,8 +254,9 @@ class SharedSql(SqlHooks):
                     continue
                 self._sql(
                     conn,
-                    "UPDATE goal_queue SET claims = claims + 1 WHERE goal_id = :goal_id",
-                    {"goal_id": goal_id},
+                    "UPDATE goal_queue SET claims = claims + 1, state = :running "
+                    "WHERE goal_id = :goal_id",
+                    {"goal_id": goal_id, "running": RUNNING},
                 )
                 row = self._sql(
                     conn,
@@ -415,7 +435,7 @@ SHARED_TABLES_SQL = (
     CREATE TABLE goal_queue (
         goal_id      TEXT PRIMARY KEY NOT NULL,
         spec         TEXT NOT NULL,  -- the goal as submitted, JSON
-        state        TEXT NOT NULL,  -- queued | finished
+        state        TEXT NOT NULL,  -- queued | running | finished
         submitted_at DOUBLE PRECISION NOT NULL,
         claims       INTEGER NOT NULL DEFAULT 0,
         finished_at  DOUBLE PRECISION,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -319,7 +319,17 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], LedgerSql, SharedSql):
     def _notify(self, conn: sqlite3.Connection, what: str) -> None:
         """Nothing to do: a SQLite file has no listeners (:meth:`wait_changed` polls)."""
 
-    async def wait_changed(self, timeout_s: float, what: Sequence[str] = CHANGES) -> None:
+    def changes_seen(self) -> dict[str, int]:
+        """A mark for :meth:`wait_changed` (a SQLite file hears nothing: empty)."""
+        return {}
+
+    async def wait_changed(
+        self,
+        timeout_s: float,
+        what: Sequence[str] = CHANGES,
+        *,
+        since: Mapping[str, int] | None = None,
+    ) -> None:
         """Return after ``timeout_s``, or :data:`POLL_S` if sooner: a file tells no one that
         it changed, so waiters look again that often."""
         await trio.sleep(max(0.0, min(timeout_s, POLL_S)))
