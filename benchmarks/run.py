@@ -35,6 +35,7 @@ BENCHMARKS = {
     "gate": "permission decisions through the gate's socket, default decider + ledger",
     "goals": "many goals at once on one state dir",
     "store": "ledger appends",
+    "queue": "the PostgreSQL goal queue: 1, 4 and 16 worker processes",
     "checkpoint": "git checkpoints of a 10k-file workspace",
     "mcp": "the permission MCP server's start-up",
     "startup": "import and --help",
