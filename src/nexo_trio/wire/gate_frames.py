@@ -97,8 +97,13 @@ _ENCODERS: Final = {
 encoder per frame."""
 
 
-def _line(frame: JsonObject, *, allow_nan: bool = True) -> bytes:
+def json_line(frame: JsonObject, *, allow_nan: bool = True) -> bytes:
+    """``frame`` as one line of JSON (integers of any size kept exact; ``allow_nan=False``:
+    NaN and infinities raise ``ValueError``, as strict JSON readers refuse them)."""
     return _ENCODERS[allow_nan].encode(frame).encode() + b"\n"
+
+
+_line = json_line
 
 
 def encode_request(frame: PermissionFrame) -> bytes:
