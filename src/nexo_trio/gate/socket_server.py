@@ -210,32 +210,7 @@ class GateServer:
             log.warning("a permission reply was recorded but could not be sent")
 
     async def _decide(self, call: GateCall, started: float) -> Decision:
-        """The call's decision, if a valid one came within the request's deadline; else
-        ``unavailable`` saying why. Raises only ``trio.Cancelled``."""
-        decision: object = _NO_DECISION
-        with trio.move_on_at(started + self.request_timeout_s):
-            try:
-                decision = await call.decide()
-            except Exception as exc:
-                log.exception("permission router failed")
-                return unavailable(f"gate error: {exc!r}", "gate")
-        elapsed = trio.current_time() - started
-        if decision is _NO_DECISION:
-            return unavailable(f"no decision within {self.request_timeout_s:g}s", "gate")
-        if elapsed > self.request_timeout_s:
-            # It came back, but late: the event loop was blocked past the deadline (a
-            # decider's blocking call), and the MCP server has denied it by now.
-            return unavailable(
-                f"no decision within {self.request_timeout_s:g}s (one came after "
-                f"{elapsed:.3g}s: the event loop was blocked)",
-                "gate",
-            )
-        problem = decision_problem(decision)
-        if problem is not None:
-            log.error("the permission gate's decider %s", problem)
-            return unavailable(f"gate error: the decider {problem}", "gate")
-        assert isinstance(decision, Decision)
-        return decision
+        return await decide_within(call, started, self.request_timeout_s)
 
     async def _send(self, connection: _Connection, data: bytes | None) -> bool:
         """Write one whole reply; whether it went. A send to an MCP server that is gone
@@ -291,6 +266,43 @@ class _Connection:
         self.stream = stream
         self.lock = trio.Lock()
         self.gone = False
+
+
+async def decide_within(call: GateCall, started: float, timeout_s: float) -> Decision:
+    """The call's decision, if a valid one came within ``timeout_s`` of ``started``; else
+    ``unavailable`` saying why (the decider raised, returned something else, or came back
+    late because the event loop was blocked). Raises only ``trio.Cancelled``. Every
+    transport's gate path decides through here."""
+    decision: object = _NO_DECISION
+    with trio.move_on_at(started + timeout_s):
+        try:
+            decision = await call.decide()
+        except Exception as exc:
+            log.exception("permission router failed")
+            return unavailable(f"gate error: {exc!r}", "gate")
+    elapsed = trio.current_time() - started
+    if decision is _NO_DECISION:
+        return unavailable(f"no decision within {timeout_s:g}s", "gate")
+    if elapsed > timeout_s:
+        # It came back, but late: the event loop was blocked past the deadline (a
+        # decider's blocking call), and the CLI's side has given up on it by now.
+        return unavailable(
+            f"no decision within {timeout_s:g}s (one came after "
+            f"{elapsed:.3g}s: the event loop was blocked)",
+            "gate",
+        )
+    problem = decision_problem(decision)
+    if problem is not None:
+        log.error("the permission gate's decider %s", problem)
+        return unavailable(f"gate error: the decider {problem}", "gate")
+    assert isinstance(decision, Decision)
+    return decision
+
+
+async def record_sent(call: GateCall, sent: Decision) -> None:
+    """Record ``sent`` (what the CLI got) for the call: once, shielded, bounded; a failure
+    is logged (the reply still goes)."""
+    await _record(call, sent)
 
 
 async def _record(call: GateCall, sent: Decision) -> None:

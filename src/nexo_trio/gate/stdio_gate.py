@@ -1,0 +1,67 @@
+"""The gate on the stdio transport: a ``can_use_tool`` ask of the CLI decided by the goal's
+gate in this process, no server and no socket (issue 15's ``permission.transport: stdio``).
+
+The same path as the socket server's, so both transports fail closed alike and record
+alike: the goal's :class:`~nexo_trio.gate.goal_gate.GoalGate` admits the call (the current
+turn's, so the token check passes by construction), :func:`~nexo_trio.gate.socket_server.
+decide_within` bounds and validates the decision, and the reply the CLI gets is settled
+here and recorded **before** it is written (what the CLI received is what is recorded). A
+decision that cannot be put on the wire (an ``updated_input`` holding NaN) goes out as an
+``unavailable`` deny, and that deny is what is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from nexo_trio.core.permission import Decision, PermissionRequest, unavailable
+from nexo_trio.core.stdio_control import StdioControl, ToolAsk, allow_body
+from nexo_trio.gate.socket_server import GateCall, decide_within, record_sent
+from nexo_trio.wire.stdio_frames import encode_message
+
+log = logging.getLogger("nexo_trio.gate")
+
+
+@attrs.frozen
+class Answered:
+    """The line to write to the CLI for an ask, and the decision it says (recorded)."""
+
+    line: bytes
+    sent: Decision
+
+
+def permission_request(goal_id: str, ask: ToolAsk) -> PermissionRequest:
+    """The gate's request for a stdio ask (the goal's context is added on admission)."""
+    return PermissionRequest(
+        goal_id=goal_id, tool_name=ask.tool_name, input=ask.input, tool_use_id=ask.tool_use_id
+    )
+
+
+def settle(control: StdioControl, ask: ToolAsk, decision: Decision) -> Answered:
+    """The line answering ``ask`` with ``decision``, or with an ``unavailable`` deny when
+    ``decision`` cannot be encoded as it is (a deny always can: its message is text)."""
+    if decision.allowed:
+        try:
+            encode_message(allow_body(decision, ask.input))
+        except ValueError as exc:  # NaN or an infinity in the input: not JSON
+            log.warning("cannot send the decision on %s: %s", ask.tool_name, exc)
+            decision = unavailable(f"gate error: the decision cannot be sent ({exc})", "gate")
+    return Answered(encode_message(control.answer(ask, decision)), decision)
+
+
+async def answer_ask(
+    call: GateCall, control: StdioControl, ask: ToolAsk, *, timeout_s: float
+) -> Answered:
+    """Decide ``ask`` through ``call`` (the goal gate's admission of it) within
+    ``timeout_s``, settle the reply and record it; the line to write."""
+    started = trio.current_time()
+    decision = await decide_within(call, started, timeout_s)
+    answered = settle(control, ask, decision)
+    await record_sent(call, answered.sent)
+    return answered
+
+
+__all__ = ["Answered", "answer_ask", "permission_request", "settle"]
