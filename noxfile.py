@@ -54,41 +54,35 @@ def _ensure_bubblewrap(session: nox.Session) -> None:
     """Install bubblewrap (the turn sandbox) with apt-get when it is missing and we can:
     as root, with apt-get there. A failure is logged, not fatal: the sandbox tests then
     skip, saying how to get it."""
-    if shutil.which("bwrap") is not None:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        session.warn(
-            "bwrap is not installed: the sandbox tests will skip (apt-get install bubblewrap)"
-        )
-        return
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    install = ("apt-get", "install", "-y", "bubblewrap")
-    try:
-        session.run(*install, external=True, env=env)
-    except nox.command.CommandFailed:
-        try:  # a fresh machine may not have the package lists yet
-            session.run("apt-get", "update", external=True, env=env)
-            session.run(*install, external=True, env=env)
-        except nox.command.CommandFailed:
-            session.warn("apt-get install bubblewrap failed: the sandbox tests will skip")
+    if shutil.which("bwrap") is None:
+        _apt_install(session, "bubblewrap", "bwrap is not installed", "the sandbox tests")
 
 
 def _ensure_postgresql(session: nox.Session) -> None:
     """Install the PostgreSQL server (the PostgreSQL store's tests start a throwaway one, see
-    tests/pg_server.py) with apt-get when it is missing and we can: as root, with apt-get
-    there. A failure is logged, not fatal: the PostgreSQL tests then skip, saying how to get
-    it."""
+    tests/pg_server.py) with apt-get when it is missing and we can, as for bubblewrap."""
     debian = any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # not on PATH there
     if os.environ.get("NEXO_PG_BIN") or debian or shutil.which("initdb") is not None:
         return
+    _apt_install(
+        session,
+        "postgresql-15",
+        "initdb is not installed",
+        "the PostgreSQL tests",
+        hint="apt-get install postgresql-15, or set NEXO_PG_BIN",
+    )
+
+
+def _apt_install(
+    session: nox.Session, package: str, missing: str, tests: str, *, hint: str | None = None
+) -> None:
+    """``apt-get install -y PACKAGE`` (with ``apt-get update`` first if that fails), as
+    root with apt-get there; otherwise, or if it fails, a warning that ``tests`` skip."""
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        session.warn(
-            "initdb is not installed: the PostgreSQL tests will skip "
-            "(apt-get install postgresql-15, or set NEXO_PG_BIN)"
-        )
+        session.warn(f"{missing}: {tests} will skip ({hint or f'apt-get install {package}'})")
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    install = ("apt-get", "install", "-y", "postgresql-15")
+    install = ("apt-get", "install", "-y", package)
     try:
         session.run(*install, external=True, env=env)
     except nox.command.CommandFailed:
@@ -96,7 +90,7 @@ def _ensure_postgresql(session: nox.Session) -> None:
             session.run("apt-get", "update", external=True, env=env)
             session.run(*install, external=True, env=env)
         except nox.command.CommandFailed:
-            session.warn("apt-get install postgresql-15 failed: the PostgreSQL tests will skip")
+            session.warn(f"apt-get install {package} failed: {tests} will skip")
 
 
 @nox.session

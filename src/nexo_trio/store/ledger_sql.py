@@ -18,9 +18,17 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from nexo_trio.store.base import Binding, GoalSummary, LedgerEntry
 from nexo_trio.store.batched import StoreError, _Request, pending_entries
-from nexo_trio.store.memory import GOAL_COMPLETED, GOAL_STARTED, fresh_in_order, is_fresh
+from nexo_trio.store.memory import (
+    GOAL_COMPLETED,
+    GOAL_STARTED,
+    fresh_in_order,
+    is_fresh,
+    rebind,
+)
 from nexo_trio.wire.ledger_rows import decode_data, outcome_kind
 
 BINDING_COLUMNS = (
@@ -95,6 +103,14 @@ class LedgerSql(SqlHooks):
 
     _PUT_SEQ = "rowid"
     """The column whose order is the order of the puts (ties of ``updated_at``)."""
+    _UPSERT_BINDING = (
+        f"INSERT OR REPLACE INTO bindings ({BINDING_COLUMNS}) VALUES (:goal_id, :session_id, "
+        ":model, :workspace, :created_at, :updated_at, :last_active_at, :invalid)"
+    )
+    """The put of a binding row, which gives it a new put sequence. SQLite: ``REPLACE``
+    deletes the old row and inserts a new one, with a rowid above every other row's."""
+    _LOCK_ROW = ""
+    """What locks the row a put reads (SQLite: its write transaction locks the file)."""
 
     def _latest(self, select: str) -> str:
         return (
@@ -123,6 +139,48 @@ class LedgerSql(SqlHooks):
                 return None
             raise
         return found
+
+    async def put_binding(
+        self,
+        goal_id: str,
+        session_id: str,
+        *,
+        model: str | None = None,
+        workspace: str | None = None,
+    ) -> Binding:
+        """Bind the goal to ``session_id``, which becomes its current binding; other rows
+        of the goal are kept as they are. Returns the stored row (see
+        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
+        now = self._clock()
+
+        def op(conn: Any) -> Binding:
+            row = self._sql(
+                conn,
+                f"SELECT {BINDING_COLUMNS} FROM bindings "
+                f"WHERE goal_id = :goal_id AND session_id = :session_id{self._LOCK_ROW}",
+                {"goal_id": goal_id, "session_id": session_id},
+            ).fetchone()
+            binding = rebind(
+                None if row is None else binding_row(row),
+                goal_id,
+                session_id,
+                model=model,
+                workspace=workspace,
+                now=now,
+            )
+            self._sql(conn, self._UPSERT_BINDING, attrs.asdict(binding))
+            return binding
+
+        request = _Request(
+            op, resilient=True, what=f"binding of goal {goal_id} to session {session_id}"
+        )
+        if await self._write_kept(request):
+            assert request.result is not None
+            stored: Binding = request.result
+            return stored
+        # Kept (or still queued): the row it will be, as far as the database tells now.
+        known = await self._stored_binding(goal_id, session_id)
+        return rebind(known, goal_id, session_id, model=model, workspace=workspace, now=now)
 
     async def get_binding(
         self,

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from nexo_trio.store.base import CHANGES, EVENTS, Binding
+from nexo_trio.store.base import CHANGES, EVENTS
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
@@ -46,8 +46,7 @@ from nexo_trio.store.batched import (
     serving,
 )
 from nexo_trio.store.faults import RETRY_INITIAL_S, RETRY_MAX_S, UNWRITABLE_AFTER_S, is_operational
-from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql, binding_row
-from nexo_trio.store.memory import rebind
+from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.store.urls import redact_url
 from nexo_trio.wire.ledger_rows import encode_data
@@ -244,6 +243,16 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
 
     _SKIP_LOCKED = "FOR UPDATE OF q SKIP LOCKED"
     _PUT_SEQ = "put_seq"
+    _UPSERT_BINDING = (
+        f"INSERT INTO bindings ({BINDING_COLUMNS}) VALUES (:goal_id, :session_id, :model, "
+        ":workspace, :created_at, :updated_at, :last_active_at, :invalid) "
+        "ON CONFLICT (goal_id, session_id) DO UPDATE SET model = excluded.model, "
+        "workspace = excluded.workspace, created_at = excluded.created_at, "
+        "updated_at = excluded.updated_at, last_active_at = excluded.last_active_at, "
+        "invalid = excluded.invalid, put_seq = nextval('binding_puts')"
+    )
+    """A put takes a new ``put_seq``: the sequence that breaks ``updated_at`` ties."""
+    _LOCK_ROW = " FOR UPDATE"
 
     shared_by_hosts = True
     """Orchestrators on many hosts use it: they lease their goals and take control
@@ -454,63 +463,6 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
             raise StoreError(f"{self.where}: read failed: {first}") from exc
 
     # -- Store -----------------------------------------------------------------------------
-
-    async def put_binding(
-        self,
-        goal_id: str,
-        session_id: str,
-        *,
-        model: str | None = None,
-        workspace: str | None = None,
-    ) -> Binding:
-        """Bind the goal to ``session_id``, which becomes its current binding (see
-        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
-        now = self._clock()
-
-        def op(conn: _Link) -> Binding:
-            row = conn.execute(
-                f"SELECT {BINDING_COLUMNS} FROM bindings "
-                "WHERE goal_id = %s AND session_id = %s FOR UPDATE",
-                (goal_id, session_id),
-            ).fetchone()
-            binding = rebind(
-                None if row is None else binding_row(row),
-                goal_id,
-                session_id,
-                model=model,
-                workspace=workspace,
-                now=now,
-            )
-            # A put takes a new put_seq: the sequence that breaks updated_at ties.
-            conn.execute(
-                f"INSERT INTO bindings ({BINDING_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (goal_id, session_id) DO UPDATE SET model = excluded.model, "
-                "workspace = excluded.workspace, created_at = excluded.created_at, "
-                "updated_at = excluded.updated_at, last_active_at = excluded.last_active_at, "
-                "invalid = excluded.invalid, put_seq = nextval('binding_puts')",
-                (
-                    binding.goal_id,
-                    binding.session_id,
-                    binding.model,
-                    binding.workspace,
-                    binding.created_at,
-                    binding.updated_at,
-                    binding.last_active_at,
-                    binding.invalid,
-                ),
-            )
-            return binding
-
-        request = _Request(
-            op, resilient=True, what=f"binding of goal {goal_id} to session {session_id}"
-        )
-        if await self._write_kept(request):
-            assert request.result is not None
-            result: Binding = request.result
-            return result
-        stored = await self._stored_binding(goal_id, session_id)
-        return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
 
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]

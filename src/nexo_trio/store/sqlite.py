@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from nexo_trio.store.base import CHANGES, Binding
+from nexo_trio.store.base import CHANGES
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
     READERS,
@@ -38,8 +38,7 @@ from nexo_trio.store.faults import (
     replaced_error,
 )
 from nexo_trio.store.files import file_identity, prepare_database_file
-from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql, binding_row
-from nexo_trio.store.memory import rebind
+from nexo_trio.store.ledger_sql import LedgerSql
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.wire.ledger_rows import encode_data
 
@@ -335,60 +334,6 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], LedgerSql, SharedSql):
         await trio.sleep(max(0.0, min(timeout_s, POLL_S)))
 
     # -- Store -----------------------------------------------------------------------------
-
-    async def put_binding(
-        self,
-        goal_id: str,
-        session_id: str,
-        *,
-        model: str | None = None,
-        workspace: str | None = None,
-    ) -> Binding:
-        """Bind the goal to ``session_id``, which becomes its current binding; other rows
-        of the goal are kept as they are. Returns the stored row (see
-        :meth:`~nexo_trio.store.base.Store.put_binding`)."""
-        now = self._clock()
-
-        def op(conn: sqlite3.Connection) -> Binding:
-            row = conn.execute(
-                f"SELECT {BINDING_COLUMNS} FROM bindings WHERE goal_id = ? AND session_id = ?",
-                (goal_id, session_id),
-            ).fetchone()
-            binding = rebind(
-                None if row is None else binding_row(row),
-                goal_id,
-                session_id,
-                model=model,
-                workspace=workspace,
-                now=now,
-            )
-            # REPLACE deletes the old row and inserts a new one, with a rowid above every
-            # other row's: the rowid is the put sequence that breaks updated_at ties.
-            conn.execute(
-                f"INSERT OR REPLACE INTO bindings ({BINDING_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    binding.goal_id,
-                    binding.session_id,
-                    binding.model,
-                    binding.workspace,
-                    binding.created_at,
-                    binding.updated_at,
-                    binding.last_active_at,
-                    int(binding.invalid),
-                ),
-            )
-            return binding
-
-        request = _Request(
-            op, resilient=True, what=f"binding of goal {goal_id} to session {session_id}"
-        )
-        if await self._write_kept(request):
-            assert request.result is not None
-            return request.result
-        # Kept (or still queued): the row it will be, as far as the file tells now.
-        stored = await self._stored_binding(goal_id, session_id)
-        return rebind(stored, goal_id, session_id, model=model, workspace=workspace, now=now)
 
     async def append_events(
         self, goal_id: str, events: Sequence[tuple[str, dict[str, Any]]]
