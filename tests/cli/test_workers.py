@@ -131,8 +131,8 @@ def test_kill_9_of_a_worker_mid_goal_the_other_finishes_it_with_no_turn_twice(
             "the first worker's turn",
         )
         wait_until(lambda: len(s.fake.invocations()) == 1, 30, "the fake's first invocation")
+        # Started while the goal is leased to the first: it waits for the lease to end.
         second = start_worker(s, pg_url, "b", "--concurrency", "1", "--until-empty", "--json")
-        time.sleep(0.5)  # the second worker is idle now: the goal is leased to the first
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         code, out, err = finish(second, timeout=60)

@@ -72,6 +72,7 @@ async def test_submit_claim_finish(shared_store: SharedStore, clock: FakeClock) 
     assert await shared_store.claim("w3", 30) == []
     assert not await shared_store.finish("a", "w2", "done")  # not w2's
     assert await shared_store.finish("a", "w1", "done")
+    assert await shared_store.unfinished() == 1  # b
     rows = {g.goal_id: g for g in await shared_store.queue()}
     assert rows["a"].state == FINISHED
     assert (rows["a"].outcome, rows["a"].owner, rows["a"].finished_at) == ("done", None, T0 + 1)
@@ -113,9 +114,9 @@ async def test_a_goal_leased_by_a_run_is_not_claimed(
 async def test_control_requests_are_posted_and_answered(
     shared_store: SharedStore, clock: FakeClock
 ) -> None:
-    first = await shared_store.post_control("g", {"op": "pause", "goal_id": "g"})
-    second = await shared_store.post_control("h", {"op": "cancel", "goal_id": "h"})
-    third = await shared_store.post_control("g", {"op": "resume", "goal_id": "g"})
+    first = await shared_store.post_control("g", {"op": "pause", "goal_id": "g"}, ttl_s=60)
+    second = await shared_store.post_control("h", {"op": "cancel", "goal_id": "h"}, ttl_s=60)
+    third = await shared_store.post_control("g", {"op": "resume", "goal_id": "g"}, ttl_s=60)
     pending = await shared_store.pending_controls(["g"])
     assert [(c.id, c.request["op"]) for c in pending] == [(first, "pause"), (third, "resume")]
     await shared_store.answer_control(first, {"ok": True, "message": "paused"})
@@ -126,6 +127,17 @@ async def test_control_requests_are_posted_and_answered(
     assert [c.id for c in await shared_store.pending_controls(["g", "h"])] == [second, third]
     assert await shared_store.control(10_000) is None
     assert await shared_store.pending_controls([]) == []
+
+
+async def test_an_expired_control_request_is_never_handed_out(
+    shared_store: SharedStore, clock: FakeClock
+) -> None:
+    """Its asker gave up on it (and said so): a goal run later must not act on it."""
+    request_id = await shared_store.post_control("g", {"op": "pause"}, ttl_s=15)
+    clock.advance(15)
+    assert [c.id for c in await shared_store.pending_controls(["g"])] == [request_id]
+    clock.advance(0.5)
+    assert await shared_store.pending_controls(["g"]) == []
 
 
 async def test_wait_changed_is_bounded(shared_store: SharedStore) -> None:

@@ -150,9 +150,11 @@ async def _ask_store(store: SharedStore, lease: Lease, request: ControlRequest) 
     :data:`STORE_REPLY_TIMEOUT_S`) for its reply."""
     goal_id = request.goal_id
     mark = store.changes_seen()
-    control_id = await store.post_control(goal_id, to_data(request))
+    control_id = await store.post_control(goal_id, to_data(request), ttl_s=STORE_REPLY_TIMEOUT_S)
     message: ControlMessage | None = None
-    with trio.move_on_after(STORE_REPLY_TIMEOUT_S):
+    # A little past the request's life: a runner that took it just before it expired
+    # answers it (and its answer is printed).
+    with trio.move_on_after(STORE_REPLY_TIMEOUT_S + STORE_POLL_S):
         while True:
             await store.wait_changed(STORE_POLL_S, (CONTROLS,), since=mark)
             mark = store.changes_seen()  # before the look: a reply meanwhile wakes us
@@ -162,7 +164,7 @@ async def _ask_store(store: SharedStore, lease: Lease, request: ControlRequest) 
     if message is None or message.reply is None:
         raise UserError(
             f"goal {goal_id!r}: its runner {lease.owner} did not answer within "
-            f"{STORE_REPLY_TIMEOUT_S:.0f} s (the request stays in the store)"
+            f"{STORE_REPLY_TIMEOUT_S:.0f} s (the request expired unanswered: it is not applied)"
         )
     try:
         reply = reply_from_data(message.reply)

@@ -17,8 +17,8 @@ import logging
 import attrs
 import trio
 
-from nexo_trio.core.permission import Decision, PermissionRequest, unavailable
-from nexo_trio.core.stdio_control import StdioControl, ToolAsk, allow_body
+from nexo_trio.core.permission import Decision, PermissionRequest, deny_message, unavailable
+from nexo_trio.core.stdio_control import StdioControl, ToolAsk, deny_body, success
 from nexo_trio.gate.socket_server import GateCall, decide_within, record_sent
 from nexo_trio.wire.stdio_frames import encode_message
 
@@ -42,14 +42,16 @@ def permission_request(goal_id: str, ask: ToolAsk) -> PermissionRequest:
 
 def settle(control: StdioControl, ask: ToolAsk, decision: Decision) -> Answered:
     """The line answering ``ask`` with ``decision``, or with an ``unavailable`` deny when
-    ``decision`` cannot be encoded as it is (a deny always can: its message is text)."""
-    if decision.allowed:
-        try:
-            encode_message(allow_body(decision, ask.input))
-        except ValueError as exc:  # NaN or an infinity in the input: not JSON
-            log.warning("cannot send the decision on %s: %s", ask.tool_name, exc)
-            decision = unavailable(f"gate error: the decision cannot be sent ({exc})", "gate")
-    return Answered(encode_message(control.answer(ask, decision)), decision)
+    ``decision`` cannot be encoded as it is (a deny always can: its message is text). The
+    answer is encoded once: an input can be megabytes (a Write)."""
+    message = control.answer(ask, decision)
+    try:
+        return Answered(encode_message(message), decision)
+    except ValueError as exc:  # NaN or an infinity in the input: not JSON
+        log.warning("cannot send the decision on %s: %s", ask.tool_name, exc)
+        failed = unavailable(f"gate error: the decision cannot be sent ({exc})", "gate")
+        deny = success(ask.request_id, deny_body(deny_message(failed)))
+        return Answered(encode_message(deny), failed)
 
 
 async def answer_ask(

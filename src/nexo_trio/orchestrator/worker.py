@@ -37,7 +37,7 @@ from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_outcome import GoalEndKind, GoalOutcome
 from nexo_trio.orchestrator.goal_run import GoalHandle
 from nexo_trio.orchestrator.orchestrator import Orchestrator
-from nexo_trio.store.base import FINISHED, QUEUE, QueuedGoal, SharedStore
+from nexo_trio.store.base import QUEUE, QueuedGoal, SharedStore
 
 log = logging.getLogger("nexo_trio.worker")
 
@@ -158,11 +158,10 @@ class Worker:
 
     async def _anything_queued(self) -> bool:
         try:
-            rows = await self.store.queue()
+            return await self.store.unfinished() > 0  # running elsewhere: it may come back
         except Exception as exc:  # the store's trouble: keep going, look again later
             log.warning("could not read the queue: %s", exc)
             return True
-        return any(row.state != FINISHED for row in rows)  # running: it may come back
 
     async def _claim(self) -> list[Claimed]:
         free = self.concurrency - len(self._running)

@@ -282,12 +282,17 @@ class SharedStore(Store, Protocol):
         """Every submitted goal, oldest first."""
         ...
 
-    async def post_control(self, goal_id: str, request: dict[str, Any]) -> int:
-        """Leave a control request for whichever process runs the goal; its id."""
+    async def unfinished(self) -> int:
+        """How many submitted goals are not finished (waiting or running)."""
+        ...
+
+    async def post_control(self, goal_id: str, request: dict[str, Any], *, ttl_s: float) -> int:
+        """Leave a control request for whichever process runs the goal, for ``ttl_s``
+        seconds (unanswered by then, it is never applied); its id."""
         ...
 
     async def pending_controls(self, goal_ids: Sequence[str]) -> list[ControlMessage]:
-        """The unanswered control requests for ``goal_ids``, oldest first."""
+        """The unanswered, unexpired control requests for ``goal_ids``, oldest first."""
         ...
 
     async def answer_control(self, control_id: int, reply: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypedDict, TypeVar
 
 import trio
 
@@ -106,6 +106,41 @@ class StoreError(Exception):
 
 class StoreClosedError(StoreError):
     """The store's service is not running (not started yet, or shut down)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer nexo-trio than this one (``path``: the file, or
+    the database's URL without its password)."""
+
+    def __init__(self, path: object, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path}: database schema version {found} is newer than this nexo-trio supports "
+            f"(version {supported}); upgrade nexo-trio or use another store"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+def check_schema_version(path: object, found: int, supported: int) -> None:
+    """Refuse (:class:`SchemaVersionError`) a database of a newer schema than ``supported``."""
+    if found > supported:
+        raise SchemaVersionError(path, found, supported)
+
+
+class StoreOptions(TypedDict, total=False):
+    """The options every store takes (see :class:`BatchedStore`)."""
+
+    clock: Callable[[], float]
+    timeout_s: float | None
+    flush_timeout_s: float
+    max_batch: int
+    queue_size: int
+    busy_timeout_s: float
+    unwritable_after_s: float
+    retry_initial_s: float
+    retry_max_s: float
+    readers: int
 
 
 class StoreUnwritableError(StoreError):
@@ -810,9 +845,12 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "READERS",
     "BatchedStore",
+    "SchemaVersionError",
     "StoreClosedError",
     "StoreError",
+    "StoreOptions",
     "StoreUnwritableError",
+    "check_schema_version",
     "pending_entries",
     "raise_if_unwritable",
     "reraise_alone",

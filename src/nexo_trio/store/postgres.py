@@ -28,24 +28,24 @@ import contextlib
 import logging
 import math
 import re
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import trio
 
 from nexo_trio.store.base import CHANGES, EVENTS
 from nexo_trio.store.batched import (
-    BUSY_TIMEOUT_S,
-    READERS,
     BatchedStore,
+    SchemaVersionError,
     StoreError,
+    StoreOptions,
     _Request,
+    check_schema_version,
     reraise_alone,
     serving,
 )
-from nexo_trio.store.faults import RETRY_INITIAL_S, RETRY_MAX_S, UNWRITABLE_AFTER_S, is_operational
+from nexo_trio.store.faults import is_operational
 from nexo_trio.store.ledger_sql import BINDING_COLUMNS, LedgerSql
 from nexo_trio.store.shared import SHARED_TABLES_SQL, SharedSql
 from nexo_trio.store.urls import redact_url
@@ -119,7 +119,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             request     TEXT NOT NULL,
             at          DOUBLE PRECISION NOT NULL,
             reply       TEXT,
-            answered_at DOUBLE PRECISION
+            answered_at DOUBLE PRECISION,
+            expires_at DOUBLE PRECISION NOT NULL  -- unanswered after this: never applied
         )
         """,
         "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
@@ -138,10 +139,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 table). Append only: never edit a released step."""
 
 
-class SchemaVersionError(StoreError):
-    """The database was written by a newer nexo-trio than this one."""
-
-
 def _next_notifications(link: _Link, timeout_s: float) -> set[str]:
     """The payloads of the notifications that come within ``timeout_s`` (blocking): the
     first one, and any others already there."""
@@ -153,14 +150,6 @@ def _next_notifications(link: _Link, timeout_s: float) -> set[str]:
         for notify in conn.notifies(timeout=0.0):
             heard.add(notify.payload)
     return heard
-
-
-def _check_version(where: str, found: int, supported: int) -> None:
-    if found > supported:
-        raise SchemaVersionError(
-            f"{where}: database schema version {found} is newer than this nexo-trio "
-            f"supports (version {supported}); upgrade nexo-trio"
-        )
 
 
 class _Link:
@@ -214,13 +203,6 @@ class _Link:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
-    def cancel(self) -> None:
-        """Ask the server to stop the running statement (from another thread)."""
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                conn.cancel_safe(timeout=1.0)
-
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -262,32 +244,11 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
         self,
         url: str,
         *,
-        clock: Callable[[], float] = time.time,
         lease_clock: Callable[[], float] | None = None,
-        timeout_s: float | None = 30.0,
-        flush_timeout_s: float = 5.0,
-        max_batch: int = 1000,
-        queue_size: int = 10_000,
-        busy_timeout_s: float = BUSY_TIMEOUT_S,
-        unwritable_after_s: float = UNWRITABLE_AFTER_S,
-        retry_initial_s: float = RETRY_INITIAL_S,
-        retry_max_s: float = RETRY_MAX_S,
-        readers: int = READERS,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self.url = url
-        super().__init__(
-            redact_url(url),
-            clock=clock,
-            timeout_s=timeout_s,
-            flush_timeout_s=flush_timeout_s,
-            max_batch=max_batch,
-            queue_size=queue_size,
-            busy_timeout_s=busy_timeout_s,
-            unwritable_after_s=unwritable_after_s,
-            retry_initial_s=retry_initial_s,
-            retry_max_s=retry_max_s,
-            readers=readers,
-        )
+        super().__init__(redact_url(url), **options)
         self._lease_clock = lease_clock
         self._lock_ms: int | None = None
         self._lock_conn: psycopg.Connection[Any] | None = None
@@ -328,7 +289,7 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
             link.execute("CREATE TABLE IF NOT EXISTS nexo_schema (version INTEGER NOT NULL)")
             row = link.execute("SELECT max(version) FROM nexo_schema").fetchone()
             found = 0 if row is None or row[0] is None else int(row[0])
-            _check_version(self.where, found, supported)
+            check_schema_version(self.where, found, supported)
             for version in range(found, supported):
                 for statement in MIGRATIONS[version]:
                     link.execute(statement)
@@ -366,8 +327,9 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
     def _is_operational(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError) or is_operational(exc)
 
-    def _interrupt(self, conn: _Link) -> None:
-        conn.cancel()
+    # No _interrupt: the pool calls it on the event loop, and a cancel request is a
+    # network round trip. The server ends an overdue read by itself: the readers'
+    # statement_timeout is the read bound.
 
     def _is_interrupted(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.QueryCanceled)
@@ -511,26 +473,13 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
 async def open_postgres_store(
     url: str,
     *,
-    clock: Callable[[], float] = time.time,
     lease_clock: Callable[[], float] | None = None,
-    timeout_s: float | None = 30.0,
-    flush_timeout_s: float = 5.0,
-    busy_timeout_s: float = BUSY_TIMEOUT_S,
-    unwritable_after_s: float = UNWRITABLE_AFTER_S,
+    **options: Unpack[StoreOptions],
 ) -> AsyncIterator[PostgresStore]:
     """A running :class:`PostgresStore` on ``url`` (its schema created or migrated),
-    flushed and closed on exit. A server that cannot be reached raises
-    ``psycopg.OperationalError`` from here."""
-    store = PostgresStore(
-        url,
-        clock=clock,
-        lease_clock=lease_clock,
-        timeout_s=timeout_s,
-        flush_timeout_s=flush_timeout_s,
-        busy_timeout_s=busy_timeout_s,
-        unwritable_after_s=unwritable_after_s,
-    )
-    async with serving(store):
+    flushed and closed on exit. A server that cannot be reached, or a database of a newer
+    nexo-trio, raises a :class:`StoreError` naming the URL (without its password)."""
+    async with serving(PostgresStore(url, lease_clock=lease_clock, **options)) as store:
         yield store
 
 

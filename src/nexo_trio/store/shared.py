@@ -136,17 +136,15 @@ class SharedSql(SqlHooks):
             return set()
 
         def op(conn: Any) -> set[str]:
-            now = self._lease_now(conn)
-            kept = set()
-            for goal_id in wanted:
-                cursor = self._sql(
-                    conn,
-                    "UPDATE leases SET until = :until WHERE goal_id = :goal_id AND owner = :owner",
-                    {"until": now + lease_s, "goal_id": goal_id, "owner": owner},
-                )
-                if cursor.rowcount:
-                    kept.add(goal_id)
-            return kept
+            names = {f"g{index}": goal_id for index, goal_id in enumerate(wanted)}
+            listed = ", ".join(f":{name}" for name in names)
+            rows = self._sql(
+                conn,
+                "UPDATE leases SET until = :until "
+                f"WHERE owner = :owner AND goal_id IN ({listed}) RETURNING goal_id",
+                {"until": self._lease_now(conn) + lease_s, "owner": owner, **names},
+            ).fetchall()
+            return {goal_id for (goal_id,) in rows}
 
         renewed: set[str] = await self._write(op)
         return renewed
@@ -304,6 +302,21 @@ class SharedSql(SqlHooks):
         done: bool = await self._write(op)
         return done
 
+    async def unfinished(self) -> int:
+        """How many submitted goals are not finished (waiting or running): a count, not
+        the rows (their specs)."""
+
+        def read(conn: Any) -> int:
+            row = self._sql(
+                conn,
+                "SELECT count(*) FROM goal_queue WHERE state <> :finished",
+                {"finished": FINISHED},
+            ).fetchone()
+            return int(row[0])
+
+        count: int = await self._read(read)
+        return count
+
     async def queue(self) -> list[QueuedGoal]:
         """Every submitted goal, oldest first."""
 
@@ -323,17 +336,18 @@ class SharedSql(SqlHooks):
 
     # -- control requests ------------------------------------------------------------------
 
-    async def post_control(self, goal_id: str, request: dict[str, Any]) -> int:
-        """Leave a control request for whichever process runs the goal; its id."""
+    async def post_control(self, goal_id: str, request: dict[str, Any], *, ttl_s: float) -> int:
+        """Leave a control request for whichever process runs the goal, for ``ttl_s``
+        seconds (unanswered by then, it is never applied); its id."""
         data = encode_data(request).decode()
 
         def op(conn: Any) -> int:
             now = self._lease_now(conn)
             row = self._sql(
                 conn,
-                "INSERT INTO controls (goal_id, request, at) VALUES (:goal_id, :request, :now) "
-                "RETURNING id",
-                {"goal_id": goal_id, "request": data, "now": now},
+                "INSERT INTO controls (goal_id, request, at, expires_at) "
+                "VALUES (:goal_id, :request, :now, :expires) RETURNING id",
+                {"goal_id": goal_id, "request": data, "now": now, "expires": now + ttl_s},
             ).fetchone()
             self._notify(conn, CONTROLS)
             return int(row[0])
@@ -342,17 +356,19 @@ class SharedSql(SqlHooks):
         return control_id
 
     async def pending_controls(self, goal_ids: Sequence[str]) -> list[ControlMessage]:
-        """The unanswered control requests for ``goal_ids``, oldest first."""
+        """The unanswered, unexpired control requests for ``goal_ids``, oldest first."""
         wanted = set(goal_ids)
         if not wanted:
             return []
 
         def read(conn: Any) -> list[ControlMessage]:
+            # Only live requests: an expired one's asker has given up on it (and said so),
+            # and a goal run later must not act on it. So few rows, whatever the history.
             rows = self._sql(
                 conn,
                 "SELECT id, goal_id, request, at, reply FROM controls "
-                "WHERE reply IS NULL ORDER BY id",
-                {},
+                "WHERE reply IS NULL AND expires_at >= :now ORDER BY id",
+                {"now": self._lease_now(conn)},
             ).fetchall()
             return [_control(row) for row in rows if row[1] in wanted]
 

@@ -12,29 +12,28 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import trio
 
 from nexo_trio.store.base import CHANGES
 from nexo_trio.store.batched import (
     BUSY_TIMEOUT_S,
-    READERS,
     BatchedStore,
+    SchemaVersionError,
     StoreClosedError,
     StoreError,
+    StoreOptions,
     StoreUnwritableError,
     _Request,
+    check_schema_version,
     raise_if_unwritable,
     serving,
 )
 from nexo_trio.store.faults import (
-    RETRY_INITIAL_S,
-    RETRY_MAX_S,
-    UNWRITABLE_AFTER_S,
     replaced_error,
 )
 from nexo_trio.store.files import file_identity, prepare_database_file
@@ -107,7 +106,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             request     TEXT NOT NULL,  -- JSON
             at          REAL NOT NULL,
             reply       TEXT,           -- JSON, once answered
-            answered_at REAL
+            answered_at REAL,
+            expires_at REAL NOT NULL  -- unanswered after this: never applied
         )
         """,
         "CREATE INDEX controls_waiting ON controls (id) WHERE reply IS NULL",
@@ -124,19 +124,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 """Migration ``i`` takes the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
 Append only: never edit a released step."""
-
-
-class SchemaVersionError(StoreError):
-    """The database was written by a newer nexo-trio than this one."""
-
-    def __init__(self, path: Path, found: int, supported: int) -> None:
-        super().__init__(
-            f"{path}: database schema version {found} is newer than this nexo-trio supports "
-            f"(version {supported}); upgrade nexo-trio or use another state dir"
-        )
-        self.path = path
-        self.found = found
-        self.supported = supported
 
 
 def _connect(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -158,11 +145,6 @@ def _connect(path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Conn
 def _user_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0])
-
-
-def _check_version(path: Path, found: int, supported: int) -> None:
-    if found > supported:
-        raise SchemaVersionError(path, found, supported)
 
 
 def _enter_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
@@ -191,12 +173,12 @@ def _enter_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
 def _migrate(conn: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
     supported = len(MIGRATIONS)
     # Refuse a newer database before changing anything in it (even the journal mode).
-    _check_version(path, _user_version(conn), supported)
+    check_schema_version(path, _user_version(conn), supported)
     _enter_wal(conn, busy_timeout_s)
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = _user_version(conn)  # again, under the write lock
-        _check_version(path, found, supported)
+        check_schema_version(path, found, supported)
         for version in range(found, supported):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
@@ -223,36 +205,10 @@ class SQLiteStore(BatchedStore[sqlite3.Connection], LedgerSql, SharedSql):
     read.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        clock: Callable[[], float] = time.time,
-        timeout_s: float | None = 30.0,
-        flush_timeout_s: float = 5.0,
-        max_batch: int = 1000,
-        queue_size: int = 10_000,
-        busy_timeout_s: float = BUSY_TIMEOUT_S,
-        unwritable_after_s: float = UNWRITABLE_AFTER_S,
-        retry_initial_s: float = RETRY_INITIAL_S,
-        retry_max_s: float = RETRY_MAX_S,
-        readers: int = READERS,
-    ) -> None:
+    def __init__(self, path: Path, **options: Unpack[StoreOptions]) -> None:
         self.path = Path(path)
-        super().__init__(
-            str(self.path),
-            clock=clock,
-            timeout_s=timeout_s,
-            flush_timeout_s=flush_timeout_s,
-            max_batch=max_batch,
-            queue_size=queue_size,
-            busy_timeout_s=busy_timeout_s,
-            unwritable_after_s=unwritable_after_s,
-            retry_initial_s=retry_initial_s,
-            retry_max_s=retry_max_s,
-            readers=readers,
-        )
-        self._busy_ms = _ms(busy_timeout_s)
+        super().__init__(str(self.path), **options)
+        self._busy_ms = _ms(self._busy_timeout_s)
         self._identity: tuple[int, int] | None = None
 
     # -- hooks -----------------------------------------------------------------------------
@@ -369,13 +325,7 @@ def _ms(seconds: float) -> int:
 
 @asynccontextmanager
 async def open_sqlite_store(
-    path: Path,
-    *,
-    clock: Callable[[], float] = time.time,
-    timeout_s: float | None = 30.0,
-    flush_timeout_s: float = 5.0,
-    busy_timeout_s: float = BUSY_TIMEOUT_S,
-    unwritable_after_s: float = UNWRITABLE_AFTER_S,
+    path: Path, **options: Unpack[StoreOptions]
 ) -> AsyncIterator[SQLiteStore]:
     """A running :class:`SQLiteStore` on ``path`` (created 0600, with its parent directory
     0700 if missing), flushed and closed on exit (see :class:`SQLiteStore` for the options).
@@ -385,15 +335,7 @@ async def open_sqlite_store(
     Writes the store could not make do not raise at exit: check :attr:`SQLiteStore.unwritable`
     (or :func:`raise_if_unwritable`) after it.
     """
-    store = SQLiteStore(
-        path,
-        clock=clock,
-        timeout_s=timeout_s,
-        flush_timeout_s=flush_timeout_s,
-        busy_timeout_s=busy_timeout_s,
-        unwritable_after_s=unwritable_after_s,
-    )
-    async with serving(store):
+    async with serving(SQLiteStore(path, **options)) as store:
         yield store
 
 
