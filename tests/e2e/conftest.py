@@ -301,11 +301,15 @@ class E2E:
         environ: dict[str, str] | None = None,
         bindings: Sequence[str] = (),
         during: Callable[[Orchestrator], Any] | None = None,
+        decider: Any = None,
     ) -> GoalRun:
         """Run ``goal`` through an :class:`Orchestrator` with the SQLite store of
         :attr:`state_dir`. ``bindings`` are session ids put for the goal first (the last one
-        is current); ``during(orch)`` runs as a task next to the goal."""
-        orch = Orchestrator(config or self.config(), turn_runner=self.turn_runner, environ=environ)
+        is current); ``during(orch)`` runs as a task next to the goal; ``decider`` replaces the
+        config's."""
+        orch = Orchestrator(
+            config or self.config(), turn_runner=self.turn_runner, environ=environ, decider=decider
+        )
         first_turn = len(self.turns)
         async with orch:
             for session_id in bindings:

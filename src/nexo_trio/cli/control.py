@@ -184,6 +184,7 @@ def _answer(
     reason: str | None = None,
     message: str | None = None,
     max_turns: int | None = None,
+    now: bool = False,
 ) -> None:
     """Send the request to the goal's process and exit as its answer says."""
     settings = read_config(config, state_dir=state)
@@ -196,6 +197,7 @@ def _answer(
         by=f"{getpass.getuser()} (pid {os.getpid()})",
         message=message,
         max_turns=max_turns,
+        now=now,
     )
     try:
         reply = trio.run(_ask, location, layout, request)
@@ -266,15 +268,24 @@ def cancel(
 @click.command()
 @click.argument("goal_id")
 @click.argument("message")
+@click.option(
+    "--now",
+    is_flag=True,
+    help="Also write MESSAGE into the running turn at once (permission.transport: stdio).",
+)
 @state_dir_option
-def interrupt(goal_id: str, message: str, config_file: Path | None, state_dir: Path | None) -> None:
+def interrupt(
+    goal_id: str, message: str, now: bool, config_file: Path | None, state_dir: Path | None
+) -> None:
     """Give GOAL_ID's next work turn MESSAGE (an [OPERATOR INTERRUPT] block of its prompt);
-    a sleeping goal wakes up for it.
+    a sleeping goal wakes up for it. With --now, a running turn on the stdio transport
+    gets it at once, as a user message mid-turn; it is queued for the next turn until the
+    CLI takes it, so a turn that ends first leaves it for the next.
 
-    Exit 0 queued, 2 not running or an empty message."""
+    Exit 0 queued (or sent), 2 not running or an empty message."""
     if not message.strip():
         raise UserError("interrupt: the message is empty")
-    _answer("interrupt", goal_id, config_file, state_dir, message=message)
+    _answer("interrupt", goal_id, config_file, state_dir, message=message, now=now)
 
 
 @click.command("max-turns")

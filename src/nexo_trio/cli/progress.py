@@ -25,6 +25,7 @@ from nexo_trio.core.goal_events import (
     GoalRestarted,
     GoalResumed,
     GoalStarted,
+    InterruptDelivered,
     InterruptQueued,
     MaxTurnsRaised,
     ReplayDecided,
@@ -176,6 +177,8 @@ class Progress:
                 return "resumed"
             case InterruptQueued(message=message):
                 return f"operator message queued: {message[:80]}"
+            case InterruptDelivered(message=message):
+                return f"operator message taken mid-turn: {message[:80]}"
             case MaxTurnsRaised(max_turns=n):
                 return f"max turns raised to {n}"
             case GoalProgress(turns=turns, tokens=tokens, cost_usd=cost, elapsed_s=elapsed):

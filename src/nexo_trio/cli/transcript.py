@@ -51,6 +51,7 @@ from nexo_trio.core.goal_events import (
     GoalRestarted,
     GoalResumed,
     GoalStarted,
+    InterruptDelivered,
     InterruptQueued,
     MaxTurnsRaised,
     ReplayDecided,
@@ -366,6 +367,8 @@ def _event_lines(event: GoalEvent, decision: DecisionMade | None = None) -> list
             return ["woken up by an operator message" if early else "woke up"]
         case InterruptQueued(message=message):
             return _block("operator message queued", message)
+        case InterruptDelivered(message=message):
+            return _block("operator message taken mid-turn", message)
         case GoalPaused():
             return ["operator: pause"]
         case GoalResumed():

@@ -60,6 +60,11 @@ class ClaudeCommand:
     append_system_prompt: str | None = None
     max_turns: int | None = None
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    stream_input: bool = False
+    """The stdio control protocol (:mod:`nexo_trio.core.stdio_control`): input as JSON
+    lines on a stdin that stays open (the prompt is a ``user`` message, not an argument),
+    each user message the CLI takes echoed back, and permission asked on stdout
+    (``--permission-prompt-tool=stdio`` unless another tool is named)."""
     # Compared but not hashed (a dict can't be): commands stay usable as dict keys.
     env: Mapping[str, str | None] = attrs.field(factory=dict, converter=_env, hash=False)
 
@@ -81,6 +86,8 @@ class ClaudeCommand:
         A prompt that starts with ``-`` would be read as a flag, a NUL byte can't be in
         argv at all, and a long one would hit the kernel's argv limits.
         """
+        if self.stream_input:
+            return False  # in a user message, not argv (nor raw on stdin)
         return (
             self.prompt.startswith("-")
             or "\0" in self.prompt
@@ -90,7 +97,9 @@ class ClaudeCommand:
     def argv(self) -> list[str]:
         """The command line. Values go in ``--flag=value`` form so none can pass for a flag."""
         argv = [self.binary, "-p"]
-        if not self.prompt_on_stdin:
+        if self.stream_input:
+            argv += ["--input-format", "stream-json", "--replay-user-messages"]
+        elif not self.prompt_on_stdin:
             argv.append(self.prompt)
         argv += ["--output-format", "stream-json", "--verbose"]
         if self.resume is not None:
@@ -103,8 +112,11 @@ class ClaudeCommand:
             argv.append(f"--allowedTools={','.join(self.allowed_tools)}")
         if self.disallowed_tools:
             argv.append(f"--disallowedTools={','.join(self.disallowed_tools)}")
-        if self.permission_prompt_tool is not None:
-            argv.append(f"--permission-prompt-tool={self.permission_prompt_tool}")
+        prompt_tool = self.permission_prompt_tool
+        if prompt_tool is None and self.stream_input:
+            prompt_tool = "stdio"
+        if prompt_tool is not None:
+            argv.append(f"--permission-prompt-tool={prompt_tool}")
         if self.mcp_config is not None:
             argv += [f"--mcp-config={self.mcp_config}", "--strict-mcp-config"]
         argv += [f"--add-dir={d}" for d in self.add_dirs]
@@ -116,7 +128,8 @@ class ClaudeCommand:
         return argv
 
     def stdin_data(self) -> bytes | None:
-        """What to write on stdin before closing it; ``None`` means stdin is /dev/null."""
+        """What to write on stdin before closing it; ``None`` means stdin is /dev/null (or,
+        with ``stream_input``, the conversation's pipe)."""
         if not self.prompt_on_stdin:
             return None
         return self.prompt.encode("utf-8", errors="surrogatepass")

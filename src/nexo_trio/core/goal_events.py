@@ -349,6 +349,17 @@ class InterruptQueued(_Stamped):
 
 
 @attrs.frozen
+class InterruptDelivered(_Stamped):
+    """The running turn took a queued operator message mid-turn (``interrupt --now`` on
+    the stdio transport: the CLI echoed it before the turn's result): it is no longer
+    queued for the next turn."""
+
+    goal_id: str
+    message: str
+    turn: int | None = None
+
+
+@attrs.frozen
 class MaxTurnsRaised(_Stamped):
     """An operator raised the goal's turn budget."""
 
@@ -492,6 +503,7 @@ GoalEvent: TypeAlias = (
     | GoalPaused
     | GoalResumed
     | InterruptQueued
+    | InterruptDelivered
     | MaxTurnsRaised
     | CancelRequested
     | DecisionMade

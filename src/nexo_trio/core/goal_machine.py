@@ -115,6 +115,7 @@ from nexo_trio.core.goal_events import (
     GoalRestarted,
     GoalResumed,
     GoalStarted,
+    InterruptDelivered,
     InterruptQueued,
     MaxTurnsRaised,
     ReplayDecided,
@@ -394,6 +395,8 @@ def _transition(state: GoalState, event: GoalEvent) -> GoalState:
             return attrs.evolve(state, paused=False)
         case InterruptQueued(message=message):
             return attrs.evolve(state, interrupts=(*state.interrupts, message))
+        case InterruptDelivered(message=message):
+            return attrs.evolve(state, interrupts=_without(state.interrupts, (message,)))
         case MaxTurnsRaised(max_turns=max_turns):
             return attrs.evolve(state, max_turns=max_turns)
         case GoalCompleted(outcome=outcome):
@@ -1099,10 +1102,11 @@ def turn_command(
     mcp_config: Path | None = None,
     permission_prompt_tool: str | None = None,
     env: Mapping[str, str | None] | None = None,
+    stream_input: bool = False,
 ) -> ClaudeCommand:
     """The CLI invocation of a :class:`RunTurn` step: the config's Claude settings, our
     system prompt after the user's, the permission gate's parts, ``env`` over the
-    config's."""
+    config's; ``stream_input`` for the stdio transport (see ``ClaudeCommand``)."""
     system_prompt = SYSTEM_PROMPT
     if claude.append_system_prompt:
         system_prompt = f"{claude.append_system_prompt}\n\n{SYSTEM_PROMPT}"
@@ -1119,6 +1123,7 @@ def turn_command(
         mcp_config=mcp_config,
         permission_prompt_tool=permission_prompt_tool,
         env={**claude.env, **(env or {})},
+        stream_input=stream_input,
     )
 
 

@@ -24,8 +24,9 @@ closed **and** the process has exited, in either order), or ``pending`` -> ``fin
    size after compaction). The first ``result`` frame is kept and freezes all of this.
 3. After the result frame, frames change nothing but ``events``: the outcome is decided.
 4. ``StdoutClosed`` and ``ProcessExited`` are recorded once each (the first exit wins).
-5. ``DeadlineHit`` and ``Cancelled`` are recorded (the first cancel reason wins); they only
-   matter when no result frame came.
+5. ``DeadlineHit`` and ``Cancelled`` are recorded (the first of each wins); they only
+   matter when no result frame came, or when the result is the CLI's answer to our
+   ``interrupt`` (an ``error_during_execution`` result that came while we were stopping).
 6. ``StderrTail`` replaces the stored tail.
 
 Rules of ``classify`` (first match wins)
@@ -33,7 +34,10 @@ Rules of ``classify`` (first match wins)
 * spawn failed -> ``escalate``.
 * a required MCP server (the permission gate) not connected at init -> ``escalate``
   "permission gate unavailable" (the engine stops the CLI at once).
-* a result frame -> decided by the frame alone (see :func:`_classify_result`).
+* a result frame -> decided by the frame alone (see :func:`_classify_result`), except an
+  ``error_during_execution`` result of a turn being stopped (cancelled, deadline hit): the
+  CLI's answer to our ``interrupt`` (stdio transport), classified as the stop below, its
+  session kept.
 * no result: cancelled -> ``cancelled``; deadline hit -> ``continue`` "turn timeout";
   killed by a signal (also exit 128+N) -> ``continue`` "interrupted"; clean exit or no exit
   seen -> ``continue`` "stream ended without result"; non-zero exit -> ``continue`` with the
@@ -142,6 +146,9 @@ class TurnState:
     """The sum of :attr:`messages`: the turn's tokens so far, before its result frame."""
     estimated_cost_usd: float = 0.0
     """What :attr:`messages` cost at the price table's rates (an estimate)."""
+    stopping_at_result: str | None = None
+    """How the turn was being stopped when its result came: ``cancelled`` or ``deadline``
+    (``None``: it was not)."""
 
     @property
     def finished(self) -> bool:
@@ -190,6 +197,8 @@ def _reduce_engine(state: TurnState, event: EngineEvent) -> TurnState:
                 return state
             return _settle(attrs.evolve(state, exit=event))
         case DeadlineHit(timeout_s=timeout_s):
+            if state.deadline_s is not None:
+                return state
             return attrs.evolve(state, deadline_s=timeout_s)
         case Cancelled(reason=reason):
             if state.cancel_reason is not None:
@@ -357,6 +366,11 @@ def _fold_lines(state: TurnState, events: Iterator[Event]) -> tuple[TurnState, E
             "estimated_usage": estimated_usage,
             "estimated_cost_usd": math.fsum(m.cost_usd for m in copied),
         }
+    if result is not None and state.result is None:
+        if state.cancel_reason is not None:
+            changed["stopping_at_result"] = "cancelled"
+        elif state.deadline_s is not None:
+            changed["stopping_at_result"] = "deadline"
     state = attrs.evolve(
         state,
         events=count,
@@ -505,9 +519,9 @@ def classify(state: TurnState) -> TurnOutcome:
         return TurnOutcome(
             kind=TurnKind.ESCALATE, cause=Cause.GATE_UNAVAILABLE, reason=state.gate_error, **summary
         )
-    if result is not None:
+    if result is not None and not _interrupted_by_us(state, result):
         return _classify_result(result, summary)
-    if state.cancel_reason is not None:
+    if state.cancel_reason is not None and state.stopping_at_result != "deadline":
         return TurnOutcome(
             kind=TurnKind.CANCELLED, cause=Cause.CANCELLED, reason=state.cancel_reason, **summary
         )
@@ -541,6 +555,15 @@ def classify(state: TurnState) -> TurnOutcome:
         reason=f"{reason}: {tail}" if tail else reason,
         **summary,
     )
+
+
+def _interrupted_by_us(state: TurnState, result: Result) -> bool:
+    """Whether ``result`` is how the CLI ended a turn we were stopping (cancelled or past
+    its deadline) on our ``interrupt`` request (the stdio transport): Claude Code 2.1.332
+    answers it with an ``error_during_execution`` result, its session intact. The stop
+    then decides the outcome, not the error; a turn that ended well in the meantime keeps
+    its result."""
+    return state.stopping_at_result is not None and result.subtype == "error_during_execution"
 
 
 def _summary(state: TurnState) -> dict[str, Any]:

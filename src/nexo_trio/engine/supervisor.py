@@ -90,6 +90,7 @@ from nexo_trio.engine.confined import (
     interpreter_problem,
     missing_binary,
 )
+from nexo_trio.engine.conversation import Conversation
 from nexo_trio.engine.process_tree import ProcessTree, children_files
 from nexo_trio.engine.reaped import Reaped, ReaperStartError
 from nexo_trio.engine.sandbox import with_binary
@@ -150,6 +151,7 @@ async def run_turn(
     environ: Mapping[str, str] | None = None,
     sandbox: SandboxPlan | None = None,
     stdout_copy: Path | None = None,
+    conversation: Conversation | None = None,
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
@@ -167,14 +169,22 @@ async def run_turn(
     ``stdout_copy``: a file (created 0600) to keep the raw stdout in, every byte of it up
     to a cap, gzip-compressed when its name ends in ``.gz``
     (:mod:`~nexo_trio.engine.stream_copy`).
+    ``conversation``: the stdio transport (a command with ``stream_input``): the CLI's
+    stdin stays open for it (:mod:`~nexo_trio.engine.conversation`), it answers the CLI's
+    permission asks, and a stop (``stop``, the deadline) first sends the CLI an
+    ``interrupt`` and waits ``kill_grace`` for the turn to end with its session intact,
+    before the SIGTERM.
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     if not kill_grace >= 0:
         raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
+    if conversation is not None and not command.stream_input:
+        raise ValueError("a conversation needs a command with stream_input")
     argv = command.argv()
     stdin_data = command.stdin_data()
+    stdin_pipe = stdin_data is not None or conversation is not None
     initial = INITIAL_STATE
     if require_mcp_servers:
         initial = attrs.evolve(initial, required_mcp_servers=tuple(require_mcp_servers))
@@ -187,12 +197,12 @@ async def run_turn(
     reaped: Reaped | None = None
     try:
         if sandbox is None:
-            reaped = await _start_reaped(command, argv, env, stdin_data, kill_grace)
+            reaped = await _start_reaped(command, argv, env, stdin_pipe, kill_grace)
             process: ChildProcess = reaped
         else:
             env.update(sandbox.env)
             argv, process, sandboxed = await _start_confined(
-                command, argv, sandbox, env, stdin_data
+                command, argv, sandbox, env, stdin_pipe
             )
     except OSError as exc:
         if isinstance(exc, SandboxStartError | ReaperStartError):
@@ -229,6 +239,7 @@ async def run_turn(
         initial=initial,
         sandbox=sandboxed,
         reaped=reaped,
+        conversation=conversation,
     )
     try:
         state = await run.supervise()
@@ -249,7 +260,7 @@ async def _start_reaped(
     command: ClaudeCommand,
     argv: list[str],
     env: dict[str, str],
-    stdin_data: bytes | None,
+    stdin_pipe: bool,
     kill_grace: float,
 ) -> Reaped:
     """Start the CLI under the subreaper helper, in a session of its own (a terminal's
@@ -262,7 +273,7 @@ async def _start_reaped(
             cwd=command.cwd,
             env=env,
             grace=kill_grace,
-            stdin_pipe=stdin_data is not None,
+            stdin_pipe=stdin_pipe,
             session=True,
             linger=True,  # what the CLI leaves gets the turn's own escalation first
         )
@@ -336,7 +347,7 @@ async def _start_confined(
     argv: list[str],
     plan: SandboxPlan,
     env: dict[str, str],
-    stdin_data: bytes | None,
+    stdin_pipe: bool,
 ) -> tuple[list[str], ConfinedProcess, Sandbox]:
     """Start the CLI inside bwrap (forked in this thread: see ``engine.confined``); raises
     ``OSError`` like a spawn, also for a CLI binary that the sandbox would not find."""
@@ -361,7 +372,7 @@ async def _start_confined(
     try:
         process = ConfinedProcess.start(
             full,
-            stdin_pipe=stdin_data is not None,
+            stdin_pipe=stdin_pipe,
             cwd=command.cwd,
             env=env,
             pass_fds=(status.write_fd,),
@@ -422,8 +433,11 @@ class _Run:
         sandbox: Sandbox | None = None,
         reaped: Reaped | None = None,
         copy: StreamCopy | None = None,
+        conversation: Conversation | None = None,
     ) -> None:
         self.process = process
+        self.conversation = conversation
+        self._nursery: trio.Nursery | None = None
         self.copy = copy
         self.sandbox = sandbox
         self.reaped = reaped
@@ -483,10 +497,14 @@ class _Run:
 
     async def _run_tasks(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._read_stdout)
             nursery.start_soon(self._wait_exit)
             nursery.start_soon(self._drain_stderr)
-            if self.stdin_data is not None:
+            if self.conversation is not None:
+                assert self.process.stdin is not None
+                nursery.start_soon(self.conversation.serve, self.process.stdin)
+            elif self.stdin_data is not None:
                 nursery.start_soon(self._write_stdin, self.stdin_data)
             nursery.start_soon(self._watchdog, nursery)
             if self.sandbox is None:
@@ -523,6 +541,14 @@ class _Run:
                 batch = [self.spawned, *self.held, *batch]
             self.held = None
         self.state = state = reduce_all(self.state, batch)
+        conversation = self.conversation
+        if conversation is not None:
+            raced = conversation.raced
+            conversation.on_frames(batch)
+            if conversation.raced and not raced and self._nursery is not None:
+                # The CLI would run the late message as a query of its own: end it now.
+                self.stop_actions.append("a mid-turn message came after the result")
+                self._nursery.start_soon(self._stop_process)
         if state.result is not None:
             self.result_seen.set()
         if state.gate_error is not None:
@@ -695,13 +721,15 @@ class _Run:
         """The longest a stop takes: the CLI's escalation, then its survivors', a reap, and
         the subreaper helper's end."""
         helper = self.reaped.stop_budget if self.reaped is not None else 0.0
-        return stop_budget(self.kill_grace, rounds=2) + 1.0 + helper
+        interrupt = self.kill_grace if self.conversation is not None else 0.0
+        return stop_budget(self.kill_grace, rounds=2) + 1.0 + helper + interrupt
 
     async def _stop_process(self) -> None:
         """SIGTERM, ``kill_grace``, SIGKILL to the tree. Idempotent; safe to call anywhere."""
         if self.stopping:
             return
         self.stopping = True
+        await self._interrupt()
         if self.process.returncode is None:
             await escalate(
                 self._signal_tree,
@@ -710,6 +738,19 @@ class _Run:
                 gone=lambda: self.process.returncode is not None,
             )
         await self._stop_descendants()
+
+    async def _interrupt(self) -> None:
+        """The stdio transport's graceful stop: ask the CLI to end the turn (``interrupt``)
+        and give it ``kill_grace`` to do so, its session intact. Only while the turn has
+        no result and the conversation can still write (not in the cleanup)."""
+        conversation = self.conversation
+        if conversation is None or self.process.returncode is not None:
+            return
+        if self.result_seen.is_set() or not conversation.interrupt():
+            return
+        self.stop_actions.append("interrupt")
+        with trio.move_on_after(self.kill_grace):
+            await self.exited.wait()
 
     def _signal_tree(self, sig: signal.Signals) -> None:
         """SIGTERM to the CLI's group (the CLI then stops its own children); SIGKILL to the

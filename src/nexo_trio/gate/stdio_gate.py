@@ -17,9 +17,16 @@ import logging
 import attrs
 import trio
 
-from nexo_trio.core.permission import Decision, PermissionRequest, deny_message, unavailable
-from nexo_trio.core.stdio_control import StdioControl, ToolAsk, deny_body, success
-from nexo_trio.gate.socket_server import GateCall, decide_within, record_sent
+from nexo_trio.core.permission import (
+    Decision,
+    DecisionOutcome,
+    PermissionRequest,
+    deny,
+    deny_message,
+    unavailable,
+)
+from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk, deny_body, success
+from nexo_trio.gate.socket_server import ABANDONED, Gate, GateCall, decide_within, record_sent
 from nexo_trio.wire.stdio_frames import encode_message
 
 log = logging.getLogger("nexo_trio.gate")
@@ -58,12 +65,26 @@ async def answer_ask(
     call: GateCall, control: StdioControl, ask: ToolAsk, *, timeout_s: float
 ) -> Answered:
     """Decide ``ask`` through ``call`` (the goal gate's admission of it) within
-    ``timeout_s``, settle the reply and record it; the line to write."""
+    ``timeout_s``, settle the reply and record it; the line to write. Cancelled before
+    a reply is settled (the turn is being torn down), the call is recorded as
+    ``cancelled``: the CLI got no answer."""
     started = trio.current_time()
-    decision = await decide_within(call, started, timeout_s)
-    answered = settle(control, ask, decision)
-    await record_sent(call, answered.sent)
+    sent = Decision(DecisionOutcome.CANCELLED, message=ABANDONED, decider="gate")
+    try:
+        decision = await decide_within(call, started, timeout_s)
+        answered = settle(control, ask, decision)
+        sent = answered.sent
+    finally:
+        await record_sent(call, sent)
     return answered
 
 
-__all__ = ["Answered", "answer_ask", "permission_request", "settle"]
+async def record_reply(gate: Gate, goal_id: str, reply: Reply, *, token: str | None) -> None:
+    """Record a deny the protocol's rules wrote without asking the decider (a malformed
+    ask, an ask while the turn ends), as the gate records any decision."""
+    request = PermissionRequest(goal_id=goal_id, tool_name=reply.tool_name or "", input={})
+    call = gate.admit(request, token=token)
+    await record_sent(call, deny(f"Permission denied: {reply.why}", "gate"))
+
+
+__all__ = ["Answered", "answer_ask", "permission_request", "record_reply", "settle"]

@@ -39,8 +39,12 @@ class Controlled(Protocol):
         """Resume a goal."""
         ...
 
-    async def interrupt_goal(self, goal_id: str, message: str) -> bool:
-        """Queue an operator message."""
+    async def interrupt_goal(self, goal_id: str, message: str, *, now: bool = False) -> bool:
+        """Queue an operator message (``now``: also into the running turn)."""
+        ...
+
+    def takes_messages(self, goal_id: str) -> bool:
+        """Whether the goal's running turn takes a message now."""
         ...
 
     async def set_goal_max_turns(self, goal_id: str, max_turns: int) -> bool:
@@ -68,11 +72,14 @@ async def operate(orch: Controlled, request: ControlRequest) -> ControlReply:
     try:
         match request.op:
             case "pause":
+                interrupting = orch.takes_messages(goal_id)
                 changed = await orch.pause_goal(goal_id)
                 running = _turn_running(handle.state)
-                done = f"paused goal {name}" + (
-                    f": it stops once its running turn {running} ends" if running else ""
-                )
+                done = f"paused goal {name}"
+                if running and interrupting:
+                    done += f": its running turn {running} is interrupted (its session kept)"
+                elif running:
+                    done += f": it stops once its running turn {running} ends"
                 same = f"goal {name} is already paused"
             case "resume":
                 changed = await orch.resume_goal(goal_id)
@@ -90,8 +97,18 @@ async def operate(orch: Controlled, request: ControlRequest) -> ControlReply:
                 if not message.strip():
                     return ControlReply(False, "an operator interrupt needs a message", "invalid")
                 before = handle.state
-                changed = await orch.interrupt_goal(goal_id, message)
+                live = request.now and orch.takes_messages(goal_id)
+                changed = await orch.interrupt_goal(goal_id, message, now=request.now)
                 done = f"queued for goal {name}'s next turn" + _when_delivered(before)
+                if live:
+                    turn = _turn_running(before)
+                    done = (
+                        f"sent to goal {name}'s running turn {turn}; it stays queued for "
+                        "the next turn until the CLI takes it"
+                    )
+                elif request.now:
+                    done += " (its running turn takes no messages: --now needs a turn on "
+                    done += "permission.transport stdio)"
                 same = f"goal {name} takes no messages now"
             case "max_turns":
                 if request.max_turns is None or request.max_turns < 1:

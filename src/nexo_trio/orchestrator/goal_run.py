@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -50,6 +51,7 @@ from nexo_trio.core.goal_events import (
     CheckpointFailed,
     ControlEvent,
     GoalEvent,
+    InterruptDelivered,
     ReplayDecided,
     RolledBack,
     SessionBound,
@@ -82,16 +84,20 @@ from nexo_trio.core.goal_machine import (
     turn_started,
 )
 from nexo_trio.core.goal_outcome import GoalOutcome
+from nexo_trio.core.permission import unavailable
 from nexo_trio.core.record import Transcribing, transcribe
 from nexo_trio.core.remotes import resume_point
 from nexo_trio.core.sandbox import ApiProxy, SandboxPlan
-from nexo_trio.core.settings import Config
+from nexo_trio.core.settings import Config, PermissionTransport
+from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk
 from nexo_trio.core.turn import TurnState, turn_spend
+from nexo_trio.engine.conversation import Conversation
 from nexo_trio.engine.leftovers import process_identity
 from nexo_trio.engine.sandbox import prepare_sandbox
 from nexo_trio.engine.supervisor import TURN_MARKER_VAR, TurnResult, run_turn
 from nexo_trio.gate.goal_gate import GoalGate, new_turn_token
 from nexo_trio.gate.mcp_config import GateDeadlines, write_mcp_config
+from nexo_trio.gate.stdio_gate import answer_ask, permission_request, record_reply, settle
 from nexo_trio.orchestrator.acceptance import Baseline, VerifierRegistry, evaluate
 from nexo_trio.orchestrator.git_workspace import (
     PUSH_TIMEOUT,
@@ -137,6 +143,8 @@ class GoalHandle:
         self._waits: set[trio.CancelScope] = set()
         self.live_spend: LiveSpend | None = None
         """What the running turn has spent so far (read from its stream, not recorded)."""
+        self.conversation: Conversation | None = None
+        """The running turn's stdin on the stdio transport (``None``: no such turn)."""
 
     @property
     def goal_id(self) -> str:
@@ -206,6 +214,18 @@ class GoalHandle:
                 self._waits.discard(scope)
         return not scope.cancelled_caught
 
+    def say(self, message: str) -> bool:
+        """Write an operator's message into the running turn at once; whether it was
+        written (a running turn on the stdio transport, not ending). It counts as
+        delivered only once the CLI takes it (``interrupt_delivered``)."""
+        conversation = self.conversation
+        return conversation is not None and conversation.say(message)
+
+    def takes_messages(self) -> bool:
+        """Whether a running turn would take a message now (see :meth:`say`)."""
+        conversation = self.conversation
+        return conversation is not None and conversation.open and not conversation.control.ending
+
     def set_live_spend(self, live: LiveSpend | None) -> None:
         """The running turn's spend so far (``None``: no turn running); wakes whoever
         waits for a change, as a budget may now be reached mid-turn."""
@@ -255,6 +275,9 @@ class TurnPlan:
     deadlines: GateDeadlines | None = None
     permission_prompt_tool: str | None = None
     require_mcp_servers: tuple[str, ...] = ()
+    transport: PermissionTransport = "mcp"
+    """``stdio``: the turns ask through the CLI's control protocol, answered by ``gate``
+    in this process (no MCP config, server or socket)."""
     env: dict[str, str | None] = attrs.field(factory=dict)
     scratch: Path | None = None
     streams: Path | None = None
@@ -495,7 +518,11 @@ class GoalRun:
         self, step: RunTurn, stream: Path | None = None, marker: str | None = None
     ) -> None:
         plan = self.plan
-        if plan.mcp_config is not None and plan.socket_path is not None and plan.deadlines:
+        stdio = plan.transport == "stdio"
+        token = None
+        if stdio and plan.gate is not None:
+            token = plan.gate.begin_turn()
+        elif plan.mcp_config is not None and plan.socket_path is not None and plan.deadlines:
             # Fresh for every turn: nothing a turn wrote there survives to the next, and
             # the token is this turn's alone.
             token = plan.gate.begin_turn() if plan.gate is not None else None
@@ -517,10 +544,16 @@ class GoalRun:
             step,
             self.config.claude,
             cwd=self.workspace,
-            mcp_config=plan.mcp_config,
-            permission_prompt_tool=plan.permission_prompt_tool,
+            mcp_config=None if stdio else plan.mcp_config,
+            permission_prompt_tool=None if stdio else plan.permission_prompt_tool,
             env=env,
+            stream_input=stdio,
         )
+        extra: dict[str, Any] = {}
+        if stdio:
+            conversation = self._conversation(command.prompt, step, token)
+            extra["conversation"] = conversation
+            self.handle.conversation = conversation
         sandbox = await self._sandbox()
         transcripts = self._transcripts(command.env)
         if transcripts is not None and step.resume_session is not None:
@@ -536,13 +569,15 @@ class GoalRun:
                     line_cap=self.config.line_cap,
                     on_events=_Activity(self, step.turn, compact=step.compact),
                     stop=stop,
-                    require_mcp_servers=plan.require_mcp_servers,
+                    require_mcp_servers=() if stdio else plan.require_mcp_servers,
                     environ=self.environ,
                     sandbox=sandbox,
                     stdout_copy=stream,
+                    **extra,
                 )
                 nursery.cancel_scope.cancel()
         finally:
+            self.handle.conversation = None
             # The turn's own figures are recorded next: its live ones are done.
             self.handle.set_live_spend(None)
         completed = turn_completed(
@@ -561,6 +596,36 @@ class GoalRun:
         session = self.handle.state.session_id
         if transcripts is not None and session is not None:
             await keep_transcript(*transcripts, session, self.workspace)
+
+    def _conversation(self, prompt: str, step: RunTurn, token: str | None) -> Conversation:
+        """The stdio transport's conversation for one turn: its asks go to the goal's gate
+        (admitted with the turn's ``token``) and are recorded as the socket path records
+        them; replies made without the decider (a malformed ask, one while the turn ends)
+        are recorded as denies; a message the CLI took mid-turn is recorded as
+        delivered."""
+        gate = self.plan.gate
+        deadlines = self.plan.deadlines or GateDeadlines.from_tool_timeout(
+            self.config.permission.tool_timeout_s
+        )
+        goal_id = self.goal.id
+
+        async def answer(control: StdioControl, ask: ToolAsk) -> bytes:
+            if gate is None:
+                failed = unavailable("no permission gate for this goal", "gate")
+                return settle(control, ask, failed).line
+            call = gate.admit(permission_request(goal_id, ask), token=token)
+            answered = await answer_ask(call, control, ask, timeout_s=deadlines.gate_timeout_s)
+            return answered.line
+
+        async def on_reply(reply: Reply) -> None:
+            if gate is None or reply.tool_name is None:
+                return
+            await record_reply(gate, goal_id, reply, token=token)
+
+        async def on_delivered(message: str) -> None:
+            await self.emit(InterruptDelivered(goal_id, message, turn=step.turn))
+
+        return Conversation(prompt, answer, on_reply=on_reply, on_delivered=on_delivered)
 
     def _transcripts(self, env: Mapping[str, str | None]) -> tuple[SharedStore, str, Path] | None:
         """Where this goal's session transcripts are kept and where the CLI keeps them,
@@ -606,7 +671,13 @@ class GoalRun:
         )
 
     async def _stop_when_superseded(self, step: Step, stop: trio.Event) -> None:
-        await self._until_superseded(step)
+        """Stop the turn once it no longer stands; on the stdio transport also once the
+        goal is paused (the CLI is interrupted, its session kept, and the goal waits)."""
+        interruptible = self.plan.transport == "stdio"
+        while not supersedes(step, self._next()):
+            if interruptible and self.handle.state.paused:
+                break
+            await self.handle.changed()
         stop.set()
 
     async def _until_superseded(self, step: Step) -> None:

@@ -612,6 +612,7 @@ class Orchestrator:
                         deadlines=self.deadlines,
                         permission_prompt_tool=PERMISSION_PROMPT_TOOL,
                         require_mcp_servers=(SERVER_NAME,),
+                        transport=self.config.permission.transport,
                         env=goal_env,
                         scratch=scratch,
                         streams=self.layout.streams(goal.id),
@@ -881,10 +882,26 @@ class Orchestrator:
         """Resume a paused goal. False if unknown or not paused."""
         return await self._control(GoalResumed(goal_id))
 
-    async def interrupt_goal(self, goal_id: str, message: str) -> bool:
+    async def interrupt_goal(self, goal_id: str, message: str, *, now: bool = False) -> bool:
         """Queue an operator message for the goal's next work turn (an empty one raises
-        ValueError); a sleeping goal wakes up for it. False if unknown."""
-        return await self._control(InterruptQueued(goal_id, message))
+        ValueError); a sleeping goal wakes up for it. False if unknown.
+
+        ``now``: also write it into the running turn at once, when its transport takes
+        messages (``permission.transport: stdio``; :meth:`takes_messages`). It stays
+        queued until the CLI takes it (``interrupt_delivered``), so a turn that ends
+        first, or a crash, leaves it for the next turn: delivered at least once."""
+        if not await self._control(InterruptQueued(goal_id, message)):
+            return False
+        handle = self._goals.get(goal_id)
+        if now and handle is not None:
+            handle.say(message)
+        return True
+
+    def takes_messages(self, goal_id: str) -> bool:
+        """Whether the goal has a running turn that would take a message now (``interrupt
+        --now`` reaches it mid-turn instead of the next turn)."""
+        handle = self._goals.get(goal_id)
+        return handle is not None and handle.takes_messages()
 
     async def set_goal_max_turns(self, goal_id: str, max_turns: int) -> bool:
         """Raise a goal's turn budget (lowering raises ValueError). False if unknown."""

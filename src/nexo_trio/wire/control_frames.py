@@ -54,6 +54,8 @@ class ControlRequest:
     """The operator message of an ``interrupt``."""
     max_turns: int | None = None
     """The new turn budget of a ``max_turns``."""
+    now: bool = False
+    """An ``interrupt`` written into the running turn at once, where it takes messages."""
 
 
 @attrs.frozen

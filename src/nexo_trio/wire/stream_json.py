@@ -751,6 +751,18 @@ def _read_other(obj: JsonObject, _: bytes) -> Frame:
     return parse_frame(obj)
 
 
+def _read_control_request(obj: JsonObject, source: bytes) -> Frame:
+    """A ``control_request`` read again from its line by :mod:`json`, whose integers are
+    exact: orjson reads one past 64 bits as a float, and the input of a ``can_use_tool``
+    ask goes back to the CLI in an allow (``updatedInput``) as it came. ``obj`` when the
+    stricter reader refuses the line (NaN, say): the ask is still answered (denied)."""
+    try:
+        exact = json.loads(source, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        return parse_frame(obj)
+    return parse_frame(exact if isinstance(exact, dict) else obj)
+
+
 register_source_loader(orjson.loads)
 
 _DECODER_READERS: Final[dict[str, Callable[[JsonObject, bytes], Frame]]] = {
@@ -759,6 +771,7 @@ _DECODER_READERS: Final[dict[str, Callable[[JsonObject, bytes], Frame]]] = {
     "user": _lazy_user,
     "stream_event": _lazy_stream_event,
     "system": _read_system,
+    "control_request": _read_control_request,
 }
 """The decoder's reader of each frame type it knows, given the object and the line it was
 decoded from (objects of other types, and lines that are not objects, take
@@ -802,5 +815,10 @@ def _decode(items: list[Framed]) -> list[LineEvent]:
         except orjson.JSONDecodeError:
             append(parse_line(line_no, data))
             continue
-        append(parse_frame(obj) if type(obj) is dict else parse_line(line_no, data))
+        if type(obj) is not dict:
+            append(parse_line(line_no, data))
+        elif obj.get("type") == "control_request":
+            append(_read_control_request(obj, data))
+        else:
+            append(parse_frame(obj))
     return out
