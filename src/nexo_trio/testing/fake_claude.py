@@ -32,6 +32,40 @@ tool_result *without* a denial (like the real CLI). Every exchange is appended t
 ``permissions.jsonl`` in the state directory. The server's stdin is closed at exit (and
 on SIGTERM), then it is killed if it lingers.
 
+Stream-json input (``--input-format stream-json``, as Claude Code 2.1.332 takes it): no
+prompt in argv; stdin carries JSON lines, read by a thread into a queue so the steps never
+block on it (a line that is not a JSON object is ignored with a note on stderr). Our
+``control_request`` lines are answered on stdout with a ``control_response``:
+``initialize`` with ``{"commands": [], "models": [], ...}``; ``interrupt`` with ``{}``, and
+the running turn ends at once (a ``sleep``, ``hang``, running ``bash`` command -- its
+process group is killed -- or pending permission ask is cut short; between steps it applies
+before the next step) with a ``result`` frame ``error_during_execution``, ``is_error``,
+``errors: []``; ``set_permission_mode`` with ``{"mode": ...}`` and a ``system/status``
+frame; any other subtype with ``subtype: "error"`` and an ``error`` text. The first
+``user`` message is the turn's prompt (its content: a string, or text blocks joined by
+newlines). Later user messages are *taken* at the next point the CLI would ask the model:
+right after the ``init`` step, else before the next ``text``, ``tool_use``, ``bash``,
+``compact`` or ``result`` step. With ``--replay-user-messages`` each message taken (the
+prompt too) is echoed as ``{"type": "user", "message": ..., "session_id", "uuid",
+"parent_tool_use_id": null, "isReplay": true}``. Every user message after the prompt is
+appended to ``messages.jsonl`` in the state directory (``text``, ``content``, ``taken``,
+``replayed``, ``turn``, ``session_id``, ``pid``): ``taken: false`` for one that came after
+the result, or was still waiting when the turn was interrupted or exited. After the turn the
+fake does not exit by itself: it waits for stdin's end (exit 0, or 1 after an ``is_error``
+result); a stdin that ends before the turn is done lets the turn finish first. Every wait is
+bounded by ``NEXO_FAKE_CLAUDE_MAX_LIFETIME``. Invocations are logged as usual (``stdin``
+``null``, ``input_format: "stream-json"``).
+
+With ``--permission-prompt-tool stdio`` (stream-json input only) a tool call that would
+prompt prints ``{"type": "control_request", "request_id": UUID, "request": {"subtype":
+"can_use_tool", "tool_name", "display_name", "input", "tool_use_id",
+"permission_suggestions": [], "description"}}`` and waits for the ``control_response`` of
+that id (reading everything else meanwhile): ``behavior: "allow"`` runs the tool with
+``updatedInput`` (else the original input), ``"deny"`` is handled like the MCP gate's deny,
+and an error response, a malformed answer, or a stdin that ends first fails the tool call
+without a denial. The exchanges go to ``permissions.jsonl`` (with the ``request_id``; an
+ask cut short by an interrupt is logged with outcome ``interrupted``).
+
 Build scenarios in Python with :mod:`nexo_trio.testing.scenario`. Step reference: see
 ``_STEP_DOC`` below or ``nexo-fake-claude --help``.
 """
@@ -43,13 +77,16 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import selectors
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -63,6 +100,11 @@ NO_PROMPT_TOOLS = frozenset(
 MCP_PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 MCP_DEFAULT_TIMEOUT_S = 10.0
 MCP_STOP_GRACE_S = 1.0
+STREAM_POLL_S = 0.02
+"""How often a stream-json wait looks at a running Bash command."""
+MODEL_OPS = frozenset({"text", "tool_use", "bash", "compact", "result"})
+"""Steps before which the CLI would send a request to the model: queued user messages are
+taken (and replayed) there."""
 
 _STEP_DOC = """\
 Steps (JSON objects with an "op"):
@@ -124,6 +166,62 @@ class _Exit(Exception):
         self.code = code
 
 
+class _Interrupted(Exception):
+    """An ``interrupt`` control request ended the running turn."""
+
+
+Inbox = queue.Queue[tuple[str, dict[str, Any] | None]]
+
+
+def _read_stdin(inbox: Inbox) -> None:
+    """The stdin reader thread of stream-json mode: each JSON object line goes into
+    ``inbox`` as ``("message", obj)``, then ``("eof", None)``. It reads the descriptor
+    itself, so no buffered-reader lock is held when the process exits mid-read."""
+    buffer = b""
+    try:
+        while True:
+            try:
+                data = os.read(0, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                _parse_line(line, inbox)
+        _parse_line(buffer, inbox)
+    finally:
+        inbox.put(("eof", None))
+
+
+def _parse_line(line: bytes, inbox: Inbox) -> None:
+    if not line.strip():
+        return
+    try:
+        message = json.loads(line)
+    except ValueError:
+        sys.stderr.write(f"fake claude: ignored a stdin line that is not JSON: {line[:200]!r}\n")
+        return
+    if not isinstance(message, dict):
+        sys.stderr.write(f"fake claude: ignored a stdin line that is no object: {line[:200]!r}\n")
+        return
+    inbox.put(("message", message))
+
+
+def _content_text(content: Any) -> str:
+    """The text of a user message's ``content``: a string, or its text blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+    return json.dumps(content)
+
+
 class Invocation:
     """One run of the fake CLI."""
 
@@ -151,6 +249,21 @@ class Invocation:
         self.gate_failure = ""
         self.permission_denials: list[dict[str, Any]] = []
         self.skip_tool_result = False
+        # Stream-json input mode (see the module docstring).
+        self.stream_input = self._opt("--input-format") == "stream-json"
+        self.inbox: Inbox | None = None
+        self.stdin_eof = False
+        self.phase = "waiting"  # then "turn" (its steps run), then "done" (result printed)
+        self.prompt_message: dict[str, Any] | None = None
+        self.prompt_text: str | None = None
+        self.turn_index: int | None = None
+        self.pending: list[tuple[dict[str, Any], bool]] = []
+        """User messages waiting to be taken, and whether each is the prompt."""
+        self.answers: dict[str, dict[str, Any]] = {}
+        """``control_response`` bodies of the CLI's requests, by request id."""
+        self.interrupt_pending = False
+        self.permission_mode: str | None = None
+        self.bash_process: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ argv
 
@@ -207,6 +320,9 @@ class Invocation:
             self._fatal("fake claude: only print mode (-p) is supported")
         if self._opt("--output-format") == "stream-json" and "--verbose" not in self.options:
             self._fatal("Error: When using --print, --output-format=stream-json requires --verbose")
+        if self.stream_input:
+            self._run_stream()
+            return
         prompt = self.positional[0] if self.positional else None
         stdin_text = None
         if prompt is None:
@@ -234,6 +350,291 @@ class Invocation:
             raise _Exit(1)
         for step in turn.get("steps", []):
             self._step(step)
+
+    # ------------------------------------------------------------------ stream-json input
+
+    def _run_stream(self) -> None:
+        """``--input-format stream-json``: the conversation comes on stdin."""
+        self.inbox = queue.Queue()
+        threading.Thread(target=_read_stdin, args=(self.inbox,), daemon=True).start()
+        self._wait_until(
+            time.monotonic() + self.max_lifetime,
+            lambda: self.prompt_message is not None or self.stdin_eof,
+        )
+        message = self.prompt_message
+        if message is None:
+            self._fatal(
+                "Error: Input must be provided either through stdin or as a prompt argument "
+                "when using --print"
+            )
+        prompt = _content_text(message["message"].get("content"))
+        self.prompt_text = prompt
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._resolve_session()
+            self.turn_index, turn = self._claim_turn(prompt)
+            self._log_invocation(prompt, None, self.turn_index, input_format="stream-json")
+            if turn is not None:
+                self._remember_session(prompt)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.phase = "turn"
+        self.pending.insert(0, (message, True))
+        try:
+            try:
+                if turn is None:
+                    self._take_pending()
+                    self._result(
+                        subtype="error_during_execution",
+                        is_error=True,
+                        errors=["fake claude: the scenario has no turn left for this invocation"],
+                    )
+                else:
+                    for step in turn.get("steps", []):
+                        self._drain()
+                        self._step(step)
+            except _Interrupted:
+                self._result(subtype="error_during_execution", is_error=True, errors=[])
+            self.phase = "done"
+            # Like the real CLI in this mode: no exit before stdin ends.
+            self._wait_until(time.monotonic() + self.max_lifetime, lambda: self.stdin_eof)
+        finally:
+            for left, is_prompt in self.pending:
+                if not is_prompt:
+                    self._log_message(left, taken=False, replayed=False)
+            self.pending.clear()
+
+    def _pump(self, timeout: float) -> bool:
+        """Handle one stdin message (waiting at most ``timeout`` s); whether there was one.
+        Raises :class:`_Interrupted` when an interrupt came for the running turn."""
+        assert self.inbox is not None
+        try:
+            if timeout > 0:
+                kind, message = self.inbox.get(timeout=timeout)
+            else:
+                kind, message = self.inbox.get_nowait()
+        except queue.Empty:
+            return False
+        if kind == "eof":
+            self.stdin_eof = True
+        elif message is not None:
+            self._on_message(message)
+        if self.interrupt_pending and self.phase == "turn":
+            self.interrupt_pending = False
+            raise _Interrupted
+        return True
+
+    def _drain(self) -> None:
+        """Handle every stdin message already there (an interrupt applies now)."""
+        while self._pump(0):
+            pass
+
+    def _wait_until(self, deadline: float, done: Callable[[], bool]) -> bool:
+        """Handle stdin messages until ``done()`` or the deadline; whether it is done."""
+        while True:
+            if done():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.stdin_eof:
+                time.sleep(min(remaining, STREAM_POLL_S))
+            else:
+                self._pump(min(remaining, STREAM_POLL_S))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "control_request":
+            self._on_control_request(message)
+        elif kind == "control_response":
+            response = message.get("response")
+            request_id = response.get("request_id") if isinstance(response, dict) else None
+            if isinstance(response, dict) and isinstance(request_id, str):
+                self.answers[request_id] = response
+            else:
+                self._note(f"ignored a control_response without a request_id: {message!r}")
+        elif kind == "user":
+            if not isinstance(message.get("message"), dict):
+                self._note(f"ignored a user message without a message: {message!r}")
+            elif self.prompt_message is None and self.phase == "waiting":
+                self.prompt_message = message
+            elif self.phase in ("waiting", "turn"):
+                self.pending.append((message, False))
+            else:
+                self._note("a user message after the result is not played (one turn per run)")
+                self._log_message(message, taken=False, replayed=False)
+        else:
+            self._note(f"ignored a stdin message of type {kind!r}")
+
+    def _on_control_request(self, message: dict[str, Any]) -> None:
+        request_id = message.get("request_id")
+        request = message.get("request")
+        if not isinstance(request_id, str) or not isinstance(request, dict):
+            self._note(f"ignored a control_request without request_id or request: {message!r}")
+            return
+        subtype = request.get("subtype")
+        if subtype == "initialize":
+            body = {
+                "commands": [],
+                "models": [],
+                "claude_code_version": VERSION,
+                "pid": os.getpid(),
+            }
+            self._control_success(request_id, body)
+        elif subtype == "interrupt":
+            self._control_success(request_id, {})
+            if self.phase == "turn":
+                self.interrupt_pending = True
+        elif subtype == "set_permission_mode" and isinstance(request.get("mode"), str):
+            self.permission_mode = str(request["mode"])
+            self._control_success(request_id, {"mode": self.permission_mode})
+            self.emit(
+                {
+                    "type": "system",
+                    "subtype": "status",
+                    "status": None,
+                    "permissionMode": self.permission_mode,
+                    "uuid": str(uuid.uuid4()),
+                    "session_id": self.session_id,
+                }
+            )
+        else:
+            self.emit(
+                {
+                    "type": "control_response",
+                    "response": {
+                        "subtype": "error",
+                        "request_id": request_id,
+                        "error": f"Unsupported control request subtype: {subtype}",
+                    },
+                }
+            )
+
+    def _control_success(self, request_id: str, body: dict[str, Any]) -> None:
+        self.emit(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": body},
+            }
+        )
+
+    def _take_pending(self) -> None:
+        """Take the queued user messages into the conversation (echoed if asked to)."""
+        replay = "--replay-user-messages" in self.options
+        while self.pending:
+            message, is_prompt = self.pending.pop(0)
+            if replay:
+                self.emit(
+                    {
+                        "type": "user",
+                        "message": message["message"],
+                        "session_id": self.session_id,
+                        "parent_tool_use_id": None,
+                        "uuid": str(uuid.uuid4()),
+                        "isReplay": True,
+                    }
+                )
+            if not is_prompt:
+                self._log_message(message, taken=True, replayed=replay)
+
+    def _log_message(self, message: dict[str, Any], *, taken: bool, replayed: bool) -> None:
+        inner = message.get("message")
+        content = inner.get("content") if isinstance(inner, dict) else None
+        record = {
+            "text": _content_text(content),
+            "content": content,
+            "taken": taken,
+            "replayed": replayed,
+            "turn": self.turn_index,
+            "session_id": self.session_id,
+            "pid": os.getpid(),
+        }
+        with (self.state_dir / "messages.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _note(self, text: str) -> None:
+        sys.stderr.write(f"fake claude: {text}\n")
+        sys.stderr.flush()
+
+    def _run_bash_stream(self, command: str) -> tuple[str, bool]:
+        """Run ``command`` in a session of its own, reading stdin meanwhile: an interrupt
+        kills its process group. Its output and whether it failed."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+            self.bash_process = process
+            try:
+                finished = self._wait_until(
+                    time.monotonic() + self.max_lifetime, lambda: process.poll() is not None
+                )
+            finally:
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                self.bash_process = None
+            out.seek(0)
+            err.seek(0)
+            output = (out.read() + err.read()).decode("utf-8", errors="replace")
+        if not finished:
+            output += f"\nCommand timed out after {self.max_lifetime:g}s"
+        return output, not finished or process.returncode != 0
+
+    def _ask_stdio(self, tool: str, tool_input: dict[str, Any]) -> tuple[str, Any]:
+        """``--permission-prompt-tool stdio``: ask on stdout, wait for the answer on stdin."""
+        request_id = str(uuid.uuid4())
+        description = tool_input.get("description") or tool_input.get("command") or tool
+        self.emit(
+            {
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {
+                    "subtype": "can_use_tool",
+                    "tool_name": tool,
+                    "display_name": tool,
+                    "input": tool_input,
+                    "tool_use_id": self.last_tool_use_id,
+                    "permission_suggestions": [],
+                    "description": str(description),
+                },
+            }
+        )
+        try:
+            self._wait_until(
+                time.monotonic() + self.max_lifetime,
+                lambda: request_id in self.answers or self.stdin_eof,
+            )
+        except _Interrupted:
+            self._log_permission(
+                tool, tool_input, "interrupted", "the turn was interrupted", request_id
+            )
+            raise
+        verdict, value = self._stdio_verdict(self.answers.pop(request_id, None), tool_input)
+        self._log_permission(tool, tool_input, verdict, value, request_id)
+        return verdict, value
+
+    def _stdio_verdict(
+        self, answer: dict[str, Any] | None, tool_input: dict[str, Any]
+    ) -> tuple[str, Any]:
+        if answer is None:
+            if self.stdin_eof:
+                return "error", "stdin closed before the permission answer"
+            return "error", f"no permission answer within {self.max_lifetime:g}s"
+        if answer.get("subtype") == "error":
+            return "error", str(answer.get("error") or "the permission request failed")
+        body = answer.get("response")
+        if not isinstance(body, dict):
+            return "error", f"a permission answer without a response: {answer!r}"
+        if body.get("behavior") == "allow":
+            updated = body.get("updatedInput")
+            return "allow", updated if isinstance(updated, dict) else tool_input
+        if body.get("behavior") == "deny":
+            return "deny", str(body.get("message") or "Permission denied")
+        return "error", f"a permission answer with no valid behavior: {body!r}"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -274,7 +675,10 @@ class Invocation:
             self.session_id = str(uuid.uuid4())
 
     def _invalid_resume(self, message: str) -> NoReturn:
-        self._log_invocation(self.positional[0] if self.positional else "", None, None)
+        prompt = self.prompt_text
+        if prompt is None:
+            prompt = self.positional[0] if self.positional else ""
+        self._log_invocation(prompt, None, None)
         self._result(subtype="error_during_execution", is_error=True, errors=[message])
         self._fatal(message)
 
@@ -293,7 +697,9 @@ class Invocation:
             return index, turn
         return None, None
 
-    def _log_invocation(self, prompt: str, stdin_text: str | None, turn: int | None) -> None:
+    def _log_invocation(
+        self, prompt: str, stdin_text: str | None, turn: int | None, **extra: Any
+    ) -> None:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -309,6 +715,7 @@ class Invocation:
             "resumed": self._opt("--resume", "-r") is not None,
             "turn": turn,
             "env": env,
+            **extra,
         }
         with (self.state_dir / "invocations.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -336,6 +743,9 @@ class Invocation:
         for child in self.children:
             with contextlib.suppress(ProcessLookupError):
                 child.kill()
+        if self.bash_process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.bash_process.pid, signal.SIGKILL)
         self._stop_gate()
         os._exit(143)
 
@@ -346,7 +756,11 @@ class Invocation:
         handler = getattr(self, f"_op_{op}", None)
         if handler is None:
             self._fatal(f"fake claude: unknown scenario op {op!r}")
+        if self.stream_input and self.phase == "turn" and op in MODEL_OPS:
+            self._take_pending()
         handler(step)
+        if self.stream_input and self.phase == "turn" and op == "init":
+            self._take_pending()
 
     def _op_init(self, step: dict[str, Any]) -> None:
         statuses = dict(step.get("mcp_status", {}))
@@ -374,7 +788,7 @@ class Invocation:
                 "tools": TOOLS,
                 "mcp_servers": servers,
                 "model": self._opt("--model") or DEFAULT_MODEL,
-                "permissionMode": self._opt("--permission-mode") or "default",
+                "permissionMode": self._permission_mode() or "default",
                 "apiKeySource": "none",
                 "claude_code_version": VERSION,
                 "output_style": "default",
@@ -499,6 +913,10 @@ class Invocation:
             return
         if isinstance(allowed.get("command"), str):
             command = allowed["command"]  # an updatedInput runs the changed command
+        if self.stream_input:
+            output, failed = self._run_bash_stream(command)
+            self._tool_result(output or "(Bash completed with no output)", is_error=failed)
+            return
         done = subprocess.run(
             ["/bin/sh", "-c", command],
             capture_output=True,
@@ -567,12 +985,22 @@ class Invocation:
                 rules += _split_rules(value)
         return rules
 
+    def _stdio_gate(self) -> bool:
+        """``--permission-prompt-tool stdio`` in stream-json input mode."""
+        return self.stream_input and self._opt("--permission-prompt-tool") == "stdio"
+
+    def _permission_mode(self) -> str | None:
+        """The mode a ``set_permission_mode`` request set, else ``--permission-mode``."""
+        return self.permission_mode or self._opt("--permission-mode")
+
     def _needs_permission(self, tool: str, tool_input: dict[str, Any]) -> bool:
-        if self._prompt_tool() is None or tool in NO_PROMPT_TOOLS:
+        if self._prompt_tool() is None and not self._stdio_gate():
+            return False
+        if tool in NO_PROMPT_TOOLS:
             return False
         if "--dangerously-skip-permissions" in self.options:
             return False
-        if self._opt("--permission-mode") == "bypassPermissions":
+        if self._permission_mode() == "bypassPermissions":
             return False
         return not any(_rule_allows(rule, tool, tool_input) for rule in self._allow_rules())
 
@@ -580,6 +1008,8 @@ class Invocation:
         """``("allow", input)``, ``("deny", message)`` or ``("error", text)``."""
         if not self._needs_permission(tool, tool_input):
             return "allow", tool_input
+        if self._stdio_gate():
+            return self._ask_stdio(tool, tool_input)
         self._start_gate()  # no-op after init; a scenario without init starts it here
         prompt_tool = self._prompt_tool()
         assert prompt_tool is not None
@@ -605,7 +1035,12 @@ class Invocation:
         self._tool_result(content, is_error=True)
 
     def _log_permission(
-        self, tool: str, tool_input: dict[str, Any], verdict: str, value: Any
+        self,
+        tool: str,
+        tool_input: dict[str, Any],
+        verdict: str,
+        value: Any,
+        request_id: str | None = None,
     ) -> None:
         record = {
             "tool": tool,
@@ -616,6 +1051,8 @@ class Invocation:
             "session_id": self.session_id,
             "pid": os.getpid(),
         }
+        if request_id is not None:
+            record["request_id"] = request_id
         with (self.state_dir / "permissions.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -688,6 +1125,8 @@ class Invocation:
             frame["api_error_status"] = api_error_status
         self.last_is_error = is_error
         self.emit(frame)
+        if self.stream_input:
+            self.phase = "done"  # the turn is over: an interrupt no longer applies
 
     def _op_frame(self, step: dict[str, Any]) -> None:
         self.emit(_subst(step["frame"], self))
@@ -724,7 +1163,11 @@ class Invocation:
         sys.stderr.flush()
 
     def _op_sleep(self, step: dict[str, Any]) -> None:
-        time.sleep(float(step.get("seconds", 0)))
+        seconds = float(step.get("seconds", 0))
+        if self.stream_input:
+            self._wait_until(time.monotonic() + seconds, lambda: False)
+            return
+        time.sleep(seconds)
 
     def _op_spawn(self, step: dict[str, Any]) -> None:
         argv = step.get("argv", ["sleep", "600"])
@@ -745,6 +1188,9 @@ class Invocation:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def _op_hang(self, step: dict[str, Any]) -> None:
+        if self.stream_input:
+            self._wait_until(time.monotonic() + self.max_lifetime, lambda: False)
+            raise _Exit(0)
         time.sleep(self.max_lifetime)
         raise _Exit(0)
 

@@ -19,6 +19,15 @@ With a permission prompt tool the fake asks a real MCP server, like Claude Code:
     )
     ...
     assert fake.permission_log()[0]["outcome"] == "deny"
+
+In stream-json input mode (``--input-format stream-json --permission-prompt-tool=stdio``,
+what ``ClaudeCommand(stream_input=True)`` runs) the prompt is the first ``user`` message on
+stdin, each tool call that would prompt is asked with a ``can_use_tool`` control request on
+stdout, an ``interrupt`` request ends the turn, and the fake exits only once stdin ends (see
+:mod:`nexo_trio.testing.fake_claude`). The user messages written after the prompt are in
+``fake.messages()``::
+
+    assert [m["text"] for m in fake.messages() if m["taken"]] == ["also do this"]
 """
 
 from __future__ import annotations
@@ -308,6 +317,14 @@ class FakeClaude:
         ``input``, ``outcome`` (``allow`` | ``deny`` | ``error``) and ``answer`` (the
         allowed input, the deny message or the error), with ``session_id`` and ``pid``."""
         return _read_jsonl(self.state_dir / "permissions.jsonl")
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The user messages written to a stream-json fake after its prompt, in order:
+        ``text`` and ``content``, ``taken`` (whether the turn took it in: ``False`` for one
+        that came after the result or was still queued when the turn was interrupted),
+        ``replayed`` (echoed with ``--replay-user-messages``), ``turn``, ``session_id``
+        and ``pid``."""
+        return _read_jsonl(self.state_dir / "messages.jsonl")
 
     def sessions(self) -> dict[str, dict[str, Any]]:
         """The sessions the fake knows, by id (prompts and cumulative cost)."""
