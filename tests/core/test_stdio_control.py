@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,17 +104,20 @@ def test_a_deny_unknown_and_malformed_requests_are_answered_at_once() -> None:
     assert control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}}) is None
 
 
-def test_the_end_denies_new_asks_and_stdin_closes_once_nothing_waits() -> None:
+def test_the_end_denies_new_asks_abandons_waiting_ones_and_stdin_closes() -> None:
     control = StdioControl("p")
     ask = control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}})
     assert isinstance(ask, ToolAsk)
-    control.on_result()
-    assert not control.may_close()  # r1 still waits for its answer
+    assert not control.may_close()
+    assert control.on_result() == [ask]  # the query that asked is over: abandoned
+    assert control.may_close()
+    assert control.waiting == []
     late = control.on_request("r2", "can_use_tool", {"tool_name": "Bash", "input": {}})
     assert isinstance(late, Reply)
     assert late.message["response"]["response"] == {"behavior": "deny", "message": ENDING}
-    control.answer(ask, allow())
-    assert control.may_close()
+    with pytest.raises(ValueError, match="not waiting"):
+        control.answer(ask, allow())  # never answered after all
+    assert control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}}) is None
 
 
 def test_an_interrupt_is_ours_and_its_refusal_is_reported() -> None:
@@ -147,10 +151,13 @@ def test_every_answerable_request_is_answered_exactly_once(
 ) -> None:
     control = StdioControl("p")
     answered: list[str] = []
+    abandoned: list[str] = []
     later: list[ToolAsk] = []
     for index, (request_id, subtype, body, choice) in enumerate(sequence):
         if index == end_at:
-            control.on_result()
+            gone = control.on_result()
+            abandoned += [ask.request_id for ask in gone]
+            later = [ask for ask in later if ask not in gone]
         got = control.on_request(request_id, subtype, body)
         if isinstance(got, Reply):
             assert got.request_id is not None
@@ -164,8 +171,9 @@ def test_every_answerable_request_is_answered_exactly_once(
     for ask in later:
         answered.append(control.answer(ask, deny("late"))["response"]["request_id"])
     assert len(answered) == len(set(answered))  # never twice
+    assert not set(answered) & set(abandoned)  # an abandoned ask is never answered
     ids = {request_id for request_id, *_ in sequence if request_id is not None}
-    assert set(answered) == ids  # every one that has an id
+    assert set(answered) | set(abandoned) == ids  # every one that has an id is settled
     assert control.waiting == []
 
 

@@ -17,7 +17,13 @@ import trio
 from nexo_trio.core.compact import CompactPolicy
 from nexo_trio.core.goal import Budget, Criterion, Goal, ShellCheck
 from nexo_trio.core.goal_events import GoalEvent, event_kind
-from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings, SandboxSettings
+from nexo_trio.core.settings import (
+    ClaudeSettings,
+    Config,
+    PermissionTransport,
+    ReplaySettings,
+    SandboxSettings,
+)
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.store import MemoryStore, Store
 from nexo_trio.testing.scenario import FakeClaude, Turn
@@ -39,6 +45,8 @@ class Harness:
     root: Path
     guard: ProcessGuard
     fakes: list[FakeClaude] = attrs.Factory(list)
+    transport: PermissionTransport = "mcp"
+    """The permission transport of every config made (a test may run on both)."""
 
     def fake(self, *turns: Turn, name: str | None = None) -> FakeClaude:
         """A fake claude playing ``turns``, one per invocation, in a directory of its own."""
@@ -65,7 +73,11 @@ class Harness:
             replay=ReplaySettings(max_retries=3),
             compact=CompactPolicy(),
         )
-        return attrs.evolve(config, **overrides)
+        config = attrs.evolve(config, **overrides)
+        if self.transport != config.permission.transport:
+            permission = attrs.evolve(config.permission, transport=self.transport)
+            config = attrs.evolve(config, permission=permission)
+        return config
 
     def goal(
         self,

@@ -89,6 +89,20 @@ asked about, never performed: the fake runs Bash commands only)."""
 # ----------------------------------------------------------------------------- helpers
 
 
+@pytest.fixture(autouse=True, params=["mcp", "stdio"])
+def transport(request: pytest.FixtureRequest, h: Harness) -> str:
+    """Every test here runs on both permission transports (``mcp``: the MCP server and the
+    gate's socket; ``stdio``: the CLI's control protocol, answered in this process)."""
+    h.transport = request.param
+    return str(request.param)
+
+
+def mcp_only(h: Harness) -> None:
+    """Skip on the stdio transport: the test is about the MCP server or its config."""
+    if h.transport != "mcp":
+        pytest.skip("about the MCP transport's server and config")
+
+
 def decisions(rec: Recorder, goal_id: str | None = None) -> list[DecisionMade]:
     """The DecisionMade events so far (of one goal, if given)."""
     return [d for d in rec.of(DecisionMade) if goal_id is None or d.goal_id == goal_id]
@@ -333,9 +347,15 @@ async def test_an_allowed_call_runs_and_the_goal_completes(h: Harness) -> None:
     assert exchange["tool_use_id"].startswith("toolu_")
     (invocation,) = fake.invocations()
     argv = invocation["argv"]
-    assert option(argv, "--permission-prompt-tool") == PERMISSION_PROMPT_TOOL
-    assert "--strict-mcp-config" in argv
-    assert option(argv, "--mcp-config").endswith(".mcp.json")
+    if h.transport == "mcp":
+        assert option(argv, "--permission-prompt-tool") == PERMISSION_PROMPT_TOOL
+        assert "--strict-mcp-config" in argv
+        assert option(argv, "--mcp-config").endswith(".mcp.json")
+    else:  # the CLI's own protocol: no server, the prompt as a user message
+        assert option(argv, "--permission-prompt-tool") == "stdio"
+        assert option(argv, "--input-format") == "stream-json"
+        assert not any(arg.startswith("--mcp-config") for arg in argv)
+        assert invocation["prompt"].startswith(GOAL_TEXT) or GOAL_TEXT in invocation["prompt"]
     assert exchange["pid"] == invocation["pid"]
 
 
@@ -488,6 +508,7 @@ async def test_a_chain_asks_the_llm_only_what_the_rules_leave_open(
 
 
 async def test_a_gate_that_fails_to_connect_escalates_at_once(h: Harness) -> None:
+    mcp_only(h)
     fake = h.fake(
         turn(init(mcp_status={SERVER_NAME: "failed"}), hang()),
         turn(init(), bash(f"touch {DONE_FILE}"), text("Done."), result("Done.")),
@@ -598,6 +619,7 @@ def gone(path: Path) -> bool:
 async def test_the_mcp_config_is_private_outside_the_workspace_and_removed_after(
     h: Harness,
 ) -> None:
+    mcp_only(h)
     fake = h.fake(turn(init(), bash(f"echo hi > {HELLO}"), hang()))
     tool_timeout = 30.0
     config = h.config(fake, permission=PermissionSettings(tool_timeout_s=tool_timeout))
@@ -657,7 +679,7 @@ async def test_cancelling_a_goal_with_a_pending_decision(h: Harness) -> None:
             await decider.entered.wait()
         (invocation,) = fake.invocations()
         servers = mcp_servers("g1")
-        assert len(servers) == 1
+        assert len(servers) == (1 if h.transport == "mcp" else 0)
         for proc in servers:
             h.guard.watch(proc.pid)
 
@@ -684,8 +706,14 @@ async def test_cancelling_a_goal_with_a_pending_decision(h: Harness) -> None:
     # The abandoned call's deny and the SIGTERM race: a fake that gets the deny first goes
     # on to its result frame before the signal lands. Either way it was stopped, no allow.
     assert attempt.kind in ("cancelled", "claimed_done")
-    assert attempt.exit_code == 143
-    assert "SIGTERM" in attempt.stop_actions
+    if h.transport == "mcp":
+        assert attempt.exit_code == 143
+        assert "SIGTERM" in attempt.stop_actions
+    else:  # interrupted: the CLI ended the turn itself, no signal; the ask abandoned
+        assert attempt.kind == "cancelled"
+        assert attempt.exit_code == 1
+        assert attempt.stop_actions == ("interrupt",)
+        assert [d.outcome for d in decisions(rec)] == ["cancelled"]
     assert outcome.allowed == 0
     (completed,) = rec.of(GoalCompleted)
     assert completed.outcome.kind is GoalEndKind.CANCELLED
@@ -769,6 +797,7 @@ class AllButForbidden:
 async def test_a_turn_that_rewrites_the_mcp_config_does_not_choose_the_next_turns_server(
     h: Harness,
 ) -> None:
+    mcp_only(h)
     # Issue 10, defect 3: the config was written once per goal, so a turn that could write
     # it (unconfined, its decider allowing the write) chose the permission server of every
     # later turn, and a command the decider denies ran with no decision in the ledger.

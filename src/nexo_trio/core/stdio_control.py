@@ -17,8 +17,9 @@ write; the engine's shell writes them and hands us what the CLI asked. Rules:
 4. Our own requests (``initialize``, ``interrupt``) have ids ``nexo-N``; their responses are
    matched to them, and an error response is reported, not raised.
 5. Once the turn is ending (its result read, or it is being stopped) a new ask is denied
-   (``the turn is ending``); stdin may close once the result is read and no ask waits
-   for its answer.
+   (``the turn is ending``). Stdin may close once the result is read: the query is over,
+   and an ask still waiting for the decider then (the CLI ended the query that asked it,
+   on our ``interrupt``) is *abandoned*: never answered, reported for the record.
 
 Messages are JSON objects (dicts); :mod:`nexo_trio.wire.stdio_frames` encodes them.
 """
@@ -242,14 +243,19 @@ class StdioControl:
 
     # -- the end ---------------------------------------------------------------------------
 
-    def on_result(self) -> None:
-        """The turn's result was read: asks from now on are denied."""
+    def on_result(self) -> list[ToolAsk]:
+        """The turn's result was read: asks from now on are denied; the asks still waiting
+        are abandoned (returned; they are not answered)."""
         self.result_read = True
         self.ending = True
+        abandoned = list(self._asked.values())
+        self._asked.clear()
+        self._answered.update(ask.request_id for ask in abandoned)
+        return abandoned
 
     def may_close(self) -> bool:
-        """Whether stdin may close: the result read and no ask waiting for its answer."""
-        return self.result_read and not self._asked
+        """Whether stdin may close: the result is read."""
+        return self.result_read
 
 
 __all__ = [

@@ -88,6 +88,7 @@ class Conversation:
         """The CLI's responses to our requests (``initialize``, ``interrupt``)."""
         self.asks = 0
         """``can_use_tool`` requests put to the decider."""
+        self._deciding: dict[str, trio.CancelScope] = {}
 
     # ------------------------------------------------------------------ the writer
 
@@ -170,7 +171,12 @@ class Conversation:
                 if event.type == "control_response" and isinstance(response, dict):
                     self.responses.append(self.control.on_response(response))
             elif kind is Result and not self.control.result_read:
-                self.control.on_result()
+                for ask in self.control.on_result():
+                    # The CLI ended the query that asked (our interrupt): not answered,
+                    # its decision cancelled (recorded as such by the answerer).
+                    scope = self._deciding.get(ask.request_id)
+                    if scope is not None:
+                        scope.cancel()
                 if self._said:
                     self.raced = True
                     self.undelivered.extend(self._said)
@@ -205,6 +211,14 @@ class Conversation:
         nursery.start_soon(fn, *args)
 
     async def _decide(self, ask: ToolAsk) -> None:
+        with trio.CancelScope() as scope:
+            self._deciding[ask.request_id] = scope
+            try:
+                await self._decide_in(ask)
+            finally:
+                del self._deciding[ask.request_id]
+
+    async def _decide_in(self, ask: ToolAsk) -> None:
         try:
             line = await self._answer(self.control, ask)
         except Exception as exc:  # a bug in the gate's path: fail closed

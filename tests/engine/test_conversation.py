@@ -1,0 +1,261 @@
+"""``run_turn`` on the stdio transport (``engine/conversation.py``) against the fake claude
+in stream-json mode: the asks answered by the conversation's answerer, stdin closed at the
+result, a failing answerer denied, stops that interrupt first (and escalate when the CLI does
+not end), and operator messages mid-turn (delivered once echoed; one that races the result
+is not)."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from nexo_trio.core.command import ClaudeCommand
+from nexo_trio.core.events import AssistantMessage
+from nexo_trio.core.outcome import Cause, TurnKind
+from nexo_trio.core.permission import Decision, allow, deny
+from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk
+from nexo_trio.engine import TurnResult, run_turn
+from nexo_trio.engine.conversation import Conversation
+from nexo_trio.testing.scenario import bash, hang, init, result, sleep, text, turn
+from nexo_trio.wire.stdio_frames import encode_message
+from tests.engine.conftest import FakeClaudeFactory, is_gone
+
+TIMEOUT = 20.0
+
+
+def answering(decide: Any) -> Any:
+    """An answerer deciding with ``decide(ask) -> Decision`` (no gate, no record)."""
+
+    async def answer(control: StdioControl, ask: ToolAsk) -> bytes:
+        decision: Decision = decide(ask)
+        return encode_message(control.answer(ask, decision))
+
+    return answer
+
+
+async def converse(command: ClaudeCommand, conversation: Conversation, **kw: Any) -> TurnResult:
+    kw.setdefault("timeout", TIMEOUT)
+    kw.setdefault("kill_grace", 1.0)
+    return await run_turn(command, conversation=conversation, **kw)
+
+
+async def test_an_allowed_call_runs_and_stdin_closes_at_the_result(
+    make_fake: FakeClaudeFactory, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    fake = make_fake(turn(init(), bash("echo hi > hello.txt"), text("Done."), result("Done.")))
+    asked: list[ToolAsk] = []
+
+    def decide(ask: ToolAsk) -> Decision:
+        asked.append(ask)
+        return allow("test")
+
+    conversation = Conversation("Create hello.txt", answering(decide))
+    res = await converse(
+        fake.command("Create hello.txt", cwd=work, stream_input=True), conversation
+    )
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE, res.outcome
+    assert res.outcome.exit_code == 0
+    assert res.stop_actions == ()
+    assert (work / "hello.txt").read_text() == "hi\n"
+    (ask,) = asked
+    assert (ask.tool_name, ask.input) == ("Bash", {"command": "echo hi > hello.txt"})
+    (invocation,) = fake.invocations()
+    assert invocation["prompt"] == "Create hello.txt"
+    assert "--permission-prompt-tool=stdio" in invocation["argv"]
+    assert [r.subtype for r in conversation.responses] == ["initialize"]
+    assert conversation.asks == 1
+
+
+async def test_an_answerer_that_fails_is_a_deny(
+    make_fake: FakeClaudeFactory, tmp_path: Path
+) -> None:
+    fake = make_fake(turn(init(), bash("touch no.txt"), text("Denied."), result("Done.")))
+
+    async def broken(control: StdioControl, ask: ToolAsk) -> bytes:
+        raise RuntimeError("the gate broke")
+
+    res = await converse(
+        fake.command("p", cwd=tmp_path, stream_input=True), Conversation("p", broken)
+    )
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    assert not (tmp_path / "no.txt").exists()
+    (exchange,) = fake.permission_log()
+    assert exchange["outcome"] == "deny"
+    assert "gate error" in exchange["answer"]
+
+
+async def test_replies_without_the_decider_are_reported(
+    make_fake: FakeClaudeFactory, tmp_path: Path
+) -> None:
+    """An ask that comes while the turn is ending is denied by the protocol's rules and
+    reported for the record; so is every other reply made without the decider."""
+    fake = make_fake(turn(init(), bash("touch x.txt"), result("Done.")))
+    replies: list[Reply] = []
+
+    async def on_reply(reply: Reply) -> None:
+        replies.append(reply)
+
+    conversation = Conversation("p", answering(lambda ask: allow()), on_reply=on_reply)
+    conversation.control.ending = True  # as after an interrupt: asks are denied at once
+    res = await converse(fake.command("p", cwd=tmp_path, stream_input=True), conversation)
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    assert not (tmp_path / "x.txt").exists()
+    assert [(r.tool_name, r.why) for r in replies] == [("Bash", "the turn is ending")]
+
+
+async def test_a_stop_interrupts_and_the_turn_ends_with_its_session(
+    make_fake: FakeClaudeFactory, tmp_path: Path
+) -> None:
+    fake = make_fake(turn(init(), text("Working."), hang()))
+    stop = trio.Event()
+    conversation = Conversation("p", answering(lambda ask: allow()))
+
+    async def stop_soon() -> None:
+        await trio.sleep(0.5)
+        stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_soon)
+        res = await converse(
+            fake.command("p", cwd=tmp_path, stream_input=True),
+            conversation,
+            stop=stop,
+            kill_grace=5.0,
+        )
+    assert res.outcome.kind is TurnKind.CANCELLED
+    assert res.outcome.cause is Cause.CANCELLED
+    assert res.stop_actions == ("interrupt",)
+    assert res.outcome.exit_code == 1
+    assert res.state.result is not None
+    assert res.state.result.subtype == "error_during_execution"
+    (invocation,) = fake.invocations()
+    assert res.outcome.session_id == invocation["session_id"]
+    assert res.duration_s < 5.0
+    assert [r.subtype for r in conversation.responses] == ["initialize", "interrupt"]
+
+
+async def test_the_deadline_interrupts_too(make_fake: FakeClaudeFactory, tmp_path: Path) -> None:
+    fake = make_fake(turn(init(), sleep(30)))
+    res = await converse(
+        fake.command("p", cwd=tmp_path, stream_input=True),
+        Conversation("p", answering(lambda ask: allow())),
+        timeout=1.0,
+        kill_grace=5.0,
+    )
+    assert res.outcome.kind is TurnKind.CONTINUE
+    assert res.outcome.cause is Cause.TIMEOUT
+    assert res.outcome.reason == "turn timeout after 1s"
+    assert res.stop_actions == ("interrupt",)
+    assert res.outcome.session_id is not None
+
+
+async def test_a_cli_deaf_to_the_interrupt_gets_the_signals(tmp_path: Path) -> None:
+    """A CLI that reads nothing: the interrupt goes unanswered for ``kill_grace``, then the
+    usual SIGTERM ends it."""
+    script = tmp_path / "deaf"
+    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    command = ClaudeCommand(prompt="p", binary=str(script), stream_input=True)
+    res = await converse(
+        command,
+        Conversation("p", answering(lambda ask: allow())),
+        timeout=0.5,
+        kill_grace=0.5,
+    )
+    assert res.outcome.cause is Cause.TIMEOUT
+    assert res.stop_actions[:2] == ("interrupt", "SIGTERM")
+    assert res.pid is not None
+    assert is_gone(res.pid)
+
+
+async def test_a_message_mid_turn_is_delivered_once_echoed(
+    make_fake: FakeClaudeFactory, tmp_path: Path
+) -> None:
+    fake = make_fake(turn(init(), text("One."), sleep(1.0), text("Two."), result("Done.")))
+    delivered: list[str] = []
+
+    async def on_delivered(message: str) -> None:
+        delivered.append(message)
+
+    conversation = Conversation("p", answering(lambda ask: allow()), on_delivered=on_delivered)
+
+    async def say_soon() -> None:
+        await trio.sleep(0.3)
+        assert conversation.say("OPERATOR: hurry")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(say_soon)
+        res = await converse(fake.command("p", cwd=tmp_path, stream_input=True), conversation)
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    assert delivered == ["OPERATOR: hurry"]
+    assert conversation.undelivered == []
+    (message,) = fake.messages()
+    assert (message["text"], message["taken"], message["replayed"]) == (
+        "OPERATOR: hurry",
+        True,
+        True,
+    )
+    assert not conversation.say("too late")  # the turn is over
+
+
+RACING_CLI = """\
+import json, sys
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
+lines = iter(sys.stdin)
+next(lines); next(lines)  # initialize, the prompt
+out({"type": "system", "subtype": "init", "session_id": "s1"})
+out({"type": "assistant", "session_id": "s1", "message": {"id": "m1", "role": "assistant",
+     "content": [{"type": "text", "text": "One."}]}})
+next(lines)  # the operator's message: it came too late for this query
+out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+     "session_id": "s1"})
+for _ in lines:  # it would run the message as a query of its own
+    pass
+"""
+
+
+async def test_a_message_that_races_the_result_is_undelivered_and_the_cli_stopped(
+    tmp_path: Path,
+) -> None:
+    """Written while the CLI ends its query (it prints its result without taking it): it
+    is reported undelivered (the goal keeps it for the next turn), and the CLI, which
+    would run it as a query of its own, is stopped at once."""
+    script = tmp_path / "racing"
+    script.write_text(f"#!{sys.executable}\n{RACING_CLI}")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    conversation = Conversation("p", answering(lambda ask: allow()))
+
+    async def on_events(state: Any, batch: Any) -> None:
+        if any(isinstance(e, AssistantMessage) for e in batch):
+            assert conversation.say("late")
+
+    res = await run_turn(
+        ClaudeCommand(prompt="p", binary=str(script), stream_input=True),
+        timeout=TIMEOUT,
+        kill_grace=1.0,
+        conversation=conversation,
+        on_events=on_events,
+    )
+    assert conversation.delivered == []
+    assert conversation.undelivered == ["late"]
+    assert conversation.raced
+    assert res.stop_actions[0] == "a mid-turn message came after the result"
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE  # the result stands
+    assert res.outcome.final_text == "Done."
+
+
+async def test_a_conversation_needs_a_stream_input_command() -> None:
+    with pytest.raises(ValueError, match="stream_input"):
+        await run_turn(
+            ClaudeCommand(prompt="p"),
+            timeout=1.0,
+            conversation=Conversation("p", answering(lambda ask: deny("x"))),
+        )
