@@ -174,3 +174,76 @@ def test_the_control_socket_answers_only_its_own_user(tmp_path: Path) -> None:
     left, right = socket.socketpair(socket.AF_UNIX)
     with left, right:
         assert peer_problem(trio.socket.from_stdlib_socket(left), os.getuid()) is None
+
+
+STDIO = {"permission": {"transport": "stdio"}}
+
+
+def test_interrupt_now_reaches_the_running_turn_on_stdio(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """``interrupt --now`` writes the message into the running turn (permission.transport:
+    stdio): the fake takes it mid-turn, the ledger says it was delivered, and the next turn's
+    prompt does not repeat it."""
+    long_turn = turn(init(), bash("sleep 1.5"), bash("echo hi > hello.txt"), result("Done."))
+    s = make_setup(tmp_path, [long_turn], config=STDIO)
+    proc = start_run(processes, s.goal(), s.config, "--json")
+    wait_for_invocation(s.fake, proc)
+    wait_for_kind(s.state_dir, "session_bound", proc)
+
+    sent = control(s.state_dir, "interrupt", "g1", "--now", "hurry up")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("sent to goal 'g1''s running turn 1"), sent.stdout
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, stderr
+    assert single_json(stdout)["outcome"]["kind"] == "done"
+    (message,) = s.fake.messages()
+    assert (message["text"], message["taken"]) == ("hurry up", True)
+    seen = kinds(s.state_dir)
+    assert seen.count("interrupt_queued") == seen.count("interrupt_delivered") == 1
+    assert len(s.fake.invocations()) == 1
+
+
+def test_interrupt_now_without_a_stdio_turn_is_queued_and_says_so(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    s = make_setup(tmp_path, [SLEEPY, HI])
+    proc = start_run(processes, s.goal(budget={"max_turns": 4}), s.config, "--json")
+    wait_for_kind(s.state_dir, "sleeping", proc)
+    queued = control(s.state_dir, "interrupt", "g1", "--now", "write hi")
+    assert queued.returncode == 0, queued.stderr
+    assert "queued for goal 'g1'" in queued.stdout
+    assert "--now needs a turn on permission.transport stdio" in queued.stdout
+    _, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, stderr
+    assert "write hi" in s.fake.invocations()[1]["prompt"]
+
+
+def test_pause_and_cancel_interrupt_a_stdio_turn(
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """On stdio a pause interrupts the running turn (its session kept: the goal goes on in
+    it once resumed), and the stop is an interrupt, not a signal."""
+    s = make_setup(tmp_path, [turn(init(), hang()), HI], config=STDIO)
+    proc = start_run(processes, s.goal(), s.config, "--json")
+    wait_for_invocation(s.fake, proc)
+    wait_for_kind(s.state_dir, "session_bound", proc)
+
+    paused = control(s.state_dir, "pause", "g1")
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout == (
+        "paused goal 'g1': its running turn 1 is interrupted (its session kept)\n"
+    )
+    wait_for_kind(s.state_dir, "attempt_completed", proc)
+    r = invoke("events", "g1", "--state-dir", s.state_dir, "--json")
+    (completed,) = [e for e in json_lines(r.stdout) if e["kind"] == "attempt_completed"]
+    assert completed["data"]["stop_actions"] == ["interrupt"]
+    assert completed["data"]["kind"] == "cancelled"
+    assert len(s.fake.invocations()) == 1  # paused: no new turn
+    resumed = control(s.state_dir, "resume", "g1")
+    assert resumed.returncode == 0, resumed.stderr
+    _, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, stderr
+    first, second = s.fake.invocations()
+    assert "--resume" in " ".join(second["argv"])
+    assert second["session_id"] == first["session_id"]
