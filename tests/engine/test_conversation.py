@@ -6,6 +6,7 @@ is not)."""
 
 from __future__ import annotations
 
+import json
 import stat
 import sys
 from pathlib import Path
@@ -15,14 +16,23 @@ import pytest
 import trio
 
 from nexo_trio.core.command import ClaudeCommand
-from nexo_trio.core.events import AssistantMessage
+from nexo_trio.core.events import (
+    AssistantMessage,
+    Cancelled,
+    ControlRequest,
+    ProcessExited,
+    Spawned,
+    StdoutClosed,
+)
 from nexo_trio.core.outcome import Cause, TurnKind
 from nexo_trio.core.permission import Decision, allow, deny
 from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk
+from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce, reduce_all
 from nexo_trio.engine import TurnResult, run_turn
 from nexo_trio.engine.conversation import Conversation
 from nexo_trio.testing.scenario import bash, hang, init, result, sleep, text, turn
 from nexo_trio.wire.stdio_frames import encode_message
+from nexo_trio.wire.stream_json import StreamDecoder
 from tests.engine.conftest import FakeClaudeFactory, is_gone
 
 TIMEOUT = 20.0
@@ -259,3 +269,98 @@ async def test_a_conversation_needs_a_stream_input_command() -> None:
             timeout=1.0,
             conversation=Conversation("p", answering(lambda ask: deny("x"))),
         )
+
+
+# --------------------------------------------------------------------------- recordings
+
+RECORDINGS = Path(__file__).parents[1] / "fixtures" / "claude-cli-2.1.332" / "stdio-control"
+
+
+class Stdin(trio.abc.SendStream):
+    """The CLI's stdin, kept: every line written, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        self.lines += [json.loads(line) for line in bytes(data).splitlines() if line.strip()]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+def recording(name: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = [json.loads(line) for line in (RECORDINGS / name).read_text().splitlines()]
+    return [(row["dir"], row["msg"]) for row in rows]
+
+
+async def replay(
+    name: str, *, interrupt_after_answer: bool = False, say_after_answer: str | None = None
+) -> tuple[Conversation, Stdin, list[dict[str, Any]], TurnState]:
+    """Play a recorded conversation's CLI side (``out``) into a Conversation: what it writes
+    (answers allow), the recorded ``in`` lines, and the reducer's state of the turn."""
+    rows = recording(name)
+    conversation = Conversation(rows[1][1]["message"]["content"], answering(lambda a: allow()))
+    stdin = Stdin()
+    decoder = StreamDecoder()
+    state = reduce(INITIAL_STATE, Spawned(pid=1, argv=("claude",)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conversation.serve, stdin)
+        await trio.sleep(0.01)
+        for direction, message in rows:
+            if direction != "out":
+                continue
+            events = decoder.feed(json.dumps(message).encode() + b"\n")
+            state = reduce_all(state, events)
+            conversation.on_frames(events)
+            await trio.sleep(0.01)  # the answers' tasks run
+            if isinstance(events[0], ControlRequest) and interrupt_after_answer:
+                state = reduce(state, Cancelled(reason="stop requested"))
+                assert conversation.interrupt()
+                await trio.sleep(0.01)
+            if isinstance(events[0], ControlRequest) and say_after_answer is not None:
+                assert conversation.say(say_after_answer)
+                await trio.sleep(0.01)
+        with trio.fail_after(2):
+            while not stdin.closed:  # noqa: ASYNC110 - the writer closes it
+                await trio.sleep(0.01)
+    recorded_in = [message for direction, message in rows if direction == "in"]
+    return conversation, stdin, recorded_in, state
+
+
+async def test_the_recorded_interrupt_replays_as_a_cancel_with_its_session() -> None:
+    """Claude Code 2.1.332 interrupted mid-tool (recorded offline): we write what was
+    written, line for line, and the turn reads as cancelled by us, its session kept."""
+    conversation, stdin, recorded_in, state = await replay(
+        "interrupt_mid_tool.frames.jsonl", interrupt_after_answer=True
+    )
+    assert stdin.lines == recorded_in
+    assert [(r.subtype, r.error) for r in conversation.responses if r.subtype] == [
+        ("initialize", None),
+        ("interrupt", None),
+    ]
+    outcome = classify(reduce_all(state, [StdoutClosed(), ProcessExited.from_returncode(1)]))
+    assert outcome.kind is TurnKind.CANCELLED
+    assert state.result is not None
+    assert outcome.session_id == state.result.session_id is not None
+
+
+async def test_the_recorded_mid_turn_message_replays_as_delivered() -> None:
+    """A message written after an answer (recorded offline): the CLI's echo of it comes
+    before the result, so it is delivered; what we wrote equals what was written."""
+    rows = recording("replayed_message.frames.jsonl")
+    said = [m["message"]["content"] for d, m in rows if d == "in" and m["type"] == "user"][1]
+    conversation, stdin, recorded_in, state = await replay(
+        "replayed_message.frames.jsonl", say_after_answer=said
+    )
+    assert stdin.lines == recorded_in
+    assert conversation.delivered == [said]
+    assert conversation.undelivered == []
+    assert state.result is not None
+    assert state.result.subtype == "success"
