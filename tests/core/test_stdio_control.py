@@ -192,3 +192,16 @@ def test_an_allow_echoes_the_input_exactly_and_nan_is_refused() -> None:
     assert line.count(b"\n") == 1
     with pytest.raises(ValueError, match="JSON compliant"):
         encode_message({"x": float("nan")})
+
+
+def test_an_ask_the_cli_withdraws_is_abandoned() -> None:
+    control = StdioControl("p")
+    ask = control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}})
+    assert isinstance(ask, ToolAsk)
+    assert control.on_cancel("r1") == ask
+    assert control.waiting == []
+    assert control.on_cancel("r1") is None
+    assert control.on_cancel(7) is None
+    with pytest.raises(ValueError, match="not waiting"):
+        control.answer(ask, allow())
+    assert control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}}) is None

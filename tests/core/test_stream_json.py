@@ -757,3 +757,23 @@ def test_decoded_frames_keep_their_line_and_read_raw_from_it_when_asked() -> Non
     status = parse_frame(orjson.loads(lines[1]))
     assert isinstance(status, SystemStatus)
     assert status.source is None
+
+
+def test_a_control_request_keeps_its_input_exact() -> None:
+    """A ``can_use_tool`` input goes back to the CLI in an allow as it came: integers past
+    64 bits stay integers (orjson would make them floats), on the decoder's fast path and
+    on the one a chunk holding a line over the cap takes."""
+    big = 123456789012345678901234567890
+    line = (
+        b'{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool",'
+        b'"tool_name":"Write","input":{"n":%d,"f":1.5}}}\n' % big
+    )
+    oversized = b'{"type":"assistant","pad":"' + b"a" * (2 * len(line)) + b'"}\n'
+    for decoder, chunk in (
+        (StreamDecoder(), line),
+        (StreamDecoder(line_cap=len(line) + 10), line + oversized),
+    ):
+        frame = decoder.feed(chunk)[0]
+        assert isinstance(frame, ControlRequest)
+        assert frame.request["input"] == {"n": big, "f": 1.5}
+        assert type(frame.request["input"]["n"]) is int

@@ -364,3 +364,45 @@ async def test_the_recorded_mid_turn_message_replays_as_delivered() -> None:
     assert conversation.undelivered == []
     assert state.result is not None
     assert state.result.subtype == "success"
+
+
+WITHDRAWING_CLI = """\\
+import json, sys
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
+lines = iter(sys.stdin)
+next(lines); next(lines)  # initialize, the prompt
+out({"type": "system", "subtype": "init", "session_id": "s1"})
+out({"type": "control_request", "request_id": "ask-1", "request": {
+     "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}})
+out({"type": "control_cancel_request", "request_id": "ask-1"})
+out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+     "session_id": "s1"})
+for _ in lines:
+    pass
+"""
+
+
+async def test_an_ask_the_cli_withdraws_stops_being_decided(tmp_path: Path) -> None:
+    script = tmp_path / "withdrawing"
+    script.write_text(f"#!{sys.executable}\n{WITHDRAWING_CLI}")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    cancelled = trio.Event()
+
+    async def slow(control: StdioControl, ask: ToolAsk) -> bytes:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    res = await run_turn(
+        ClaudeCommand(prompt="p", binary=str(script), stream_input=True),
+        timeout=TIMEOUT,
+        kill_grace=1.0,
+        conversation=Conversation("p", slow),
+    )
+    assert cancelled.is_set()
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE
+    assert res.outcome.exit_code == 0
+    assert res.stop_actions == ()

@@ -19,7 +19,8 @@ write; the engine's shell writes them and hands us what the CLI asked. Rules:
 5. Once the turn is ending (its result read, or it is being stopped) a new ask is denied
    (``the turn is ending``). Stdin may close once the result is read: the query is over,
    and an ask still waiting for the decider then (the CLI ended the query that asked it,
-   on our ``interrupt``) is *abandoned*: never answered, reported for the record.
+   on our ``interrupt``) is *abandoned*: never answered, reported for the record. So is
+   an ask the CLI withdraws (``control_cancel_request``).
 
 Messages are JSON objects (dicts); :mod:`nexo_trio.wire.stdio_frames` encodes them.
 """
@@ -228,6 +229,16 @@ class StdioControl:
     def waiting(self) -> list[ToolAsk]:
         """The asks put to the decider and not answered yet, in order."""
         return list(self._asked.values())
+
+    def on_cancel(self, request_id: object) -> ToolAsk | None:
+        """A ``control_cancel_request`` of the CLI: it no longer waits for that ask's
+        answer. The ask, now abandoned (never answered), if it was waiting."""
+        if not isinstance(request_id, str):
+            return None
+        ask = self._asked.pop(request_id, None)
+        if ask is not None:
+            self._answered.add(request_id)
+        return ask
 
     # -- what the CLI answers --------------------------------------------------------------
 

@@ -170,24 +170,34 @@ class Conversation:
                 response = event.raw.get("response")
                 if event.type == "control_response" and isinstance(response, dict):
                     self.responses.append(self.control.on_response(response))
+                elif event.type == "control_cancel_request":
+                    withdrawn = self.control.on_cancel(event.raw.get("request_id"))
+                    if withdrawn is not None:
+                        self._cancel(withdrawn)
             elif kind is Result and not self.control.result_read:
                 for ask in self.control.on_result():
-                    # The CLI ended the query that asked (our interrupt): not answered,
-                    # its decision cancelled (recorded as such by the answerer).
-                    scope = self._deciding.get(ask.request_id)
-                    if scope is not None:
-                        scope.cancel()
+                    # The CLI ended the query that asked (our interrupt): not answered.
+                    self._cancel(ask)
                 if self._said:
                     self.raced = True
                     self.undelivered.extend(self._said)
                     self._said.clear()
         self._close_if_done()
 
+    def _cancel(self, ask: ToolAsk) -> None:
+        """Stop deciding an abandoned ask (the answerer records it as cancelled)."""
+        scope = self._deciding.get(ask.request_id)
+        if scope is not None:
+            scope.cancel()
+
     def _on_request(self, frame: ControlRequest) -> None:
         got = self.control.on_request(frame.request_id, frame.subtype, frame.request)
         if isinstance(got, ToolAsk):
             self.asks += 1
-            self._start(self._decide, got)
+            # Made now, not when the task starts: the CLI may withdraw the ask (or end
+            # the query) in the same read.
+            scope = self._deciding[got.request_id] = trio.CancelScope()
+            self._start(self._decide, got, scope)
         elif isinstance(got, Reply):
             self._put(encode_message(got.message))
             if self._on_reply is not None:
@@ -210,13 +220,12 @@ class Conversation:
             return
         nursery.start_soon(fn, *args)
 
-    async def _decide(self, ask: ToolAsk) -> None:
-        with trio.CancelScope() as scope:
-            self._deciding[ask.request_id] = scope
-            try:
+    async def _decide(self, ask: ToolAsk, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
                 await self._decide_in(ask)
-            finally:
-                del self._deciding[ask.request_id]
+        finally:
+            self._deciding.pop(ask.request_id, None)
 
     async def _decide_in(self, ask: ToolAsk) -> None:
         try:
