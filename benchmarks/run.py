@@ -38,6 +38,7 @@ BENCHMARKS = {
     "queue": "the PostgreSQL goal queue: 1, 4 and 16 worker processes",
     "checkpoint": "git checkpoints of a 10k-file workspace",
     "mcp": "the permission MCP server's start-up",
+    "transport": "one gated turn per permission transport: mcp vs stdio, real CLI offline",
     "startup": "import and --help",
 }
 """Each name is ``benchmarks/bench_<name>.py``, whose ``rows(quick)`` gives its rows."""
