@@ -83,6 +83,12 @@ class Setup:
         return write_yaml(self.root / "goals" / name, data)
 
 
+SIGNAL_STOPS = {"permission": {"transport": "mcp"}}
+"""A config whose turns are stopped by signals (SIGTERM, kill_grace, SIGKILL): the MCP
+transport. On the default stdio transport a stop is an ``interrupt`` first, which the fake
+honours at once; tests of what a CLI does with (or despite) SIGTERM use this."""
+
+
 def make_setup(
     root: Path,
     turns: Sequence[Turn],

@@ -22,7 +22,7 @@ import pytest
 
 from nexo_trio.testing import hang, init, result, text, tool_use, turn
 from nexo_trio.testing.scenario import Step, exit_with, ignore_sigterm, kill_self, sleep
-from tests.cli.helpers import Setup, invoke, json_lines, make_setup, single_json
+from tests.cli.helpers import SIGNAL_STOPS, Setup, invoke, json_lines, make_setup, single_json
 
 KILL_GRACE = 2.0  # make_setup's
 SONNET_IN, SONNET_OUT = 3.0 / 1e6, 15.0 / 1e6
@@ -101,7 +101,10 @@ def test_a_two_denial_budget_stops_the_turn_at_the_second_denial(
     steps: list[Step] = [init(), *calls, text("I could not."), result("No.")]
     if stubborn:
         steps.insert(1, ignore_sigterm())
-    s = make_setup(tmp_path, [turn(*steps)] * 2, config={"permission": {"decider": "deny_all"}})
+    # A stubborn CLI is about SIGTERM: the MCP transport's stop (stdio interrupts first).
+    transport = "mcp" if stubborn else "stdio"
+    permission = {"decider": "deny_all", "transport": transport}
+    s = make_setup(tmp_path, [turn(*steps)] * 2, config={"permission": permission})
     data, _ = run_goal(s, {"max_turns": 5, "max_consecutive_denies": 2})
 
     assert data["outcome"]["kind"] == "budget_exhausted"
@@ -131,7 +134,7 @@ def test_a_turn_whose_assistant_frames_cross_a_budget_is_stopped_then_and_counte
     """Two messages, each alone under the budget, both over it: the turn is stopped at the
     second (it would hang until its 30 s timeout), and what it spent is the goal's."""
     frames = [init(), text("one", usage=usage), sleep(0.3), text("two", usage=usage), hang()]
-    s = make_setup(tmp_path, [turn(*frames)] * 2)
+    s = make_setup(tmp_path, [turn(*frames)] * 2, config=SIGNAL_STOPS)
     data, took = run_goal(s, {"max_turns": 5, **budget})
 
     assert data["outcome"]["kind"] == "budget_exhausted"
@@ -164,7 +167,7 @@ def test_a_stopped_turns_result_replaces_its_estimate_and_is_counted_once(
         text("Done."),
         result("Done.", usage={"input_tokens": 1000, "output_tokens": 300}, cost_usd=0.5),
     ]
-    s = make_setup(tmp_path, [turn(*frames)] * 2)
+    s = make_setup(tmp_path, [turn(*frames)] * 2, config=SIGNAL_STOPS)
     data, _ = run_goal(s, {"max_turns": 5, "max_tokens": 1000})
 
     assert (data["outcome"]["kind"], data["outcome"]["axis"]) == ("budget_exhausted", "tokens")
@@ -181,7 +184,7 @@ def test_a_turn_that_dies_before_its_result_still_counts_what_it_spent(
     """No result frame: the outcome JSON (and the ledger) has the assistant frames' usage
     and their estimated cost."""
     frames = [init(), text("half way", usage={"input_tokens": 2000, "output_tokens": 500}), end]
-    s = make_setup(tmp_path, [turn(*frames)] * 2)
+    s = make_setup(tmp_path, [turn(*frames)] * 2, config=SIGNAL_STOPS)
     data, _ = run_goal(s, {"max_turns": 1})
 
     assert (data["outcome"]["kind"], data["outcome"]["axis"]) == ("budget_exhausted", "turns")

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from nexo_trio.testing.scenario import FakeClaude, hang, ignore_sigterm, init, turn
-from tests.cli.helpers import NEXO_TRIO, invoke, json_lines, make_setup, single_json
+from tests.cli.helpers import NEXO_TRIO, SIGNAL_STOPS, invoke, json_lines, make_setup, single_json
 
 START_TIMEOUT = 15.0
 
@@ -148,7 +148,11 @@ def test_a_second_ctrl_c_stops_at_once(
 ) -> None:
     """A CLI that ignores SIGTERM holds the first Ctrl-C for the kill grace (20 s here);
     the second one kills the tree at once, and the ledger still records the end."""
-    s = make_setup(tmp_path, [turn(init(), ignore_sigterm(), hang())], config={"kill_grace": "20s"})
+    s = make_setup(
+        tmp_path,
+        [turn(init(), ignore_sigterm(), hang())],
+        config={"kill_grace": "20s", **SIGNAL_STOPS},
+    )
     goal = s.goal(goal_id="stubborn")
     proc = start_run(processes, goal, s.config)
     fake_pid = wait_for_invocation(s.fake, proc)

@@ -250,6 +250,11 @@ def test_the_raw_stream_is_the_cli_output_byte_for_byte(tmp_path: Path) -> None:
     r = invoke("transcript", "g1", "--turn", "1", "--raw", "--state-dir", s.state_dir)
     assert r.exit_code == 0, r.output
     frames = [json.loads(line) for line in r.stdout_bytes.splitlines()]
+    # On the stdio transport the CLI's stdout also carries the control protocol: its
+    # answers to our requests, its asks, and the user messages it echoes as it takes them.
+    protocol = {"control_request", "control_response"}
+    assert any(f["type"] == "control_response" for f in frames)
+    frames = [f for f in frames if f["type"] not in protocol and not f.get("isReplay")]
     assert [f["type"] for f in frames] == [
         "system",
         "assistant",

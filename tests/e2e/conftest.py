@@ -30,7 +30,7 @@ from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.goal import Budget, Criterion, Goal
 from nexo_trio.core.goal_events import GoalEvent, SessionBound
 from nexo_trio.core.goal_outcome import GoalOutcome
-from nexo_trio.core.settings import ClaudeSettings, Config, ReplaySettings
+from nexo_trio.core.settings import ClaudeSettings, Config, PermissionTransport, ReplaySettings
 from nexo_trio.engine.supervisor import TurnResult, run_turn
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.store.base import Binding, LedgerEntry
@@ -227,6 +227,8 @@ class E2E:
     api: ScriptedMessagesAPI
     guard: E2EGuard
     turns: list[TurnResult] = attrs.Factory(list)
+    transport: PermissionTransport | None = None
+    """The permission transport of every config made (``None``: the default)."""
 
     @property
     def home(self) -> Path:
@@ -267,7 +269,11 @@ class E2E:
             workspace_root=str(self.root / "workspaces"),
             replay=ReplaySettings(max_retries=3),
         )
-        return attrs.evolve(config, **overrides)
+        config = attrs.evolve(config, **overrides)
+        if self.transport is not None and self.transport != config.permission.transport:
+            permission = attrs.evolve(config.permission, transport=self.transport)
+            config = attrs.evolve(config, permission=permission)
+        return config
 
     def goal(
         self,
@@ -335,11 +341,19 @@ class E2E:
 
 
 @pytest.fixture
-async def e2e(nursery: trio.Nursery, tmp_path: Path, claude_bin: Path, procs: E2EGuard) -> E2E:
+async def e2e(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    claude_bin: Path,
+    procs: E2EGuard,
+    request: pytest.FixtureRequest,
+) -> E2E:
     """A scripted Messages API serving (add replies with ``e2e.api.add``) and the
-    directories of one end-to-end test."""
+    directories of one end-to-end test. A test module's ``E2E_TRANSPORT`` is the
+    permission transport of its configs (default: the config's default)."""
     api: ScriptedMessagesAPI = await nursery.start(ScriptedMessagesAPI().serve)
-    world = E2E(root=tmp_path, claude_bin=claude_bin, api=api, guard=procs)
+    transport = getattr(request.module, "E2E_TRANSPORT", None)
+    world = E2E(root=tmp_path, claude_bin=claude_bin, api=api, guard=procs, transport=transport)
     world.home.mkdir()
     world.workspace.mkdir()
     return world

@@ -62,6 +62,12 @@ from tests.goal_log import attempt_kinds, counted, judged
 
 pytestmark = pytest.mark.real_claude
 
+
+E2E_TRANSPORT = "mcp"
+"""These scenarios check the MCP transport's own parts (its server, its config, its flags):
+the ``e2e`` fixture's configs use it. test_transports_real.py runs the gate's scenarios on
+both transports."""
+
 NEXO_TRIO = Path(sys.executable).parent / "nexo-trio"
 MCP_MODULE = "nexo_trio.gate.mcp_stdio"
 
@@ -678,7 +684,12 @@ async def test_turn_timeout_kills_the_cli_its_mcp_server_and_the_tool(e2e: E2E) 
 # ----------------------------------------------------------------------------- 9
 
 
-async def test_cancel_mid_turn_with_sigint_exits_130_and_leaves_nothing(e2e: E2E) -> None:
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_cancel_mid_turn_with_sigint_exits_130_and_leaves_nothing(
+    e2e: E2E, transport: str
+) -> None:
+    """Ctrl-C of ``nexo-trio run`` mid-tool: on mcp the CLI gets SIGTERM (and stops its MCP
+    server itself); on stdio it is interrupted and ends the turn itself. Nothing is left."""
     sleep = "echo waiting > wait.txt && sleep 600.7"
     e2e.api.add(Reply(nth(0), tool_use("Bash", {"command": sleep})))
     goal_file = e2e.root / "goal.yaml"
@@ -701,6 +712,7 @@ async def test_cancel_mid_turn_with_sigint_exits_130_and_leaves_nothing(e2e: E2E
                 "turn_timeout": "45s",
                 "kill_grace": "3s",
                 "state_dir": str(e2e.state_dir),
+                "permission": {"transport": transport},
             }
         )
     )
@@ -742,7 +754,7 @@ async def test_cancel_mid_turn_with_sigint_exits_130_and_leaves_nothing(e2e: E2E
     servers = watch.matching(lambda c: is_mcp_server(c, e2e.state_dir))
     sleeps = watch.matching(lambda c: c[:2] == ["sleep", "600.7"])
     assert clis, watch.seen
-    assert servers, watch.seen
+    assert bool(servers) is (transport == "mcp"), watch.seen
     assert sleeps, watch.seen
     assert watch.still_running() == []
     assert len(e2e.api.message_requests()) == 1
@@ -769,6 +781,9 @@ async def test_cancel_mid_turn_with_sigint_exits_130_and_leaves_nothing(e2e: E2E
     assert decision["data"]["outcome"] == "allow_once"
     (attempt,) = [row for row in rows if row["kind"] == "attempt_completed"]
     assert attempt["data"]["kind"] == "cancelled"
+    if transport == "stdio":
+        assert attempt["data"]["stop_actions"] == ["interrupt"]
+        assert attempt["data"]["session_id"]
 
 
 # ----------------------------------------------------------------------------- 10

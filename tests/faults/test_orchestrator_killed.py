@@ -140,8 +140,9 @@ def make_setup(root: Path, *, confined: bool, rerun: Turn) -> Setup:
                 "turn_timeout": "60s",
                 "kill_grace": "1s",
                 "sandbox": {"mode": "bwrap" if confined else "none"},
-                # Decided by nobody's rules: the daemon's command runs either way.
-                "permission": {"decider": "allow_all"},
+                # Decided by nobody's rules: the daemon's command runs either way. The MCP
+                # transport: its per-turn config and token are what the rerun must refuse.
+                "permission": {"decider": "allow_all", "transport": "mcp"},
                 "state_dir": str(root / "state"),
             }
         )

@@ -95,8 +95,8 @@ permission:                 # what decides each tool call Claude wants to make
   #                         # the turn is confined
   # allow: ["Bash(npm test:*)", "Edit(src/**)"]   # Claude Code's permission rule syntax
   # deny: []
-  # transport: mcp         # mcp | stdio (the CLI's own control protocol: no server per
-  #                         # turn, interrupts that keep the session, interrupt --now)
+  # transport: stdio       # stdio (the CLI's own control protocol: no server per turn,
+  #                         # interrupts that keep the session, interrupt --now) | mcp
   # tool_timeout: 60s
   # llm: {base_url: null, model: claude-haiku-4-5, api_key_env: ANTHROPIC_API_KEY, timeout: 20s}
 

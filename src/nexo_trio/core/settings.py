@@ -75,11 +75,12 @@ class PermissionSettings:
         default=("rules", "llm"), converter=_str_tuple, validator=v.each(v.one_of(DECIDER_NAMES))
     )
     transport: PermissionTransport = attrs.field(
-        default="mcp", validator=v.one_of(PERMISSION_TRANSPORTS)
+        default="stdio", validator=v.one_of(PERMISSION_TRANSPORTS)
     )
-    """How the CLI asks: ``mcp`` (a permission MCP server the CLI spawns each turn, relaying
-    to the gate over a Unix socket) or ``stdio`` (the CLI's own control protocol on its
-    stdin and stdout: no server, interrupts that keep the session, messages mid-turn)."""
+    """How the CLI asks: ``stdio`` (the CLI's own control protocol on its stdin and stdout:
+    no server, interrupts that keep the session, messages mid-turn) or ``mcp`` (a
+    permission MCP server the CLI spawns each turn, relaying to the gate over a Unix
+    socket)."""
     tool_timeout_s: float = attrs.field(default=60.0, validator=v.positive_duration)
     """The CLI's timeout for one permission call (the MCP server's ``timeout``); the gate
     answers well inside it, so Claude always gets a decision, never a failed call."""

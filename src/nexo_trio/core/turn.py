@@ -451,10 +451,21 @@ def _largest(a: Usage, b: Usage) -> Usage:
 def turn_spend(state: TurnState) -> tuple[Usage, float]:
     """The turn's tokens and cost so far: the result frame's once it came (its usage, and
     its cost when it reports one), else what the assistant frames reported, the cost
-    estimated. What a turn that never printed a result still spent."""
+    estimated. What a turn that never printed a result still spent. The result of a turn
+    we interrupted (:func:`_interrupted_by_us`) may leave out the message it cut short:
+    each count is then the larger of the two, so a stop never lowers what was seen."""
     result = state.result
     if result is None:
         return state.estimated_usage, state.estimated_cost_usd
+    if _interrupted_by_us(state, result):
+        usage, cost = _result_spend(state, result)
+        return _largest(usage, state.estimated_usage), max(cost, state.estimated_cost_usd)
+    return _result_spend(state, result)
+
+
+def _result_spend(state: TurnState, result: Result) -> tuple[Usage, float]:
+    """The result frame's usage and cost (the cumulative cost, or the estimate, when it
+    reports no per-run figure)."""
     run_cost = result.run_cost_usd
     if run_cost is not None:
         return result.usage, run_cost

@@ -247,6 +247,8 @@ class Invocation:
         self.gate: _McpClient | None = None
         self.gate_status: str | None = None
         self.gate_failure = ""
+        self.spent: dict[str, int] = {}
+        """The usage of the assistant frames printed so far (an interrupted turn's)."""
         self.permission_denials: list[dict[str, Any]] = []
         self.skip_tool_result = False
         # Stream-json input mode (see the module docstring).
@@ -393,7 +395,13 @@ class Invocation:
                         self._drain()
                         self._step(step)
             except _Interrupted:
-                self._result(subtype="error_during_execution", is_error=True, errors=[])
+                # As the real CLI: the interrupted query's own usage, what it printed.
+                self._result(
+                    subtype="error_during_execution",
+                    is_error=True,
+                    errors=[],
+                    usage=dict(self.spent),
+                )
             self.phase = "done"
             # Like the real CLI in this mode: no exit before stdin ends.
             self._wait_until(time.monotonic() + self.max_lifetime, lambda: self.stdin_eof)
@@ -811,6 +819,15 @@ class Invocation:
     def _assistant(
         self, content: list[dict[str, Any]], usage: dict[str, int] | None = None, **extra: Any
     ) -> None:
+        spent = {
+            "input_tokens": 100,
+            "output_tokens": 10,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            **(usage or {}),
+        }
+        for key, value in spent.items():
+            self.spent[key] = self.spent.get(key, 0) + int(value)
         self.emit(
             {
                 "type": "assistant",
@@ -821,13 +838,7 @@ class Invocation:
                     "model": self._opt("--model") or DEFAULT_MODEL,
                     "content": content,
                     "stop_reason": None,
-                    "usage": {
-                        "input_tokens": 100,
-                        "output_tokens": 10,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
-                        **(usage or {}),
-                    },
+                    "usage": spent,
                 },
                 "parent_tool_use_id": None,
                 "session_id": self.session_id,
