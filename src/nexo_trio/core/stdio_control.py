@@ -39,6 +39,9 @@ CAN_USE_TOOL: Final = "can_use_tool"
 INITIALIZE: Final = "initialize"
 INTERRUPT: Final = "interrupt"
 ENDING: Final = "Permission denied: the turn is ending"
+ENDING_WHY: Final = "the turn is ending"
+"""The ``why`` of a :class:`Reply` to an ask made while the turn ends (recorded as
+``cancelled``, as the socket gate records a call that comes in while its turn stops)."""
 
 JsonObject = dict[str, Any]
 
@@ -197,7 +200,7 @@ class StdioControl:
         if self.ending:
             self._answered.add(request_id)
             return Reply(
-                success(request_id, deny_body(ENDING)), "the turn is ending", request_id, tool_name
+                success(request_id, deny_body(ENDING)), ENDING_WHY, request_id, tool_name
             )
         suggestions = request.get("permission_suggestions")
         ask = ToolAsk(
@@ -272,6 +275,7 @@ class StdioControl:
 __all__ = [
     "CAN_USE_TOOL",
     "ENDING",
+    "ENDING_WHY",
     "INITIALIZE",
     "INTERRUPT",
     "OwnResponse",

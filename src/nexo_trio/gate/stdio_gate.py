@@ -25,7 +25,15 @@ from nexo_trio.core.permission import (
     deny_message,
     unavailable,
 )
-from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk, deny_body, success
+from nexo_trio.core.stdio_control import (
+    ENDING,
+    ENDING_WHY,
+    Reply,
+    StdioControl,
+    ToolAsk,
+    deny_body,
+    success,
+)
 from nexo_trio.gate.socket_server import ABANDONED, Gate, GateCall, decide_within, record_sent
 from nexo_trio.wire.stdio_frames import encode_message
 
@@ -80,11 +88,17 @@ async def answer_ask(
 
 
 async def record_reply(gate: Gate, goal_id: str, reply: Reply, *, token: str | None) -> None:
-    """Record a deny the protocol's rules wrote without asking the decider (a malformed
-    ask, an ask while the turn ends), as the gate records any decision."""
+    """Record a deny the protocol's rules wrote without asking the decider, as the gate
+    records any decision: a malformed ask as a deny; an ask while the turn ends as
+    ``cancelled`` (the CLI got a deny, but it is no denial of the goal's: the socket gate
+    records a call that comes in while its turn stops the same way)."""
     request = PermissionRequest(goal_id=goal_id, tool_name=reply.tool_name or "", input={})
     call = gate.admit(request, token=token)
-    await record_sent(call, deny(f"Permission denied: {reply.why}", "gate"))
+    if reply.why == ENDING_WHY:
+        sent = Decision(DecisionOutcome.CANCELLED, message=ENDING, decider="gate")
+    else:
+        sent = deny(f"Permission denied: {reply.why}", "gate")
+    await record_sent(call, sent)
 
 
 __all__ = ["Answered", "answer_ask", "permission_request", "record_reply", "settle"]
