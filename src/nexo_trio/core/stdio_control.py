@@ -199,9 +199,7 @@ class StdioControl:
             return Reply(message, why, request_id, tool_name)
         if self.ending:
             self._answered.add(request_id)
-            return Reply(
-                success(request_id, deny_body(ENDING)), ENDING_WHY, request_id, tool_name
-            )
+            return Reply(success(request_id, deny_body(ENDING)), ENDING_WHY, request_id, tool_name)
         suggestions = request.get("permission_suggestions")
         ask = ToolAsk(
             request_id=request_id,
