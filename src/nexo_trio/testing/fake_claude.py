@@ -637,12 +637,7 @@ class Invocation:
         body = answer.get("response")
         if not isinstance(body, dict):
             return "error", f"a permission answer without a response: {answer!r}"
-        if body.get("behavior") == "allow":
-            updated = body.get("updatedInput")
-            return "allow", updated if isinstance(updated, dict) else tool_input
-        if body.get("behavior") == "deny":
-            return "deny", str(body.get("message") or "Permission denied")
-        return "error", f"a permission answer with no valid behavior: {body!r}"
+        return _verdict(body, tool_input, f"a permission answer with no valid behavior: {body!r}")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -1321,12 +1316,7 @@ class _McpClient:
             return "error", f"the permission tool answered no JSON: {text[:200]!r}"
         if not isinstance(decision, dict):
             return "error", f"the permission tool answered {text[:200]!r}"
-        if decision.get("behavior") == "allow":
-            updated = decision.get("updatedInput")
-            return "allow", updated if isinstance(updated, dict) else tool_input
-        if decision.get("behavior") == "deny":
-            return "deny", str(decision.get("message") or "Permission denied")
-        return "error", f"the permission tool answered {text[:200]!r}"
+        return _verdict(decision, tool_input, f"the permission tool answered {text[:200]!r}")
 
     def send(self, message: dict[str, Any]) -> None:
         """One JSON-RPC line to the server."""
@@ -1395,6 +1385,18 @@ class _McpClient:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def _verdict(decision: dict[str, Any], tool_input: dict[str, Any], invalid: str) -> tuple[str, Any]:
+    """What a permission decision object says, as the real CLI reads it on either
+    transport: ``("allow", input to run)``, ``("deny", message)``, else ``("error",
+    invalid)``."""
+    if decision.get("behavior") == "allow":
+        updated = decision.get("updatedInput")
+        return "allow", updated if isinstance(updated, dict) else tool_input
+    if decision.get("behavior") == "deny":
+        return "deny", str(decision.get("message") or "Permission denied")
+    return "error", invalid
 
 
 def _split_rules(value: str) -> list[str]:
