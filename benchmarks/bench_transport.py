@@ -138,7 +138,7 @@ class Window:
     process) is left, and closes it once that holds again; the wall ends at the block's
     end, before that wait."""
 
-    keep: int
+    keep: frozenset[int]
     wall_s: float = 0.0
     self_s: float = 0.0
     children_s: float = 0.0
@@ -175,14 +175,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def settle(keep: int) -> None:
-    """Wait (bounded) until no child process of ours but ``keep`` is left: the last turn's
-    have been reaped, so their CPU is counted (``/proc`` read in a thread)."""
+async def settle(keep: frozenset[int]) -> None:
+    """Wait (bounded) until no child process of ours but those in ``keep`` (the scripted
+    API's, and what earlier groups of the suite left running in this process) is left: the
+    last turn's have been reaped, so their CPU is counted (``/proc`` read in a thread)."""
     me = os.getpid()
     with trio.fail_after(SETTLE_BOUND_S):
         while True:
             children = await trio.to_thread.run_sync(children_of, me)
-            if set(children) <= {keep}:
+            if set(children) <= keep:
                 return
             await trio.sleep(0.005)
 
@@ -455,7 +456,7 @@ class Samples:
 
 
 async def measure(
-    turns: Mapping[str, Turn], work: Path, keep: int, rounds: int
+    turns: Mapping[str, Turn], work: Path, keep: frozenset[int], rounds: int
 ) -> dict[str, Samples]:
     """Each variant's turns: one unmeasured, then ``rounds`` interleaved."""
     samples = {name: Samples() for name in turns}
@@ -582,6 +583,9 @@ async def _rows(quick: bool) -> list[Row]:
     rounds = 2 if quick else 10
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
         work = Path(tmp)
+        # Children of this process from before the group (a suite run's earlier groups)
+        # are not this group's turns: a turn's window waits only for its own.
+        before = frozenset(await trio.to_thread.run_sync(children_of, os.getpid()))
         api = await ApiProcess.start()
         try:
             turns: dict[str, Turn] = {
@@ -590,7 +594,7 @@ async def _rows(quick: bool) -> list[Row]:
             }
             turns["sdk"] = sdk(binary, api, work / "sdk")
             turns["floor"] = floor(binary, api, work / "floor")
-            samples = await measure(turns, work, api.process.pid, rounds)
+            samples = await measure(turns, work, before | {api.process.pid}, rounds)
         finally:
             counts = await api.stop()
     expected = 2 * (rounds + 1) * len(turns)

@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack
 
 import trio
 
@@ -55,6 +55,11 @@ log = logging.getLogger("nexo_trio.store")
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+STALLED_WRITER_MS: Final = 5_000
+"""How long the server lets the writer's transaction sit idle before it ends it (a writer
+process stopped mid-transaction); far above a batch's gaps between statements."""
 
 
 class PostgresMissingError(StoreError):
@@ -268,7 +273,10 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
     # -- hooks -----------------------------------------------------------------------------
 
     def _open(self) -> tuple[_Link, _Link]:
-        writer = _Link(self.url, "")
+        # A writer stopped mid-transaction (SIGSTOP, a frozen VM) would hold the lease rows
+        # its appends locked (see append_events): the server ends such a transaction, so
+        # another orchestrator can take the goal over; the write is then retried, fenced.
+        writer = _Link(self.url, f"-c idle_in_transaction_session_timeout={STALLED_WRITER_MS:d}")
         try:
             self._migrate(writer)
             reader = self._connect_reader()
@@ -445,8 +453,11 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
                 # came late. Gone or someone else's: another orchestrator took the goal
                 # over (this one stalled past its lease), and this run's events must not
                 # mix with the new run's.
+                # FOR SHARE: held to the commit, so a takeover (which updates the row) waits
+                # for these rows to be in or out; a check without it let a writer stalled
+                # between the check and the INSERT append after the new run's end.
                 row = conn.execute(
-                    "SELECT owner FROM leases WHERE goal_id = %s", (goal_id,)
+                    "SELECT owner FROM leases WHERE goal_id = %s FOR SHARE", (goal_id,)
                 ).fetchone()
                 if row is None or row[0] != fence:
                     self.fenced.extend(rows)
