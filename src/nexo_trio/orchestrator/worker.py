@@ -45,7 +45,8 @@ IDLE_WAIT_S = 2.0
 """How long an idle worker waits for the store's wake-up before it looks again."""
 
 HAND_BACK_MARGIN_S = 10.0
-"""Beyond ``kill_grace``: how long the hand-back waits for goals to record their end."""
+"""Beyond the stop's graces (``kill_grace``, twice on stdio: the interrupt's, then the
+signals'): how long the hand-back waits for goals to record their end."""
 
 
 @attrs.frozen
@@ -250,7 +251,10 @@ class Worker:
         reason = f"handed back by worker {self.orchestrator.owner}: {self._stop_reason}"
         for goal_id in list(self._running):
             await self.orchestrator.cancel_goal(goal_id, reason)
-        bound = self.orchestrator.config.kill_grace_s + HAND_BACK_MARGIN_S
+        config = self.orchestrator.config
+        # On the stdio transport a stop is an interrupt first, with its own kill_grace.
+        graces = 2 if config.permission.transport == "stdio" else 1
+        bound = graces * config.kill_grace_s + HAND_BACK_MARGIN_S
         with trio.move_on_after(bound):
             while self._running:
                 self._wake = trio.Event()
