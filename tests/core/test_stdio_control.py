@@ -205,3 +205,20 @@ def test_an_ask_the_cli_withdraws_is_abandoned() -> None:
     with pytest.raises(ValueError, match="not waiting"):
         control.answer(ask, allow())
     assert control.on_request("r1", "can_use_tool", {"tool_name": "Bash", "input": {}}) is None
+
+
+def test_an_unreadable_request_is_denied_by_its_id() -> None:
+    """A control request line that is not JSON (a NaN in its input, say) is denied by the
+    id read from its start, once; other lines, and ones without a readable id, are not."""
+    control = StdioControl("p")
+    line = '{"type": "control_request", "request_id": "r\\"1", "request": {"input": NaN'
+    reply = control.on_unreadable(line)
+    assert isinstance(reply, Reply)
+    assert reply.request_id == 'r"1'
+    assert reply.message["response"]["response"]["behavior"] == "deny"
+    assert control.on_unreadable(line) is None  # answered once
+    assert control.on_unreadable('{"type": "assistant", "request_id": "r2"') is None
+    assert control.on_unreadable('{"type": "control_request", "request') is None
+    ask = control.on_request("r3", "can_use_tool", {"tool_name": "Bash", "input": {}})
+    assert isinstance(ask, ToolAsk)
+    assert control.on_unreadable('{"type":"control_request","request_id":"r3"') is None

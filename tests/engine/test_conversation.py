@@ -406,3 +406,39 @@ async def test_an_ask_the_cli_withdraws_stops_being_decided(tmp_path: Path) -> N
     assert res.outcome.kind is TurnKind.CLAIMED_DONE
     assert res.outcome.exit_code == 0
     assert res.stop_actions == ()
+
+
+GARBLING_CLI = """\\
+import json, sys
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
+lines = iter(sys.stdin)
+next(lines); next(lines)  # initialize, the prompt
+out({"type": "system", "subtype": "init", "session_id": "s1"})
+sys.stdout.write('{"type":"control_request","request_id":"ask-9","request":{"input":NaN}}\\n')
+sys.stdout.flush()
+for line in lines:  # the answer to ask-9, then the end of stdin
+    answer = json.loads(line)
+    if answer.get("type") == "control_response":
+        print(json.dumps(answer), file=sys.stderr)
+        out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+             "session_id": "s1"})
+"""
+
+
+async def test_an_unreadable_ask_is_denied_not_left_hanging(tmp_path: Path) -> None:
+    script = tmp_path / "garbling"
+    script.write_text(f"#!{sys.executable}\n{GARBLING_CLI}")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    res = await run_turn(
+        ClaudeCommand(prompt="p", binary=str(script), stream_input=True),
+        timeout=TIMEOUT,
+        kill_grace=1.0,
+        conversation=Conversation("p", answering(lambda ask: allow())),
+    )
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE, res.outcome
+    assert res.outcome.malformed_lines == 1
+    answer = json.loads(res.stderr_tail.strip().splitlines()[-1])
+    assert answer["response"]["request_id"] == "ask-9"
+    assert answer["response"]["response"]["behavior"] == "deny"
+    assert res.duration_s < 5

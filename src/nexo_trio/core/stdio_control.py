@@ -13,7 +13,8 @@ write; the engine's shell writes them and hands us what the CLI asked. Rules:
    blank (:func:`~nexo_trio.core.permission.deny_message`). A malformed request (no tool
    name, an input that is not an object) is denied at once, without asking anyone.
 3. Any other control request of the CLI is answered at once with an error response naming
-   its subtype: nothing the CLI asks is ever left hanging.
+   its subtype: nothing the CLI asks is ever left hanging. A request line that is not even
+   JSON is denied by its id when the id can be read from its start.
 4. Our own requests (``initialize``, ``interrupt``) have ids ``nexo-N``; their responses are
    matched to them, and an error response is reported, not raised.
 5. Once the turn is ending (its result read, or it is being stopped) a new ask is denied
@@ -28,6 +29,8 @@ Messages are JSON objects (dicts); :mod:`nexo_trio.wire.stdio_frames` encodes th
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -44,6 +47,9 @@ ENDING_WHY: Final = "the turn is ending"
 ``cancelled``, as the socket gate records a call that comes in while its turn stops)."""
 
 JsonObject = dict[str, Any]
+
+_CONTROL_REQUEST: Final = re.compile(r'"type"\s*:\s*"control_request"')
+_REQUEST_ID: Final = re.compile(r'"request_id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 
 
 @attrs.frozen
@@ -230,6 +236,26 @@ class StdioControl:
     def waiting(self) -> list[ToolAsk]:
         """The asks put to the decider and not answered yet, in order."""
         return list(self._asked.values())
+
+    def on_unreadable(self, excerpt: str) -> Reply | None:
+        """A line of the CLI's that is not JSON (its start, ``excerpt``): when it is a
+        ``control_request`` whose id can be read, a deny for that id, so that the ask is
+        not left hanging; else ``None``."""
+        if _CONTROL_REQUEST.search(excerpt) is None:
+            return None
+        found = _REQUEST_ID.search(excerpt)
+        if found is None:
+            return None
+        try:
+            request_id = json.loads(f'"{found.group(1)}"')
+        except ValueError:
+            return None
+        if not request_id or request_id in self._answered or request_id in self._asked:
+            return None
+        self._answered.add(request_id)
+        why = "unreadable control request"
+        message = success(request_id, deny_body(f"Permission denied: {why}"))
+        return Reply(message, why, request_id)
 
     def on_cancel(self, request_id: object) -> ToolAsk | None:
         """A ``control_cancel_request`` of the CLI: it no longer waits for that ask's

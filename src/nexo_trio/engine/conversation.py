@@ -30,7 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from nexo_trio.core.events import ControlRequest, Event, Result, UnknownFrame, UserMessage
+from nexo_trio.core.events import (
+    ControlRequest,
+    Event,
+    MalformedLine,
+    Result,
+    UnknownFrame,
+    UserMessage,
+)
 from nexo_trio.core.permission import deny_message, unavailable
 from nexo_trio.core.stdio_control import (
     OwnResponse,
@@ -174,6 +181,12 @@ class Conversation:
                     withdrawn = self.control.on_cancel(event.raw.get("request_id"))
                     if withdrawn is not None:
                         self._cancel(withdrawn)
+            elif kind is MalformedLine:
+                assert isinstance(event, MalformedLine)
+                reply = self.control.on_unreadable(event.excerpt)
+                if reply is not None:
+                    log.warning("denied an unreadable control request: %s", event.error)
+                    self._put(encode_message(reply.message))
             elif kind is Result and not self.control.result_read:
                 for ask in self.control.on_result():
                     # The CLI ended the query that asked (our interrupt): not answered.
