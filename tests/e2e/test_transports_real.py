@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -24,7 +23,7 @@ from nexo_trio.core.goal_events import (
 )
 from nexo_trio.core.goal_outcome import GoalEndKind
 from nexo_trio.core.permission import Decision, PermissionRequest, allow, deny
-from nexo_trio.core.settings import PermissionSettings, PermissionTransport
+from nexo_trio.core.settings import PermissionTransport
 from nexo_trio.orchestrator.orchestrator import Orchestrator
 from nexo_trio.testing.messages_api import (
     Reply,
@@ -50,17 +49,9 @@ def transport(request: pytest.FixtureRequest) -> PermissionTransport:
 
 
 def config(e2e: E2E, transport: PermissionTransport, **overrides: Any) -> Any:
-    permission = overrides.pop("permission", PermissionSettings())
-    return e2e.config(
-        permission=PermissionSettings(
-            **{**_fields(permission), "transport": transport},
-        ),
-        **overrides,
-    )
-
-
-def _fields(settings: PermissionSettings) -> dict[str, Any]:
-    return attrs.asdict(settings, recurse=False)
+    """``e2e``'s config on ``transport`` (``E2E.transport`` applies it over overrides)."""
+    e2e.transport = transport
+    return e2e.config(**overrides)
 
 
 def assert_transport(run: GoalRun, transport: PermissionTransport) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from nexo_trio.core.command import ClaudeCommand
 from nexo_trio.core.events import (
@@ -127,18 +128,17 @@ async def test_a_stop_interrupts_and_the_turn_ends_with_its_session(
     stop = trio.Event()
     conversation = Conversation("p", answering(lambda ask: allow()))
 
-    async def stop_soon() -> None:
-        await trio.sleep(0.5)
-        stop.set()
+    async def stop_once_working(state: Any, batch: Any) -> None:
+        if any(isinstance(e, AssistantMessage) for e in batch):
+            stop.set()  # the turn runs: its hang comes next
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_soon)
-        res = await converse(
-            fake.command("p", cwd=tmp_path, stream_input=True),
-            conversation,
-            stop=stop,
-            kill_grace=5.0,
-        )
+    res = await converse(
+        fake.command("p", cwd=tmp_path, stream_input=True),
+        conversation,
+        stop=stop,
+        kill_grace=5.0,
+        on_events=stop_once_working,
+    )
     assert res.outcome.kind is TurnKind.CANCELLED
     assert res.outcome.cause is Cause.CANCELLED
     assert res.stop_actions == ("interrupt",)
@@ -196,13 +196,19 @@ async def test_a_message_mid_turn_is_delivered_once_echoed(
 
     conversation = Conversation("p", answering(lambda ask: allow()), on_delivered=on_delivered)
 
-    async def say_soon() -> None:
-        await trio.sleep(0.3)
-        assert conversation.say("OPERATOR: hurry")
+    said: list[str] = []
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(say_soon)
-        res = await converse(fake.command("p", cwd=tmp_path, stream_input=True), conversation)
+    async def say_once_working(state: Any, batch: Any) -> None:
+        # "One." came: the fake sleeps, then takes the message before its next frame.
+        if not said and any(isinstance(e, AssistantMessage) for e in batch):
+            said.append("OPERATOR: hurry")
+            assert conversation.say(said[0])
+
+    res = await converse(
+        fake.command("p", cwd=tmp_path, stream_input=True),
+        conversation,
+        on_events=say_once_working,
+    )
     assert res.outcome.kind is TurnKind.CLAIMED_DONE
     assert delivered == ["OPERATOR: hurry"]
     assert conversation.undelivered == []
@@ -312,24 +318,23 @@ async def replay(
     state = reduce(INITIAL_STATE, Spawned(pid=1, argv=("claude",)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conversation.serve, stdin)
-        await trio.sleep(0.01)
+        await wait_all_tasks_blocked()
         for direction, message in rows:
             if direction != "out":
                 continue
             events = decoder.feed(json.dumps(message).encode() + b"\n")
             state = reduce_all(state, events)
             conversation.on_frames(events)
-            await trio.sleep(0.01)  # the answers' tasks run
+            await wait_all_tasks_blocked()  # the answers' tasks run, the writer writes
             if isinstance(events[0], ControlRequest) and interrupt_after_answer:
                 state = reduce(state, Cancelled(reason="stop requested"))
                 assert conversation.interrupt()
-                await trio.sleep(0.01)
+                await wait_all_tasks_blocked()
             if isinstance(events[0], ControlRequest) and say_after_answer is not None:
                 assert conversation.say(say_after_answer)
-                await trio.sleep(0.01)
-        with trio.fail_after(2):
-            while not stdin.closed:  # noqa: ASYNC110 - the writer closes it
-                await trio.sleep(0.01)
+                await wait_all_tasks_blocked()
+        await wait_all_tasks_blocked()
+        assert stdin.closed  # the writer closed it at the result
     recorded_in = [message for direction, message in rows if direction == "in"]
     return conversation, stdin, recorded_in, state
 

@@ -42,9 +42,6 @@ CAN_USE_TOOL: Final = "can_use_tool"
 INITIALIZE: Final = "initialize"
 INTERRUPT: Final = "interrupt"
 ENDING: Final = "Permission denied: the turn is ending"
-ENDING_WHY: Final = "the turn is ending"
-"""The ``why`` of a :class:`Reply` to an ask made while the turn ends (recorded as
-``cancelled``, as the socket gate records a call that comes in while its turn stops)."""
 
 JsonObject = dict[str, Any]
 
@@ -79,6 +76,8 @@ class Reply:
     why: str
     request_id: str | None = None
     tool_name: str | None = None
+    ending: bool = False
+    """An ask denied only because the turn is ending (no denial of the goal's)."""
 
 
 @attrs.frozen
@@ -205,7 +204,8 @@ class StdioControl:
             return Reply(message, why, request_id, tool_name)
         if self.ending:
             self._answered.add(request_id)
-            return Reply(success(request_id, deny_body(ENDING)), ENDING_WHY, request_id, tool_name)
+            message = success(request_id, deny_body(ENDING))
+            return Reply(message, "the turn is ending", request_id, tool_name, ending=True)
         suggestions = request.get("permission_suggestions")
         ask = ToolAsk(
             request_id=request_id,
@@ -299,7 +299,6 @@ class StdioControl:
 __all__ = [
     "CAN_USE_TOOL",
     "ENDING",
-    "ENDING_WHY",
     "INITIALIZE",
     "INTERRUPT",
     "OwnResponse",

@@ -149,11 +149,16 @@ class Conversation:
         self._put(encode_message(self.control.interrupt()))
         return True
 
+    @property
+    def takes_messages(self) -> bool:
+        """Whether :meth:`say` would write a message now (not once the turn is ending)."""
+        return self.open and not self.control.ending
+
     def say(self, text: str) -> bool:
-        """Write an operator's message into the running turn; whether it was written (not
-        once the turn is ending). Delivered once the CLI echoes it (see the module
+        """Write an operator's message into the running turn; whether it was written (see
+        :attr:`takes_messages`). Delivered once the CLI echoes it (see the module
         docstring)."""
-        if not self.open or self.control.ending:
+        if not self.takes_messages:
             return False
         self._said.append(text)
         self._put(encode_message(self.control.say(text)))

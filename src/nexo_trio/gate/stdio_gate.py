@@ -27,7 +27,6 @@ from nexo_trio.core.permission import (
 )
 from nexo_trio.core.stdio_control import (
     ENDING,
-    ENDING_WHY,
     Reply,
     StdioControl,
     ToolAsk,
@@ -94,7 +93,7 @@ async def record_reply(gate: Gate, goal_id: str, reply: Reply, *, token: str | N
     records a call that comes in while its turn stops the same way)."""
     request = PermissionRequest(goal_id=goal_id, tool_name=reply.tool_name or "", input={})
     call = gate.admit(request, token=token)
-    if reply.why == ENDING_WHY:
+    if reply.ending:
         sent = Decision(DecisionOutcome.CANCELLED, message=ENDING, decider="gate")
     else:
         sent = deny(f"Permission denied: {reply.why}", "gate")

@@ -224,7 +224,7 @@ class GoalHandle:
     def takes_messages(self) -> bool:
         """Whether a running turn would take a message now (see :meth:`say`)."""
         conversation = self.conversation
-        return conversation is not None and conversation.open and not conversation.control.ending
+        return conversation is not None and conversation.takes_messages
 
     def set_live_spend(self, live: LiveSpend | None) -> None:
         """The running turn's spend so far (``None``: no turn running); wakes whoever
