@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nexo_trio.core.framing import DEFAULT_LINE_CAP, Framed, Line, LineFramer, Oversized
+from nexo_trio.core.framing import DEFAULT_LINE_CAP, HEAD_BYTES, Framed, Line, LineFramer, Oversized
 from tests.core.strategies import split_at
 
 
@@ -31,7 +31,7 @@ def reference(data: bytes, cap: int) -> list[Framed]:
     out: list[Framed] = []
     for line_no, seg in enumerate(segments, start=1):
         if len(seg) > cap:
-            out.append(Oversized(line_no=line_no, size=len(seg)))
+            out.append(Oversized(line_no=line_no, size=len(seg), head=seg[:HEAD_BYTES]))
         elif seg.strip(b" \t\r\n\x0b\x0c"):
             out.append(Line(line_no=line_no, data=seg))
     return out
@@ -40,7 +40,9 @@ def reference(data: bytes, cap: int) -> list[Framed]:
 stream_lines: st.SearchStrategy[list[bytes]] = st.lists(
     st.one_of(
         st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
-        st.sampled_from([b"", b"  ", b"\r", b'{"type":"result"}', b"x" * 70]),
+        st.sampled_from(
+            [b"", b"  ", b"\r", b'{"type":"result"}', b"x" * 70, b"y" * 200 + b"z" * 200]
+        ),
     ),
     max_size=12,
 )
@@ -69,7 +71,7 @@ def test_line_longer_than_cap_is_one_oversized_event_and_the_stream_goes_on() ->
     out = framer.feed(b"short\n" + b"x" * 25 + b"\nafter\n")
     assert out == [
         Line(line_no=1, data=b"short"),
-        Oversized(line_no=2, size=25),
+        Oversized(line_no=2, size=25, head=b"x" * 25),
         Line(line_no=3, data=b"after"),
     ]
     assert framer.close() == []
@@ -82,7 +84,7 @@ def test_oversized_line_arriving_in_pieces() -> None:
         out += framer.feed(piece)
     assert out == [
         Line(line_no=1, data=b"ok"),
-        Oversized(line_no=2, size=22),
+        Oversized(line_no=2, size=22, head=b"x" * 22),
         Line(line_no=3, data=b"next"),
     ]
 
@@ -91,7 +93,7 @@ def test_line_of_exactly_cap_bytes_is_a_line() -> None:
     framer = LineFramer(cap=8)
     assert framer.feed(b"12345678\n123456789\n") == [
         Line(line_no=1, data=b"12345678"),
-        Oversized(line_no=2, size=9),
+        Oversized(line_no=2, size=9, head=b"123456789"),
     ]
 
 
@@ -100,15 +102,36 @@ def test_skipping_says_a_line_passed_the_cap_before_it_ends() -> None:
     # Exactly the cap: the line may still end here.
     assert (framer.feed(b"x" * 10), framer.skipping) == ([], False)
     assert (framer.feed(b"x"), framer.skipping) == ([], True)
-    assert (framer.feed(b"xx\nok"), framer.skipping) == ([Oversized(line_no=1, size=13)], False)
+    assert (framer.feed(b"xx\nok"), framer.skipping) == ([Oversized(1, 13, b"x" * 13)], False)
     assert framer.close() == [Line(line_no=2, data=b"ok")]
 
 
 def test_oversized_last_line_without_newline_is_reported_at_close() -> None:
     framer = LineFramer(cap=10)
     assert framer.feed(b"ok\n" + b"y" * 50) == [Line(line_no=1, data=b"ok")]
-    assert framer.close() == [Oversized(line_no=2, size=50)]
+    assert framer.close() == [Oversized(line_no=2, size=50, head=b"y" * 50)]
     assert framer.lines_seen == 2
+
+
+def test_an_oversized_line_keeps_its_start_however_it_came() -> None:
+    """The head is the line's first bytes, whether it crossed the cap in one chunk, byte by
+    byte, or past the spooling size: a reader can still tell what the line was."""
+    line = b'{"type":"control_request","request_id":"ask-1"' + b"x" * (3 * 1024 * 1024)
+
+    def bytewise_start(size: int) -> list[bytes]:  # its first 1,000 bytes one at a time
+        return [line[i : i + 1] for i in range(1000)] + [
+            line[i : i + size] for i in range(1000, len(line), size)
+        ]
+
+    whole = [line]
+    spooled = [line[i : i + 4096] for i in range(0, len(line), 4096)]
+    for cap, chunks in ((64, bytewise_start(65536)), (64, whole), (2 * 1024 * 1024, spooled)):
+        framer = LineFramer(cap)
+        out: list[Framed] = []
+        for chunk in chunks:
+            out += framer.feed(chunk)
+        out += framer.feed(b"\n")
+        assert out == [Oversized(1, len(line), line[:HEAD_BYTES])], cap
 
 
 def test_unterminated_last_line_is_returned_at_close() -> None:
@@ -156,7 +179,7 @@ def test_framer_never_buffers_more_than_cap(chunk_size: int) -> None:
         assert framer.feed(data[i : i + chunk_size]) == []
         assert framer.buffered <= cap
     assert framer.feed(b"\nok\n") == [
-        Oversized(line_no=1, size=10 * cap),
+        Oversized(line_no=1, size=10 * cap, head=b"z" * HEAD_BYTES),
         Line(line_no=2, data=b"ok"),
     ]
     assert framer.buffered <= cap

@@ -222,3 +222,21 @@ def test_an_unreadable_request_is_denied_by_its_id() -> None:
     ask = control.on_request("r3", "can_use_tool", {"tool_name": "Bash", "input": {}})
     assert isinstance(ask, ToolAsk)
     assert control.on_unreadable('{"type":"control_request","request_id":"r3"') is None
+
+
+def test_an_oversized_request_is_denied_with_why_and_its_tool() -> None:
+    """A request past the line cap is read from its start alone: denied by its id, saying
+    why, with the tool's name when the start has it (for the record)."""
+    control = StdioControl("p")
+    start = (
+        '{"type": "control_request", "request_id": "r9", "request": '
+        '{"subtype": "can_use_tool", "tool_name": "Write", "input": {"content": "xxxx'
+    )
+    reply = control.on_unreadable(start, "control request too large (70000000 bytes)")
+    assert isinstance(reply, Reply)
+    assert (reply.request_id, reply.tool_name) == ("r9", "Write")
+    assert reply.why == "control request too large (70000000 bytes)"
+    assert reply.message["response"]["response"] == {
+        "behavior": "deny",
+        "message": "Permission denied: control request too large (70000000 bytes)",
+    }

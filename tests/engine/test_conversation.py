@@ -431,6 +431,52 @@ for line in lines:  # the answer to ask-9, then the end of stdin
 """
 
 
+OVERSIZED_CLI = """\\
+import json, sys
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
+lines = iter(sys.stdin)
+next(lines); next(lines)  # initialize, the prompt
+out({"type": "system", "subtype": "init", "session_id": "s1"})
+out({"type": "control_request", "request_id": "ask-big", "request": {
+    "subtype": "can_use_tool", "tool_name": "Write",
+    "input": {"file_path": "/tmp/x", "content": "x" * 200_000}}})
+for line in lines:  # the answer to ask-big, then the end of stdin
+    answer = json.loads(line)
+    if answer.get("type") == "control_response":
+        print(json.dumps(answer), file=sys.stderr)
+        out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
+             "session_id": "s1"})
+"""
+
+
+async def test_an_ask_past_the_line_cap_is_denied_and_recorded(tmp_path: Path) -> None:
+    """An ask longer than the turn's line cap is skipped unread, but denied by the id read
+    from its start (not left to the turn's timeout), and the deny goes to the recorder."""
+    script = tmp_path / "oversized"
+    script.write_text(f"#!{sys.executable}\n{OVERSIZED_CLI}")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    replies: list[Reply] = []
+
+    async def on_reply(reply: Reply) -> None:
+        replies.append(reply)
+
+    res = await run_turn(
+        ClaudeCommand(prompt="p", binary=str(script), stream_input=True),
+        timeout=TIMEOUT,
+        kill_grace=1.0,
+        line_cap=64 * 1024,
+        conversation=Conversation("p", answering(lambda ask: allow()), on_reply=on_reply),
+    )
+    assert res.outcome.kind is TurnKind.CLAIMED_DONE, res.outcome
+    answer = json.loads(res.stderr_tail.strip().splitlines()[-1])
+    assert answer["response"]["request_id"] == "ask-big"
+    assert answer["response"]["response"]["behavior"] == "deny"
+    assert "too large" in answer["response"]["response"]["message"]
+    assert [(r.request_id, r.tool_name) for r in replies] == [("ask-big", "Write")]
+    assert res.duration_s < 5
+
+
 async def test_an_unreadable_ask_is_denied_not_left_hanging(tmp_path: Path) -> None:
     script = tmp_path / "garbling"
     script.write_text(f"#!{sys.executable}\n{GARBLING_CLI}")

@@ -481,10 +481,12 @@ class MalformedLine:
 
 @attrs.frozen
 class OversizedLine:
-    """A stdout line longer than the framer's cap; its bytes were skipped."""
+    """A stdout line longer than the framer's cap; its bytes were skipped but its start
+    (``excerpt``, decoded leniently)."""
 
     line_no: int
     size: int
+    excerpt: str = ""
 
 
 LineEvent: TypeAlias = Frame | MalformedLine | OversizedLine

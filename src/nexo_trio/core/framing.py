@@ -31,11 +31,18 @@ class Line(NamedTuple):
     data: bytes
 
 
+HEAD_BYTES = 256
+"""How much of an oversized line's start :class:`Oversized` keeps: enough for a reader to
+tell what the line was and answer it (a control request's type and id come first)."""
+
+
 class Oversized(NamedTuple):
-    """A line longer than the cap, of ``size`` bytes; they were skipped, never buffered."""
+    """A line longer than the cap, of ``size`` bytes; they were skipped, never buffered, but
+    its first :data:`HEAD_BYTES` (``head``)."""
 
     line_no: int
     size: int
+    head: bytes = b""
 
 
 Framed: TypeAlias = Line | Oversized
@@ -71,6 +78,7 @@ class LineFramer:
         self._held = 0  # the size of the line in progress held
         self._line_no = 0
         self._skipping = 0  # > 0 while discarding an oversized line: its size so far
+        self._head = b""  # the start of the line being skipped
 
     @property
     def lines_seen(self) -> int:
@@ -134,6 +142,8 @@ class LineFramer:
             return out
         if self._skipping:
             nl = data.find(b"\n")
+            if len(self._head) < HEAD_BYTES:  # the start of a line under a small cap
+                self._head += data[: min(len(data) if nl < 0 else nl, HEAD_BYTES - len(self._head))]
             if nl < 0:
                 self._skipping += len(data)
                 return out
@@ -161,7 +171,7 @@ class LineFramer:
         for piece in pieces:
             line_no += 1
             if len(piece) > cap:
-                out.append(Oversized(line_no, len(piece)))
+                out.append(Oversized(line_no, len(piece), piece[:HEAD_BYTES]))
             elif piece and not piece.isspace():
                 out.append(Line(line_no, piece))
         self._line_no = line_no
@@ -188,7 +198,9 @@ class LineFramer:
         past :data:`_SPOOLED` bytes, everything is gathered into one growing buffer."""
         self._held += len(piece)
         if self._held > self._cap:
-            # No newline within the cap: drop what we hold and skip to the next newline.
+            # No newline within the cap: drop what we hold (but its start) and skip to the
+            # next newline.
+            self._head = self._start(piece)
             self._skipping = self._held
             self._parts = []
             self._small = bytearray()
@@ -234,7 +246,22 @@ class LineFramer:
             del small
         return b"".join((*parts, last))
 
+    def _start(self, piece: bytes) -> bytes:
+        """The first :data:`HEAD_BYTES` of the line in progress, ``piece`` its last part."""
+        spool = self._spool
+        if spool is not None:
+            with spool.getbuffer() as view:
+                return bytes(view[:HEAD_BYTES])
+        head = bytearray()
+        parts: list[bytes | bytearray] = [*self._parts, self._small, piece]
+        for part in parts:
+            head += part[: HEAD_BYTES - len(head)]
+            if len(head) >= HEAD_BYTES:
+                break
+        return bytes(head)
+
     def _finish_oversized(self, size: int, out: list[Framed]) -> None:
         self._line_no += 1
         self._skipping = 0
-        out.append(Oversized(self._line_no, size))
+        head, self._head = self._head, b""
+        out.append(Oversized(self._line_no, size, head))

@@ -47,6 +47,7 @@ JsonObject = dict[str, Any]
 
 _CONTROL_REQUEST: Final = re.compile(r'"type"\s*:\s*"control_request"')
 _REQUEST_ID: Final = re.compile(r'"request_id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+_TOOL_NAME: Final = re.compile(r'"tool_name"\s*:\s*"([^"\\]{1,200})"')
 
 
 @attrs.frozen
@@ -237,10 +238,10 @@ class StdioControl:
         """The asks put to the decider and not answered yet, in order."""
         return list(self._asked.values())
 
-    def on_unreadable(self, excerpt: str) -> Reply | None:
-        """A line of the CLI's that is not JSON (its start, ``excerpt``): when it is a
-        ``control_request`` whose id can be read, a deny for that id, so that the ask is
-        not left hanging; else ``None``."""
+    def on_unreadable(self, excerpt: str, why: str = "unreadable control request") -> Reply | None:
+        """A line of the CLI's that cannot be read (not JSON, or past the line cap; its
+        start, ``excerpt``): when it is a ``control_request`` whose id can be read, a deny
+        for that id saying ``why``, so that the ask is not left hanging; else ``None``."""
         if _CONTROL_REQUEST.search(excerpt) is None:
             return None
         found = _REQUEST_ID.search(excerpt)
@@ -253,9 +254,9 @@ class StdioControl:
         if not request_id or request_id in self._answered or request_id in self._asked:
             return None
         self._answered.add(request_id)
-        why = "unreadable control request"
         message = success(request_id, deny_body(f"Permission denied: {why}"))
-        return Reply(message, why, request_id)
+        tool = _TOOL_NAME.search(excerpt)
+        return Reply(message, why, request_id, tool.group(1) if tool is not None else None)
 
     def on_cancel(self, request_id: object) -> ToolAsk | None:
         """A ``control_cancel_request`` of the CLI: it no longer waits for that ask's

@@ -34,6 +34,7 @@ from nexo_trio.core.events import (
     ControlRequest,
     Event,
     MalformedLine,
+    OversizedLine,
     Result,
     UnknownFrame,
     UserMessage,
@@ -188,10 +189,11 @@ class Conversation:
                         self._cancel(withdrawn)
             elif kind is MalformedLine:
                 assert isinstance(event, MalformedLine)
-                reply = self.control.on_unreadable(event.excerpt)
-                if reply is not None:
-                    log.warning("denied an unreadable control request: %s", event.error)
-                    self._put(encode_message(reply.message))
+                self._on_unreadable(event.excerpt, "unreadable control request", event.error)
+            elif kind is OversizedLine:
+                assert isinstance(event, OversizedLine)
+                why = f"control request too large ({event.size} bytes)"
+                self._on_unreadable(event.excerpt, why, why)
             elif kind is Result and not self.control.result_read:
                 for ask in self.control.on_result():
                     # The CLI ended the query that asked (our interrupt): not answered.
@@ -217,9 +219,20 @@ class Conversation:
             scope = self._deciding[got.request_id] = trio.CancelScope()
             self._start(self._decide, got, scope)
         elif isinstance(got, Reply):
-            self._put(encode_message(got.message))
-            if self._on_reply is not None:
-                self._start(self._on_reply, got)
+            self._reply(got)
+
+    def _on_unreadable(self, excerpt: str, why: str, detail: str) -> None:
+        """A line that cannot be read: if it is an ask whose id can be, deny it."""
+        reply = self.control.on_unreadable(excerpt, why)
+        if reply is not None:
+            log.warning("denied an unreadable control request: %s", detail)
+            self._reply(reply)
+
+    def _reply(self, reply: Reply) -> None:
+        """Write a reply the protocol's rules made, and have it recorded."""
+        self._put(encode_message(reply.message))
+        if self._on_reply is not None:
+            self._start(self._on_reply, reply)
 
     def _on_echo(self) -> None:
         self._echoes += 1

@@ -806,7 +806,7 @@ def _decode(items: list[Framed]) -> list[LineEvent]:
     append = out.append
     for item in items:
         if isinstance(item, Oversized):
-            append(OversizedLine(line_no=item.line_no, size=item.size))
+            append(OversizedLine(item.line_no, item.size, _excerpt(item.head)))
             continue
         line_no, data = item
         # parse_line, inlined for the common case: a JSON object orjson reads.
