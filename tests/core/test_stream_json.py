@@ -621,7 +621,7 @@ def test_decoder_reports_oversized_and_malformed_lines_and_goes_on() -> None:
     events += decoder.feed(b'{"type":"result","subtype":"success"}')
     events += decoder.close()
     assert [type(e) for e in events] == [RateLimitEvent, OversizedLine, MalformedLine, Result]
-    assert events[1] == OversizedLine(line_no=2, size=100)
+    assert events[1] == OversizedLine(line_no=2, size=100, excerpt="x" * 100)
     malformed = events[2]
     assert isinstance(malformed, MalformedLine)
     assert malformed.line_no == 3

@@ -15,7 +15,7 @@ import trio
 
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import DecisionMade, GoalEvent
-from nexo_trio.core.permission import Decision, PermissionRequest, allow, deny
+from nexo_trio.core.permission import Decision, PermissionRequest, allow, deny, input_digest
 from nexo_trio.core.stdio_control import StdioControl, ToolAsk
 from nexo_trio.gate.goal_gate import GoalGate
 from nexo_trio.gate.stdio_gate import answer_ask, permission_request
@@ -127,3 +127,24 @@ async def test_every_failure_is_a_deny_and_the_deny_is_what_is_recorded(
     [made] = decisions(events)
     assert made.outcome == sent.outcome.value
     assert why in (made.reason or "")
+
+
+def nested(depth: int) -> Any:
+    """A list ``depth`` deep: the stream's reader takes 1,024 levels, Python's encoder fewer."""
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_an_allow_too_deep_to_encode_is_a_deny_and_recorded_so(tmp_path: Path) -> None:
+    """An input the CLI could send but Python's encoder cannot write back (1,020 levels):
+    the allow becomes a deny, that deny is what is recorded, and its digest matches no
+    other input's (a cache can never reuse a decision for it)."""
+    deep = {"command": "ls", "deep": nested(1020)}
+    line, sent, events = await run_ask(tmp_path, "allow", deep)
+    assert line["response"]["response"]["behavior"] == "deny"
+    assert "the decision cannot be sent" in line["response"]["response"]["message"]
+    [made] = decisions(events)
+    assert (made.outcome, sent.outcome.value, sent.allowed) == ("unavailable",) * 2 + (False,)
+    assert input_digest("Bash", deep) != input_digest("Bash", deep)

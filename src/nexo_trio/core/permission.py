@@ -13,6 +13,7 @@ import enum
 import functools
 import hashlib
 import json
+import secrets
 from typing import Any
 
 import attrs
@@ -125,6 +126,13 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str
 
 
 def input_digest(tool_name: str, tool_input: dict[str, Any]) -> str:
-    """sha256 of the tool name and its canonical (sorted-keys) JSON input, 16 hex chars."""
-    canonical = _CANONICAL.encode([tool_name, tool_input])
+    """sha256 of the tool name and its canonical (sorted-keys) JSON input, 16 hex chars.
+
+    An input nested too deep to encode (the CLI's JSON reader takes more depth than
+    Python's encoder) gets a digest of its own, equal to no other: a cache never matches
+    it, so no decision made on another input is ever reused for it."""
+    try:
+        canonical = _CANONICAL.encode([tool_name, tool_input])
+    except RecursionError:
+        canonical = f"unencodable:{tool_name}:{secrets.token_hex(16)}"
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -255,8 +255,13 @@ class StdioControl:
             return None
         self._answered.add(request_id)
         message = success(request_id, deny_body(f"Permission denied: {why}"))
+        # An ask is recorded as a decision (its tool's name "" when it cannot be read).
         tool = _TOOL_NAME.search(excerpt)
-        return Reply(message, why, request_id, tool.group(1) if tool is not None else None)
+        if tool is not None:
+            name: str | None = tool.group(1)
+        else:
+            name = "" if '"can_use_tool"' in excerpt else None
+        return Reply(message, why, request_id, name)
 
     def on_cancel(self, request_id: object) -> ToolAsk | None:
         """A ``control_cancel_request`` of the CLI: it no longer waits for that ask's

@@ -61,7 +61,7 @@ def settle(control: StdioControl, ask: ToolAsk, decision: Decision) -> Answered:
     message = control.answer(ask, decision)
     try:
         return Answered(encode_message(message), decision)
-    except ValueError as exc:  # NaN or an infinity in the input: not JSON
+    except (ValueError, RecursionError) as exc:  # NaN, an infinity, too deep: not JSON
         log.warning("cannot send the decision on %s: %s", ask.tool_name, exc)
         failed = unavailable(f"gate error: the decision cannot be sent ({exc})", "gate")
         deny = success(ask.request_id, deny_body(deny_message(failed)))
