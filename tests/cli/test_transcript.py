@@ -19,6 +19,7 @@ from nexo_trio.testing import (
     api_error,
     bash,
     exit_with,
+    hang,
     init,
     result,
     text,
@@ -227,6 +228,25 @@ def test_the_raw_stream_replays_to_the_recorded_outcome(tmp_path: Path) -> None:
     assert r.exit_code == 0
     assert r.stderr == "note: the raw stream of turn 3, the goal's last\n"
     assert b'"result":"Fixed it."' in r.stdout_bytes
+
+
+def test_a_turn_the_engine_interrupted_replays_as_it_ended(tmp_path: Path) -> None:
+    """A stdio turn stopped by its deadline (our interrupt; the CLI ends the turn with an
+    error result): the copy marks where the stop began, so the raw stream replays to the
+    recorded timeout, not to the error its result frame says, and no hint is needed."""
+    s = make_setup(tmp_path, [turn(init(), hang()), RIGHT], config={"turn_timeout": "2s"})
+    assert invoke("run", s.goal(acceptance=CHECK), "--config", s.config).exit_code == 0
+    first = completed(s)[0]
+    assert (first["kind"], first["cause"], first["stop_actions"]) == (
+        "continue",
+        "timeout",
+        ["interrupt"],
+    )
+    replay, (transcript_err, replay_err) = raw_then_replay(s, 1)
+    assert (replay["outcome"]["kind"], replay["outcome"]["cause"]) == ("continue", "timeout")
+    assert replay["outcome"]["reason"] == first["reason"]
+    assert replay["session_id"] == first["session_id"]
+    assert (transcript_err, replay_err) == (b"", b"")
 
 
 def test_a_turn_judged_by_its_exit_says_how_to_replay_it(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from nexo_trio.core.events import (
     AssistantMessage,
+    Cancelled,
+    DeadlineHit,
     Event,
     StderrTail,
     StdoutClosed,
@@ -27,6 +29,8 @@ from nexo_trio.core.record import (
     Transcribing,
     kept_input,
     result_bytes,
+    stop_event,
+    stop_line,
     transcribe,
     truncation_line,
 )
@@ -187,3 +191,23 @@ def test_the_record_does_not_depend_on_how_frames_are_batched(
         if isinstance(b, TextBlock) and b.text
     ]
     assert [e.text for e in whole if isinstance(e, AssistantText)] == texts
+
+
+@given(
+    event=st.one_of(
+        st.builds(Cancelled, reason=st.text(max_size=40)),
+        st.builds(DeadlineHit, timeout_s=st.floats(min_value=0, max_value=1e9)),
+    )
+)
+def test_a_stop_line_reads_back_as_its_event(event: Cancelled | DeadlineHit) -> None:
+    """The raw copy's stop mark is one JSON line that ``replay`` reads back exactly."""
+    line = stop_line(event)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert stop_event(json.loads(line)) == event
+
+
+def test_a_stop_mark_of_another_shape_is_still_a_stop() -> None:
+    assert stop_event({"type": "nexo_turn_stopped"}) == Cancelled()
+    assert stop_event({"type": "nexo_turn_stopped", "why": "timeout"}) == Cancelled()
+    assert stop_event({"type": "result"}) is None

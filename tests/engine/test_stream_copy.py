@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import stat
@@ -45,3 +46,31 @@ async def test_a_full_disk_cuts_the_copy_once_and_quietly(
     await copy.aclose()
     assert copy.written == 0
     assert caplog.text.count("raw stream cut after 0 bytes") == 1
+
+
+@pytest.mark.parametrize("name", ["turn-1.ndjson", "turn-1.ndjson.gz"])
+async def test_a_mark_goes_between_whole_lines_of_the_stream(tmp_path: Path, name: str) -> None:
+    """A line of ours (a stop's mark) goes where the copy is when it comes, at a line end;
+    in the middle of a line, right after that line; at the end of a copy whose last line
+    never ended, after a newline of its own. The stream's own bytes are all kept."""
+    path = tmp_path / name
+    copy = await StreamCopy.open(path)
+    assert copy is not None
+    await copy.write(b'{"a":1}\n')
+    await copy.mark(b'{"mark":1}\n')  # at a line end: at once
+    await copy.write(b'{"b":')
+    await copy.mark(b'{"mark":2}\n')  # mid-line: after it
+    await copy.write(b'2}\n{"c":3}\n{"d"')
+    await copy.mark(b'{"mark":3}\n')  # the line never ends
+    await copy.aclose()
+    data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    assert data.splitlines() == [
+        b'{"a":1}',
+        b'{"mark":1}',
+        b'{"b":2}',
+        b'{"mark":2}',
+        b'{"c":3}',
+        b'{"d"',
+        b'{"mark":3}',
+    ]
+    assert copy.written == len(b'{"a":1}\n{"b":2}\n{"c":3}\n{"d"')

@@ -19,7 +19,7 @@ import click
 from nexo_trio.core.events import ProcessExited, StdoutClosed, UnknownFrame
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import TurnOutcome
-from nexo_trio.core.record import TRUNCATED_FRAME
+from nexo_trio.core.record import STOPPED_FRAME, TRUNCATED_FRAME, stop_event
 from nexo_trio.core.turn import INITIAL_STATE, classify, reduce
 from nexo_trio.wire.outcome_json import dumps, turn_outcome_to_json
 from nexo_trio.wire.stream_json import StreamDecoder
@@ -39,6 +39,8 @@ class StreamNotes:
     written up to then is read."""
     damaged: str | None = None
     """The compressed copy could not be read past some point: why."""
+    stop_marked: bool = False
+    """The copy marks where the engine began stopping the turn (a deadline, a cancel)."""
 
     def problems(self) -> list[str]:
         """What a person should know about the stream, one line each."""
@@ -116,15 +118,23 @@ def replay_stream(
 
     ``exit_code`` is the process's exit as a POSIX returncode (negative: killed by that
     signal); a recording that ends without a result frame is judged with it. ``notes``
-    gets what the reading found (a copy cut at its cap, one that ends early).
+    gets what the reading found (a copy cut at its cap, one that ends early). Where the
+    engine began stopping the turn (its deadline, a cancel: a line the orchestrator's copy
+    has), the engine's event is reduced there, so a turn ended by our interrupt reads as
+    it did live.
     """
     notes = notes if notes is not None else StreamNotes()
     decoder = StreamDecoder(line_cap)
     state = INITIAL_STATE
     for chunk in stream_chunks(stream, notes):
         for event in decoder.feed(chunk):
-            if isinstance(event, UnknownFrame) and event.type == TRUNCATED_FRAME:
-                notes.truncated = event.raw
+            if isinstance(event, UnknownFrame):
+                if event.type == TRUNCATED_FRAME:
+                    notes.truncated = event.raw
+                elif event.type == STOPPED_FRAME:
+                    # Where the engine began stopping the turn: its event, as live.
+                    state = reduce(state, stop_event(event.raw) or event)
+                    continue
             state = reduce(state, event)
     for event in decoder.close():
         state = reduce(state, event)

@@ -64,6 +64,7 @@ from nexo_trio.core.goal_events import (
     WorkspaceCleaned,
 )
 from nexo_trio.core.outcome import Cause
+from nexo_trio.core.record import STOPPED_FRAME
 from nexo_trio.gate.goal_gate import call_subject
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.store.base import LedgerEntry
@@ -78,7 +79,10 @@ EVIDENCE_LINES = 12
 """How many lines of a failed check's evidence a transcript shows (its last ones)."""
 ENGINE_CAUSES = frozenset({Cause.TIMEOUT, Cause.CANCELLED, Cause.GATE_UNAVAILABLE})
 """Outcomes the engine decided (a deadline, a stop, the gate's server) that a replay of the
-stream alone cannot see."""
+stream alone cannot see..."""
+STOP_CAUSES = frozenset({Cause.TIMEOUT, Cause.CANCELLED})
+"""...but for these when the copy marks where the engine began the stop (copies made since
+the mark exists do)."""
 EXIT_CAUSES = frozenset({Cause.EXIT_ERROR, Cause.INTERRUPTED})
 """Outcomes of a stream without a result frame, judged by how the CLI exited (a replay
 needs ``--exit-code``)."""
@@ -485,17 +489,24 @@ def _pick(chosen: list[Attempt]) -> Attempt:
     return (work or chosen)[-1]
 
 
+_STOP_MARK = f'"{STOPPED_FRAME}"'.encode()
+
+
 def write_raw(path: Path, out: Any) -> StreamNotes:
     """Copy the stream at ``path`` to ``out`` (a binary file), decompressed."""
     notes = StreamNotes()
+    tail = b""  # the end of the chunk before: a mark may span two chunks
     with path.open("rb") as f:
         for chunk in stream_chunks(f, notes):
             out.write(chunk)
+            if not notes.stop_marked:
+                notes.stop_marked = _STOP_MARK in tail + chunk
+                tail = chunk[-len(_STOP_MARK) :]
     out.flush()
     return notes
 
 
-def _replay_hints(attempt: Attempt) -> list[str]:
+def _replay_hints(attempt: Attempt, notes: StreamNotes) -> list[str]:
     """What ``replay`` needs to be told to judge the stream as the run did."""
     completed = attempt.completed
     if completed is None:
@@ -505,7 +516,9 @@ def _replay_hints(attempt: Attempt) -> list[str]:
         cause = Cause(completed.cause)
     except ValueError:
         cause = None
-    if cause in ENGINE_CAUSES:
+    if cause in STOP_CAUSES and notes.stop_marked:
+        pass  # the copy says where the engine stopped the turn: replay reads it so
+    elif cause in ENGINE_CAUSES:
         hints.append(
             f"the turn ended {completed.kind} ({completed.cause}) by the engine: a replay of "
             "the stream alone does not see that"
@@ -579,5 +592,5 @@ def transcript(
         return  # the reader had enough (`| head`)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    for note in [*notes.problems(), *_replay_hints(attempt)]:
+    for note in [*notes.problems(), *_replay_hints(attempt, notes)]:
         click.echo(f"note: {note}", err=True)

@@ -23,13 +23,15 @@ type check per event; only texts, tool uses and tool results do more.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
 from nexo_trio.core.events import (
     AssistantMessage,
+    Cancelled,
+    DeadlineHit,
     Event,
     SpawnFailed,
     StderrTail,
@@ -49,6 +51,10 @@ UNKNOWN_TOOL: Final = "(unknown)"
 """The name of a call whose result came without its tool use having been seen."""
 TRUNCATED_FRAME: Final = "nexo_stream_truncated"
 """The ``type`` of the line that ends a raw stream copy cut at its cap."""
+STOPPED_FRAME: Final = "nexo_turn_stopped"
+"""The ``type`` of the line a raw stream copy has where the engine began stopping the turn
+(its deadline, or a cancel): the stream alone does not say so, and ``replay`` must read
+the CLI's answer to our stop as the live run did."""
 
 
 @attrs.frozen
@@ -194,6 +200,27 @@ def _json_size(value: object) -> int:
         return _utf8_size(json.dumps(value, ensure_ascii=False, default=str))
     except (ValueError, RecursionError):
         return _utf8_size(str(value))
+
+
+def stop_line(event: Cancelled | DeadlineHit) -> bytes:
+    """The line a raw stream copy gets where the engine's ``event`` came."""
+    if isinstance(event, DeadlineHit):
+        frame: dict[str, object] = {"type": STOPPED_FRAME, "why": "timeout"}
+        frame["timeout_s"] = event.timeout_s
+    else:
+        frame = {"type": STOPPED_FRAME, "why": "cancelled", "reason": event.reason}
+    return json.dumps(frame).encode() + b"\n"
+
+
+def stop_event(frame: Mapping[str, object]) -> Cancelled | DeadlineHit | None:
+    """The engine's event a :data:`STOPPED_FRAME` line says (``None`` for another line)."""
+    if frame.get("type") != STOPPED_FRAME:
+        return None
+    timeout = frame.get("timeout_s")
+    if frame.get("why") == "timeout" and isinstance(timeout, int | float):
+        return DeadlineHit(timeout_s=float(timeout))
+    reason = frame.get("reason")
+    return Cancelled(reason=reason if isinstance(reason, str) else "cancelled")
 
 
 def truncation_line(kept_bytes: int, cap_bytes: int) -> bytes:

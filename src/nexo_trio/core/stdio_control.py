@@ -14,7 +14,8 @@ write; the engine's shell writes them and hands us what the CLI asked. Rules:
    name, an input that is not an object) is denied at once, without asking anyone.
 3. Any other control request of the CLI is answered at once with an error response naming
    its subtype: nothing the CLI asks is ever left hanging. A request line that is not even
-   JSON is denied by its id when the id can be read from its start.
+   JSON, or longer than the turn's line cap, is denied by its id when the id can be read
+   from its start.
 4. Our own requests (``initialize``, ``interrupt``) have ids ``nexo-N``; their responses are
    matched to them, and an error response is reported, not raised.
 5. Once the turn is ending (its result read, or it is being stopped) a new ask is denied

@@ -9,6 +9,11 @@ so that a copy whose writer was killed still reads up to its last chunk. At most
 after its last line end that fits, and the copy ends with a line of type
 :data:`~nexo_trio.core.record.TRUNCATED_FRAME` saying so (``replay`` reports it).
 
+Where the engine began stopping the turn (:meth:`StreamCopy.mark`), the copy has a line of
+type :data:`~nexo_trio.core.record.STOPPED_FRAME`, between the lines the turn's reader had
+read by then and the rest, so that ``replay`` reads the turn as the live run did (a line
+in progress then gets its mark after it ends).
+
 It is written from the turn's stdout reader through a worker thread (compression
 included: nothing blocks the event loop), mode 0600 in the state directory (never writable
 by a turn). A copy that cannot be written (a full disk) stops copying and says so once, in
@@ -53,6 +58,7 @@ class StreamCopy:
         self.dropped = 0
         """Bytes of the stream past the cap, not kept."""
         self._ends_line = True
+        self._marks = b""  # lines to put after the line in progress, once it ends
 
     @property
     def truncated(self) -> bool:
@@ -95,28 +101,48 @@ class StreamCopy:
             ends_line = data.endswith(b"\n") if data else self._ends_line
             end = (b"" if ends_line else b"\n") + truncation_line(kept, self.cap)
             log.warning("%s: raw stream cut at its cap, after %d bytes", self.path, kept)
+        payload = data
+        if self._marks and (nl := data.find(b"\n") + 1):
+            payload, self._marks = data[:nl] + self._marks + data[nl:], b""
+        await self._put(payload + end, len(data))
+
+    async def mark(self, line: bytes) -> None:
+        """Put ``line`` (ours, not the CLI's) after what was written so far: at once when
+        that ends a line, else after the line in progress."""
+        if self._fd is None or self.truncated:
+            return
+        if self._ends_line and not self._marks:
+            await self._put(line, 0)
+        else:
+            self._marks += line
+
+    async def _put(self, payload: bytes, kept: int) -> None:
+        """Write ``payload``: ``kept`` bytes of the stream, and any lines of ours."""
         try:
-            await trio.to_thread.run_sync(self._write, data, end)
+            await trio.to_thread.run_sync(self._write, payload)
         except OSError as exc:
             log.warning(
                 "%s: raw stream cut after %d bytes: %s", self.path, self.written, exc.strerror
             )
             await self.aclose()
             return
-        self.written += len(data)
-        if data:
-            self._ends_line = data.endswith(b"\n")
+        self.written += kept
+        if payload:
+            self._ends_line = payload.endswith(b"\n")
 
-    def _write(self, data: bytes, end: bytes) -> None:
+    def _write(self, payload: bytes) -> None:
         """Compress (when compressing) and write, in a worker thread."""
         assert self._fd is not None
-        payload = data + end
         if self._compressor is not None:
             payload = self._compressor.compress(payload) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
         _write_all(self._fd, payload)
 
     async def aclose(self) -> None:
         """End the compressed stream and close the file (shielded: it runs in cleanup)."""
+        if self._marks and self._fd is not None:  # the line in progress never ended
+            marks, self._marks = self._marks, b""
+            with trio.CancelScope(shield=True):
+                await self._put((b"" if self._ends_line else b"\n") + marks, 0)
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -50,6 +50,7 @@ nursery and closed with it, and the CLI runs behind the sandbox's relay
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import signal
@@ -75,6 +76,7 @@ from nexo_trio.core.events import (
 )
 from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import TurnOutcome
+from nexo_trio.core.record import stop_line
 from nexo_trio.core.sandbox import SandboxPlan, bwrap_argv
 from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce, reduce_all
 from nexo_trio.engine import netrelay
@@ -107,6 +109,8 @@ from nexo_trio.engine.stopping import (
 from nexo_trio.engine.stream_copy import StreamCopy
 from nexo_trio.wire.stream_json import StreamDecoder
 
+log = logging.getLogger("nexo_trio.engine")
+
 TURN_MARKER_VAR: Final = "NEXO_TRIO_TURN"
 """Set in the CLI's environment to a fresh id per turn (or the one the command's ``env``
 gives), so the turn's stray descendants can be recognised after the CLI is gone."""
@@ -116,6 +120,8 @@ SNAPSHOT_INTERVAL: Final = 1.0
 """How often the process tree is re-collected while the CLI runs."""
 BATCH_BUFFER: Final = 64
 """Batches the channel holds before the stdout reader waits (backpressure to the pipe)."""
+MARK_WAIT_S: Final = 1.0
+"""How long a stop waits to be marked in the raw copy in order (see ``_report_stop``)."""
 
 EventsCallback = Callable[[TurnState, Sequence[Event]], Awaitable[None]]
 """Called after each batch of events is reduced, with the new state and the batch."""
@@ -473,6 +479,10 @@ class _Run:
         self.stderr_done = trio.Event()
         self.stopping = False
         self.send, self.receive = trio.open_memory_channel[Sequence[Event]](BATCH_BUFFER)
+        self._in_order = trio.StrictFIFOLock()
+        """Held from a stdout chunk's copy to its batch's send, and from a stop's mark in
+        the copy to its event's send: the raw copy then has the stop where the reducer
+        had it."""
 
     async def supervise(self) -> TurnState:
         try:
@@ -567,11 +577,12 @@ class _Run:
                     chunk = await stdout.receive_some(READ_CHUNK)
                     if not chunk:
                         break
-                    if self.copy is not None:
-                        await self.copy.write(chunk)
-                    batch = self.decoder.feed(chunk)
-                    if batch:
-                        await send.send(batch)
+                    async with self._in_order:
+                        if self.copy is not None:
+                            await self.copy.write(chunk)
+                        batch = self.decoder.feed(chunk)
+                        if batch:
+                            await send.send(batch)
             except trio.ClosedResourceError:
                 pass  # the exit watchdog gave up on a pipe a descendant held open
             self.stdout_closed.set()
@@ -645,7 +656,7 @@ class _Run:
             now = trio.current_time()
             if "deadline" not in fired and now >= self.deadline:
                 fired.add("deadline")
-                await self.send.send([DeadlineHit(timeout_s=self.timeout)])
+                await self._report_stop(self.send, DeadlineHit(timeout_s=self.timeout))
                 nursery.start_soon(self._stop_process)
             if "gate" not in fired and self.gate_failed.is_set():
                 fired.add("gate")
@@ -693,8 +704,23 @@ class _Run:
     async def _watch_stop(self, stop: trio.Event) -> None:
         async with self.send.clone() as send:
             await stop.wait()
-            await send.send([Cancelled(reason="stop requested")])
+            await self._report_stop(send, Cancelled(reason="stop requested"))
         await self._stop_process()
+
+    async def _report_stop(
+        self, send: trio.MemorySendChannel[Sequence[Event]], event: Cancelled | DeadlineHit
+    ) -> None:
+        """Send the engine's stop ``event``, marked at the same place in the raw copy (for
+        ``replay``). The wait for the reader is bounded: a copy stuck on its disk never
+        holds up a stop (the copy then goes without the mark, logged)."""
+        if self.copy is not None:
+            with trio.move_on_after(MARK_WAIT_S):
+                async with self._in_order:
+                    await self.copy.mark(stop_line(event))
+                    await send.send([event])
+                    return
+            log.warning("the raw stream copy has no mark of the turn's stop: its writer lags")
+        await send.send([event])
 
     async def _give_up_stdout(self) -> None:
         """Stop listening to a stdout that a descendant keeps open after the CLI exited:
