@@ -106,6 +106,28 @@ def test_a_held_lock_names_its_holder_until_released(tmp_path: Path) -> None:
     assert (lock_path(tmp_path, "g1").parent.stat().st_mode & 0o777) == 0o700
 
 
+def test_a_released_lock_is_free_while_a_child_still_shares_its_file(tmp_path: Path) -> None:
+    """A child forked as the lock is let go (a turn's spawn, between its fork and its exec)
+    shares the lock's open file; the release frees the lock anyway, not at that child's
+    exec. The child here keeps the descriptor for as long as it runs."""
+    lock = try_acquire(tmp_path, "g1")
+    fd = lock._fd
+    assert fd is not None
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        pass_fds=(fd,),
+    )
+    try:
+        lock.release_sync()
+        assert goal_runner(tmp_path, "g1") is None
+        try_acquire(tmp_path, "g1").release_sync()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
 def test_a_goal_never_locked_has_no_runner_and_the_probe_creates_nothing(tmp_path: Path) -> None:
     assert goal_runner(tmp_path / "state", "g1") is None
     assert not (tmp_path / "state").exists()

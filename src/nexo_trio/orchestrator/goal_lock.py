@@ -81,7 +81,7 @@ class GoalLock:
         """Let go of the lock (idempotent; blocking, but a close of a regular file)."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # closing the only descriptor of the open file drops its flock
+            _unlock_and_close(fd)
 
     async def release(self) -> None:
         """Let go of the lock, off the event loop, even when cancelled."""
@@ -104,7 +104,7 @@ def try_acquire(state_dir: Path, goal_id: str, *, now: float | None = None) -> G
                 return GoalLock(goal_id, path, fd, holder)
             found = _live_holder(fd)
         except BaseException:
-            os.close(fd)
+            _unlock_and_close(fd)
             raise
         os.close(fd)
         # Taken: by a live holder (say so), or by a probe or a holder still writing its
@@ -139,7 +139,7 @@ def goal_runner(state_dir: Path, goal_id: str) -> LockHolder | None:
                 return None
             found = _live_holder(fd)
         finally:
-            os.close(fd)
+            _unlock_and_close(fd)
         if found is not None:
             return found
         if time.monotonic() >= deadline:
@@ -170,6 +170,17 @@ def _flock(fd: int, kind: int) -> bool:
             return False
         raise
     return True
+
+
+def _unlock_and_close(fd: int) -> None:
+    """Let go of ``fd``'s lock, then close it. Unlocked first: a child being forked at this
+    moment (a turn's spawn, between its fork and its exec) shares the open file, and a
+    close alone would leave the lock held until that child's exec; an unlock frees the open
+    file's lock, whoever else has it open."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _hold(fd: int, now: float | None) -> LockHolder:
