@@ -795,6 +795,10 @@ async def test_a_sigkill_of_the_supervisor_leaves_nothing_of_the_turn(tmp_path: 
             while not (tmp_path / "ready").exists():  # noqa: ASYNC110
                 await trio.sleep(0.02)
         fake_path = str(tmp_path / "fake")
+        # The daemon's sh forks its sleep on its own time, maybe after "ready": wait for it.
+        with trio.move_on_after(5):
+            while len(psutil.Process(supervisor.pid).children(recursive=True)) < 5:  # noqa: ASYNC110
+                await trio.sleep(0.02)
         turn_procs = psutil.Process(supervisor.pid).children(recursive=True)
         assert "bwrap" in {p.name() for p in turn_procs}
         assert marked(marker)  # the daemon runs, in a session of its own, env scrubbed

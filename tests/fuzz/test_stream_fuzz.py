@@ -38,7 +38,7 @@ from nexo_trio.core.framing import DEFAULT_LINE_CAP
 from nexo_trio.core.outcome import Cause, TurnKind, TurnOutcome
 from nexo_trio.core.turn import INITIAL_STATE, TurnState, classify, reduce
 from nexo_trio.wire.outcome_json import dumps, turn_outcome_from_json, turn_outcome_to_json
-from nexo_trio.wire.stream_json import StreamDecoder, parse_line
+from nexo_trio.wire.stream_json import EXCERPT_BYTES, StreamDecoder, parse_line
 from tests.conftest import FIXTURES
 from tests.core.strategies import engine_events, frame_objects, split_at
 from tests.fuzz.profile import count, examples
@@ -152,7 +152,8 @@ def expected_events(data: bytes, cap: int) -> list[LineEvent]:
     out: list[LineEvent] = []
     for line_no, line in enumerate(lines, start=1):
         if len(line) > cap:
-            out.append(OversizedLine(line_no=line_no, size=len(line)))
+            start = line[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+            out.append(OversizedLine(line_no=line_no, size=len(line), excerpt=start))
         elif line and not line.isspace():
             out.append(parse_line(line_no, line))
     return out
