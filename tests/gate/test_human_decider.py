@@ -287,6 +287,22 @@ def test_bad_settings_are_refused() -> None:
         HumanDecider(deadline_s=1, max_pending=0)
 
 
+async def test_the_cli_s_own_check_is_on_the_question(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On stdio the CLI says where its own check stopped: the person sees it, after any
+    other note, made printable."""
+    decider = human(context=lambda r: "rules: unknown")
+    asked = request(blocked_path="/etc/x\x1b[2J", cli_reason="outside the allowed dirs")
+    async with deciding(decider, asked):
+        (question,) = decider.pending()
+        assert question.context == (
+            "rules: unknown; Claude Code's check: it stopped at the path /etc/x\\x1b[2J; "
+            "it says: outside the allowed dirs"
+        )
+        decider.answer(question.id, True, None, "x")
+
+
 async def test_the_note_on_a_question(autojump_clock: trio.testing.MockClock) -> None:
     decider = human(context=lambda r: f"classified: {r.tool_name}")
     async with deciding(decider, request()):

@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -226,6 +227,18 @@ async def test_cancellation_propagates() -> None:
         await decider.decide(request())
         pytest.fail("decide returned under cancellation")
     assert scope.cancelled_caught
+
+
+def test_the_prompt_shows_the_cli_s_own_check_only_when_it_said_something() -> None:
+    decider = LlmDecider(client=None)  # type: ignore[arg-type]  # the prompt needs none
+    asked = attrs.evolve(request(), blocked_path="/etc/passwd", cli_reason="outside the dirs")
+    prompt = decider.build_prompt(asked)
+    assert (
+        "Claude Code's own permission check on this call: it stopped at the path "
+        "/etc/passwd; it says: outside the dirs"
+    ) in prompt
+    assert prompt.index("Input (JSON") < prompt.index("own permission check")
+    assert "permission check" not in decider.build_prompt(request())
 
 
 async def test_the_prompt(api: ScriptedMessagesAPI) -> None:

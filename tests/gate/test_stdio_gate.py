@@ -148,3 +148,49 @@ async def test_an_allow_too_deep_to_encode_is_a_deny_and_recorded_so(tmp_path: P
     [made] = decisions(events)
     assert (made.outcome, sent.outcome.value, sent.allowed) == ("unavailable",) * 2 + (False,)
     assert input_digest("Bash", deep) != input_digest("Bash", deep)
+
+
+async def test_the_decider_sees_what_the_cli_s_own_check_said(tmp_path: Path) -> None:
+    """The ask's ``blocked_path`` and ``decision_reason`` reach the decider's request,
+    through the goal gate's admission."""
+    seen: list[PermissionRequest] = []
+
+    class Seeing:
+        name = "seeing"
+
+        async def decide(self, request: PermissionRequest) -> Decision:
+            seen.append(request)
+            return deny("no", self.name)
+
+    async def emit(event: GoalEvent) -> None:
+        return None
+
+    gate = GoalGate(
+        Goal(id=GOAL_ID, description="d"),
+        workspace=str(tmp_path),
+        decider=Seeing(),
+        emit=emit,
+        timeout_s=10.0,
+        current_turn=lambda: 1,
+    )
+    token = gate.begin_turn()
+    control = StdioControl("p")
+    ask = control.on_request(
+        "r1",
+        "can_use_tool",
+        {
+            "tool_name": "Write",
+            "input": {"file_path": "/etc/x", "content": ""},
+            "blocked_path": "/etc/x",
+            "decision_reason": "outside the working directories",
+        },
+    )
+    assert isinstance(ask, ToolAsk)
+    call = gate.admit(permission_request(GOAL_ID, ask), token=token)
+    await answer_ask(call, control, ask, timeout_s=1.0)
+    [request] = seen
+    assert (request.blocked_path, request.cli_reason) == (
+        "/etc/x",
+        "outside the working directories",
+    )
+    assert request.workspace == str(tmp_path)

@@ -47,6 +47,11 @@ class PermissionRequest:
     """The goal's own scratch directory (its turns' ``TMPDIR``), when it has one."""
     confined: bool = False
     """The turn runs in a sandbox that bounds what any command can write."""
+    blocked_path: str | None = None
+    """The path the CLI's own permission check stopped at, when it says (the ``stdio``
+    transport's asks do; ``mcp`` ones never)."""
+    cli_reason: str | None = None
+    """Why the CLI asks, in its own words, when it says (``stdio`` only)."""
 
     @functools.cached_property
     def digest(self) -> str:
@@ -123,6 +128,21 @@ def deny_message(decision: Decision) -> str:
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 """``json.dumps(..., sort_keys=True, separators=(",", ":"), default=str)``, made once."""
+
+
+CLI_NOTE_CHARS = 500
+"""The most characters of each part of :func:`cli_note` (they come from the turn)."""
+
+
+def cli_note(request: PermissionRequest) -> str | None:
+    """What the CLI's own check said about ``request``, for a decider's prompt (``None``
+    when it said nothing). It is the turn's data, as untrusted as the input."""
+    parts = []
+    if request.blocked_path:
+        parts.append(f"it stopped at the path {request.blocked_path[:CLI_NOTE_CHARS]}")
+    if request.cli_reason:
+        parts.append(f"it says: {request.cli_reason[:CLI_NOTE_CHARS]}")
+    return "; ".join(parts) if parts else None
 
 
 def input_digest(tool_name: str, tool_input: dict[str, Any]) -> str:

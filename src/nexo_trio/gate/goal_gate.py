@@ -122,6 +122,8 @@ class GoalGate:
                 goal_description=self.goal.description,
                 scratch=self.scratch,
                 confined=self.confined,
+                blocked_path=request.blocked_path,
+                cli_reason=request.cli_reason,
             ),
             from_current_turn=current,
             # An orphan's request was asked by none of this run's turns.

@@ -46,6 +46,7 @@ from nexo_trio.core.permission import (
     Decision,
     DecisionOutcome,
     PermissionRequest,
+    cli_note,
     deny,
 )
 from nexo_trio.gate.decider import Decider, close_decider
@@ -187,6 +188,10 @@ class HumanDecider:
         """Ask, wait for an answer, and return it; a deny when nobody answers in time."""
         if context is None:
             context = self._note_for(request)
+        cli = cli_note(request)
+        if cli is not None:
+            cli = f"Claude Code's check: {cli}"
+            context = f"{context}; {cli}" if context else cli
         if len(self._pending) >= self.max_pending:
             return deny(
                 f"Permission denied: {self.max_pending} questions are already waiting for a "

@@ -34,6 +34,7 @@ from nexo_trio.core.permission import (
     Decision,
     DecisionOutcome,
     PermissionRequest,
+    cli_note,
     unavailable,
 )
 from nexo_trio.core.settings import LlmSettings
@@ -378,6 +379,10 @@ class LlmDecider:
             shown + ("\n[... truncated]" if cut else ""),
             "",
         ]
+        note = cli_note(request)
+        if note is not None:
+            # From the turn, like the input: shown as data, after it, never as instructions.
+            lines += [f"Claude Code's own permission check on this call: {note}", ""]
         recent = self.history(request.goal_id)
         if recent:
             lines.append("Recent decisions for this goal (oldest first, newest last):")

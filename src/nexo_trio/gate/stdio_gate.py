@@ -48,9 +48,15 @@ class Answered:
 
 
 def permission_request(goal_id: str, ask: ToolAsk) -> PermissionRequest:
-    """The gate's request for a stdio ask (the goal's context is added on admission)."""
+    """The gate's request for a stdio ask (the goal's context is added on admission),
+    with what the CLI's own check said (for the deciders that show it)."""
     return PermissionRequest(
-        goal_id=goal_id, tool_name=ask.tool_name, input=ask.input, tool_use_id=ask.tool_use_id
+        goal_id=goal_id,
+        tool_name=ask.tool_name,
+        input=ask.input,
+        tool_use_id=ask.tool_use_id,
+        blocked_path=ask.blocked_path,
+        cli_reason=ask.decision_reason,
     )
 
 
