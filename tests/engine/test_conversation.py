@@ -221,13 +221,28 @@ async def test_a_message_mid_turn_is_delivered_once_echoed(
     assert not conversation.say("too late")  # the turn is over
 
 
-RACING_CLI = """\
+CLI_HEAD = """\
 import json, sys
 def out(obj):
     sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
 lines = iter(sys.stdin)
 next(lines); next(lines)  # initialize, the prompt
 out({"type": "system", "subtype": "init", "session_id": "s1"})
+"""
+"""The start of each scripted CLI below: it takes our opening lines and says its init."""
+
+
+def scripted_cli(tmp_path: Path, name: str, script: str) -> Path:
+    """An executable CLI playing ``script`` (Python)."""
+    path = tmp_path / name
+    path.write_text(f"#!{sys.executable}\n{script}")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+RACING_CLI = (
+    CLI_HEAD
+    + """\
 out({"type": "assistant", "session_id": "s1", "message": {"id": "m1", "role": "assistant",
      "content": [{"type": "text", "text": "One."}]}})
 next(lines)  # the operator's message: it came too late for this query
@@ -236,6 +251,7 @@ out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.
 for _ in lines:  # it would run the message as a query of its own
     pass
 """
+)
 
 
 async def test_a_message_that_races_the_result_is_undelivered_and_the_cli_stopped(
@@ -244,9 +260,7 @@ async def test_a_message_that_races_the_result_is_undelivered_and_the_cli_stoppe
     """Written while the CLI ends its query (it prints its result without taking it): it
     is reported undelivered (the goal keeps it for the next turn), and the CLI, which
     would run it as a query of its own, is stopped at once."""
-    script = tmp_path / "racing"
-    script.write_text(f"#!{sys.executable}\n{RACING_CLI}")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    script = scripted_cli(tmp_path, "racing", RACING_CLI)
     conversation = Conversation("p", answering(lambda ask: allow()))
 
     async def on_events(state: Any, batch: Any) -> None:
@@ -371,13 +385,9 @@ async def test_the_recorded_mid_turn_message_replays_as_delivered() -> None:
     assert state.result.subtype == "success"
 
 
-WITHDRAWING_CLI = """\\
-import json, sys
-def out(obj):
-    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
-lines = iter(sys.stdin)
-next(lines); next(lines)  # initialize, the prompt
-out({"type": "system", "subtype": "init", "session_id": "s1"})
+WITHDRAWING_CLI = (
+    CLI_HEAD
+    + """\
 out({"type": "control_request", "request_id": "ask-1", "request": {
      "subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}})
 out({"type": "control_cancel_request", "request_id": "ask-1"})
@@ -386,12 +396,11 @@ out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.
 for _ in lines:
     pass
 """
+)
 
 
 async def test_an_ask_the_cli_withdraws_stops_being_decided(tmp_path: Path) -> None:
-    script = tmp_path / "withdrawing"
-    script.write_text(f"#!{sys.executable}\n{WITHDRAWING_CLI}")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    script = scripted_cli(tmp_path, "withdrawing", WITHDRAWING_CLI)
     cancelled = trio.Event()
 
     async def slow(control: StdioControl, ask: ToolAsk) -> bytes:
@@ -413,13 +422,9 @@ async def test_an_ask_the_cli_withdraws_stops_being_decided(tmp_path: Path) -> N
     assert res.stop_actions == ()
 
 
-GARBLING_CLI = """\\
-import json, sys
-def out(obj):
-    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
-lines = iter(sys.stdin)
-next(lines); next(lines)  # initialize, the prompt
-out({"type": "system", "subtype": "init", "session_id": "s1"})
+GARBLING_CLI = (
+    CLI_HEAD
+    + """\
 sys.stdout.write('{"type":"control_request","request_id":"ask-9","request":{"input":NaN}}\\n')
 sys.stdout.flush()
 for line in lines:  # the answer to ask-9, then the end of stdin
@@ -429,15 +434,12 @@ for line in lines:  # the answer to ask-9, then the end of stdin
         out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
              "session_id": "s1"})
 """
+)
 
 
-OVERSIZED_CLI = """\\
-import json, sys
-def out(obj):
-    sys.stdout.write(json.dumps(obj) + "\\n"); sys.stdout.flush()
-lines = iter(sys.stdin)
-next(lines); next(lines)  # initialize, the prompt
-out({"type": "system", "subtype": "init", "session_id": "s1"})
+OVERSIZED_CLI = (
+    CLI_HEAD
+    + """\
 out({"type": "control_request", "request_id": "ask-big", "request": {
     "subtype": "can_use_tool", "tool_name": "Write",
     "input": {"file_path": "/tmp/x", "content": "x" * 200_000}}})
@@ -448,14 +450,13 @@ for line in lines:  # the answer to ask-big, then the end of stdin
         out({"type": "result", "subtype": "success", "is_error": False, "result": "Done.",
              "session_id": "s1"})
 """
+)
 
 
 async def test_an_ask_past_the_line_cap_is_denied_and_recorded(tmp_path: Path) -> None:
     """An ask longer than the turn's line cap is skipped unread, but denied by the id read
     from its start (not left to the turn's timeout), and the deny goes to the recorder."""
-    script = tmp_path / "oversized"
-    script.write_text(f"#!{sys.executable}\n{OVERSIZED_CLI}")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    script = scripted_cli(tmp_path, "oversized", OVERSIZED_CLI)
     replies: list[Reply] = []
 
     async def on_reply(reply: Reply) -> None:
@@ -478,9 +479,7 @@ async def test_an_ask_past_the_line_cap_is_denied_and_recorded(tmp_path: Path) -
 
 
 async def test_an_unreadable_ask_is_denied_not_left_hanging(tmp_path: Path) -> None:
-    script = tmp_path / "garbling"
-    script.write_text(f"#!{sys.executable}\n{GARBLING_CLI}")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    script = scripted_cli(tmp_path, "garbling", GARBLING_CLI)
     res = await run_turn(
         ClaudeCommand(prompt="p", binary=str(script), stream_input=True),
         timeout=TIMEOUT,

@@ -57,9 +57,11 @@ class Scripted:
         return None
 
 
-async def run_ask(
-    tmp_path: Path, behaviour: str, tool_input: dict[str, Any] | None = None
+async def ask_through_a_gate(
+    tmp_path: Path, decider: Any, request: dict[str, Any]
 ) -> tuple[dict[str, Any], Decision, list[GoalEvent]]:
+    """One ``can_use_tool`` ask (its ``request``) through a goal gate on ``decider``: the
+    line answering it, the decision it says, and the goal's events."""
     events: list[GoalEvent] = []
 
     async def emit(event: GoalEvent) -> None:
@@ -68,23 +70,27 @@ async def run_ask(
     gate = GoalGate(
         Goal(id=GOAL_ID, description="d"),
         workspace=str(tmp_path),
-        decider=Scripted(behaviour),
+        decider=decider,
         emit=emit,
         timeout_s=10.0,
         current_turn=lambda: 1,
     )
     token = gate.begin_turn()
     control = StdioControl("p")
-    ask = control.on_request(
-        "r1",
-        "can_use_tool",
-        {"tool_name": "Bash", "input": tool_input or {"command": "ls"}, "tool_use_id": "tu1"},
-    )
+    ask = control.on_request("r1", "can_use_tool", request)
     assert isinstance(ask, ToolAsk)
     call = gate.admit(permission_request(GOAL_ID, ask), token=token)
     answered = await answer_ask(call, control, ask, timeout_s=0.3)
     assert control.waiting == []
     return json.loads(answered.line), answered.sent, events
+
+
+async def run_ask(
+    tmp_path: Path, behaviour: str, tool_input: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Decision, list[GoalEvent]]:
+    """An ask of ``Bash`` with ``tool_input`` through a :class:`Scripted` decider."""
+    request = {"tool_name": "Bash", "input": tool_input or {"command": "ls"}, "tool_use_id": "tu1"}
+    return await ask_through_a_gate(tmp_path, Scripted(behaviour), request)
 
 
 def decisions(events: list[GoalEvent]) -> list[DecisionMade]:
@@ -162,32 +168,13 @@ async def test_the_decider_sees_what_the_cli_s_own_check_said(tmp_path: Path) ->
             seen.append(request)
             return deny("no", self.name)
 
-    async def emit(event: GoalEvent) -> None:
-        return None
-
-    gate = GoalGate(
-        Goal(id=GOAL_ID, description="d"),
-        workspace=str(tmp_path),
-        decider=Seeing(),
-        emit=emit,
-        timeout_s=10.0,
-        current_turn=lambda: 1,
-    )
-    token = gate.begin_turn()
-    control = StdioControl("p")
-    ask = control.on_request(
-        "r1",
-        "can_use_tool",
-        {
-            "tool_name": "Write",
-            "input": {"file_path": "/etc/x", "content": ""},
-            "blocked_path": "/etc/x",
-            "decision_reason": "outside the working directories",
-        },
-    )
-    assert isinstance(ask, ToolAsk)
-    call = gate.admit(permission_request(GOAL_ID, ask), token=token)
-    await answer_ask(call, control, ask, timeout_s=1.0)
+    ask = {
+        "tool_name": "Write",
+        "input": {"file_path": "/etc/x", "content": ""},
+        "blocked_path": "/etc/x",
+        "decision_reason": "outside the working directories",
+    }
+    await ask_through_a_gate(tmp_path, Seeing(), ask)
     [request] = seen
     assert (request.blocked_path, request.cli_reason) == (
         "/etc/x",
