@@ -214,3 +214,18 @@ def test_a_fresh_worktree_goes_on_from_the_ledgers_last_commit() -> None:
     cleaned = WorkspaceCleaned("g", ("worktree",), by="me")
     assert commit_after(started(1, SHA1), completed(1, SHA2), cleaned) is None
     assert commit_after(started(1, SHA1), GoalRestarted("g")) is None
+
+
+def test_a_kept_worktree_is_put_back_only_when_the_ledger_moved_on_elsewhere() -> None:
+    state = fold(
+        [GoalStarted("g", "d", "/w"), started(1, SHA1), completed(1, SHA2)], initial_state("g")
+    )
+    # This host last knew the ledger at SHA2: the worktree goes on as it is.
+    assert resume_point(state, fresh=False, remembered=SHA2) is None
+    # It last knew SHA1: the goal ran elsewhere since (A, B, then A again).
+    assert resume_point(state, fresh=False, remembered=SHA1) == SHA2
+    # Nothing remembered (a worktree from before hosts remembered): as it is.
+    assert resume_point(state, fresh=False, remembered=None) is None
+    # A ledger that knows no commit (cleaned, restarted) puts nothing back.
+    bare = fold([GoalStarted("g", "d", "/w")], initial_state("g"))
+    assert resume_point(bare, fresh=False, remembered=SHA1) is None

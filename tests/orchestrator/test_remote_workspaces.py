@@ -299,6 +299,84 @@ async def test_a_goal_goes_on_on_another_worker_from_its_last_checkpoint(
     assert (here / "mine.txt").exists()
 
 
+async def test_a_goal_back_on_a_worker_after_running_elsewhere_goes_on_from_there(
+    h: Harness, remote: Remote
+) -> None:
+    """A, then B, then A again: A's worktree, left behind (with a file of a turn it never
+    finished), is not run on as it was. Its files are set aside on a ref (on the remote
+    too), its branch fast-forwarded to the commit made on B, and it is put back at the
+    ledger's last commit, B's; the goal goes on from there."""
+
+    async def makes_a(cwd: Path) -> TurnOutcome:
+        (cwd / "a.txt").write_text("a\n")
+        return DONE
+
+    async def commits_b(cwd: Path) -> TurnOutcome:
+        (cwd / "b.txt").write_text("b\n")
+        env = git_env(os.environ)
+        await trio.run_process(["git", "-C", str(cwd), "add", "b.txt"], env=env)
+        await trio.run_process(
+            ["git", "-c", "user.name=T", "-c", "user.email=t@e", "-C", str(cwd), "commit",
+             "-q", "-m", "b"],
+            env=env,
+        )  # fmt: skip
+        return DONE
+
+    async def makes_c(cwd: Path) -> TurnOutcome:
+        assert (cwd / "b.txt").read_text() == "b\n"  # B's work is here
+        assert not (cwd / "stale.txt").exists()
+        (cwd / "c.txt").write_text("c\n")
+        return DONE
+
+    store = MemoryStore()
+    abc = ShellCheck(command="test -f a.txt && test -f b.txt && test -f c.txt", label="abc")
+    goal = goal_of(remote.url, acceptance=(abc,), budget=Budget(max_turns=1))
+    runner = WorkspaceRunner([makes_a, commits_b, makes_c])
+    outcome = await run_on(h, worker(h, "a"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.BUDGET_EXHAUSTED, outcome.reason
+    at_a = h.root / "a" / "workspaces" / "g1"
+    (at_a / "stale.txt").write_text("a turn A never finished\n")
+    a_end = of(await ledger(store), AttemptCompleted)[-1].after
+
+    goal = attrs.evolve(goal, budget=Budget(max_turns=2))
+    outcome = await run_on(h, worker(h, "b"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.BUDGET_EXHAUSTED, outcome.reason
+    at_b = h.root / "b" / "workspaces" / "g1"
+    b_head = head(at_b)
+    b_end = of(await ledger(store), AttemptCompleted)[-1].after
+    assert b_end is not None
+
+    goal = attrs.evolve(goal, budget=Budget(max_turns=3))
+    outcome = await run_on(h, worker(h, "a"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.DONE, outcome.reason
+    events = await ledger(store)
+    # B's worktree, made fresh, at A's end; A's, left behind, at B's end.
+    assert [e.sha for e in of(events, WorkspaceRestored)] == [a_end, b_end]
+    third_run = [i for i, kind in enumerate(kinds(events)) if kind == "goal_started"][2]
+    assert kinds(events)[third_run + 1 : third_run + 4] == [
+        "workspace_warning",
+        "workspace_restored",
+        "attempt_started",
+    ]
+    (warned,) = [w for w in of(events, WorkspaceWarning) if "ran elsewhere" in w.message]
+    assert "refs/nexo/g1/2-left" in warned.message
+    left = git(at_a, "rev-parse", "refs/nexo/g1/2-left").strip()
+    assert git(at_a, "show", f"{left}:stale.txt") == "a turn A never finished\n"
+    assert remote.ref("refs/nexo/g1/2-left") == left  # seen from every host
+    assert git(at_a, "merge-base", "--is-ancestor", b_head, "HEAD") == ""  # fast-forwarded
+    assert (at_a / "a.txt").exists()
+    assert (at_a / "c.txt").exists()
+    assert not [w for w in of(events, WorkspaceWarning) if w.message.startswith("pushing")]
+    assert remote.ref("refs/heads/nexo/g1") == head(at_a)
+
+    # Once more on A: the ledger is where A left it, so the worktree goes on as it is.
+    (at_a / "mine.txt").write_text("kept\n")
+    outcome = await run_on(h, worker(h, "a"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.DONE
+    assert len(of(await ledger(store), WorkspaceRestored)) == 2
+    assert (at_a / "mine.txt").exists()
+
+
 async def test_a_push_that_fails_is_a_warning_and_a_missing_commit_leaves_the_branch(
     h: Harness, remote: Remote
 ) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "git_argv",
     "git_env",
     "goal_id_problem",
+    "left_ref",
     "neutral_argv",
     "neutral_config_text",
     "parse_checkpoints",
@@ -331,6 +332,12 @@ def checkpoint_ref(goal_id: str, turn: int, *, after: bool = False) -> str:
     if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
         raise ValueError(f"a turn is an int >= 0: {turn!r}")
     return f"{checkpoint_prefix(goal_id)}{turn}{'-after' if after else ''}"
+
+
+def left_ref(goal_id: str, turn: int) -> str:
+    """``refs/nexo/<goal>/<turn>-left``: a worktree as this host had left it, set aside
+    when the goal came back after running elsewhere (not a checkpoint: not listed)."""
+    return f"{checkpoint_ref(goal_id, turn)}-left"
 
 
 def checkpoint_message(goal_id: str, turn: int, *, after: bool = False) -> str:

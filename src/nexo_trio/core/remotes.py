@@ -20,7 +20,10 @@ elsewhere is left to the people). A push that fails is a warning, never the goal
 
 A goal whose worktree is made fresh on a host while its ledger knows the workspace at a
 commit (:attr:`~nexo_trio.core.goal_machine.GoalState.workspace_commit`: it ran elsewhere)
-goes on from that commit's files (:func:`resume_point`).
+goes on from that commit's files (:func:`resume_point`); so does a goal that comes back to
+a host whose worktree of it was left behind (A, then B, then A again): each host remembers
+the ledger's commit as it last knew it, and a ledger that moved on since means the goal
+ran elsewhere.
 """
 
 from __future__ import annotations
@@ -183,13 +186,16 @@ def push_problem(wanted: Sequence[str], pushed: Sequence[PushedRef]) -> str | No
     return None if not wrong else "rejected " + ", ".join(wrong)
 
 
-def resume_point(state: GoalState, *, fresh: bool) -> str | None:
-    """The commit a goal's worktree is put back to before this run's first turn: when the
-    worktree was made fresh on this host (``fresh``: no worktree of the goal was here) and
-    the ledger knows the workspace at a commit (the goal ran elsewhere: its last checkpoint,
-    the end of its last turn, or a rollback's target), that commit; else ``None`` (a
-    worktree this host kept goes on as it is; a goal with no checkpoint starts from its
-    branch)."""
-    if not fresh:
-        return None
-    return state.workspace_commit
+def resume_point(state: GoalState, *, fresh: bool, remembered: str | None = None) -> str | None:
+    """The commit a goal's worktree is put back to before this run's first turn, when the
+    ledger knows the workspace at a commit (its last checkpoint, the end of its last turn,
+    or a rollback's target) and the goal ran elsewhere since this host's worktree of it
+    was: the worktree was made fresh here (``fresh``), or the ledger's commit is not the one
+    this host last knew (``remembered``: the goal went to another host and came back). Else
+    ``None``: a worktree this host kept, with the ledger where it left it (or from before
+    hosts remembered it), goes on as it is; a goal with no checkpoint starts from its
+    branch."""
+    commit = state.workspace_commit
+    if fresh or (remembered is not None and remembered != commit):
+        return commit
+    return None

@@ -40,7 +40,10 @@ dir as ``--git-dir`` and ``GIT_COMMON_DIR``, a worktree's HEAD as ``worktrees/<i
   :func:`~nexo_trio.core.remotes.remote_env`, bounded like every other (a clone generously:
   :data:`CLONE_TIMEOUT`); their messages never show a URL's userinfo. A marker in the clone
   (:func:`mark_fresh`) says a goal's worktree was made here fresh until its first run has
-  put it back at the ledger's last commit (:func:`clear_fresh`).
+  put it back at the ledger's last commit (:func:`clear_fresh`); another
+  (:func:`remember_commit`) keeps the ledger's commit as this host last knew it, so that a
+  goal coming back after running elsewhere finds its old worktree put back there too (its
+  state then is kept first: :func:`set_aside`).
 * :func:`restore`: **the work tree and the index are put back as they were at the
   checkpoint; HEAD and the branch stay where they are.** Tracked and untracked files are
   restored (a file created later is removed, a file deleted later is back, ignored files are
@@ -80,6 +83,7 @@ from nexo_trio.core.checkpoints import (
     git_argv,
     git_env,
     goal_id_problem,
+    left_ref,
     neutral_argv,
     neutral_config_text,
     parse_checkpoints,
@@ -124,10 +128,13 @@ __all__ = [
     "list_checkpoints",
     "mark_fresh",
     "push_checkpoints",
+    "remember_commit",
+    "remembered_commit",
     "remove_worktree",
     "repository_refs",
     "repository_target",
     "restore",
+    "set_aside",
     "work_tree_tree",
 ]
 
@@ -1360,11 +1367,20 @@ and not yet put back at the ledger's last commit (outside every worktree and adm
 a confined turn cannot write it)."""
 
 
-def _fresh_marker(clone: str, goal_id: str) -> str:
+LAST_MARKERS = "nexo-trio-last"
+"""The directory of the clone holding, per goal, the ledger's workspace commit as this host
+last knew it (:func:`remember_commit`; see :func:`~nexo_trio.core.remotes.resume_point`)."""
+
+
+def _clone_marker(clone: str, directory: str, goal_id: str) -> str:
     problem = goal_id_problem(goal_id)
     if problem is not None:
         raise ValueError(problem)
-    return os.path.join(clone, FRESH_MARKERS, goal_id)
+    return os.path.join(clone, directory, goal_id)
+
+
+def _fresh_marker(clone: str, goal_id: str) -> str:
+    return _clone_marker(clone, FRESH_MARKERS, goal_id)
 
 
 def _write_marker(path: str) -> None:
@@ -1381,6 +1397,108 @@ async def mark_fresh(clone: str, goal_id: str) -> WorkspaceProblem | None:
     except (OSError, ValueError) as exc:
         return WorkspaceProblem(f"marking the worktree of goal {goal_id} as new: {exc}")
     return None
+
+
+def _write_commit(path: str, sha: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="ascii") as file:
+        file.write(f"{sha}\n")
+    os.replace(tmp, path)  # whole or not at all: a crash never leaves half a sha
+
+
+def _read_commit(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            sha = file.read(200).strip()
+    except (OSError, ValueError):
+        return None
+    return sha if _HEX.fullmatch(sha.encode()) is not None else None
+
+
+async def remember_commit(clone: str, goal_id: str, sha: str) -> WorkspaceProblem | None:
+    """Remember ``sha`` as the ledger's commit of the goal's workspace as this host knows it
+    (each time its run records one): the goal coming back after running elsewhere is then
+    told apart (:func:`remembered_commit`)."""
+    try:
+        path = _clone_marker(clone, LAST_MARKERS, goal_id)
+        await trio.to_thread.run_sync(_write_commit, path, sha)
+    except (OSError, ValueError) as exc:
+        return WorkspaceProblem(f"remembering the workspace commit of goal {goal_id}: {exc}")
+    return None
+
+
+async def remembered_commit(clone: str, goal_id: str) -> str | None:
+    """The commit :func:`remember_commit` last kept for the goal here (``None``: none, or
+    a marker that does not hold a sha)."""
+    try:
+        path = _clone_marker(clone, LAST_MARKERS, goal_id)
+    except ValueError:
+        return None
+    return await trio.to_thread.run_sync(_read_commit, path)
+
+
+async def set_aside(
+    target: GitTarget, goal_id: str, turn: int, sha: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> str | WorkspaceProblem | None:
+    """Before a worktree this host kept is put back at ``sha`` (the goal ran elsewhere
+    since): its files now, committed on ``refs/nexo/<goal>/<turn>-left`` so that nothing of
+    it is lost, and HEAD's branch moved on to the commit ``sha`` was checkpointed on when
+    that only adds to it (a fast-forward: the commits made elsewhere). The set-aside
+    commit; ``None`` when the worktree already has ``sha``'s files (nothing to put back)."""
+    now = await checkpoint(target, goal_id, turn, update_ref=False, timeout=timeout)
+    if isinstance(now, WorkspaceProblem):
+        return now
+    trees = await _resolve_trees(target, [now, sha], timeout=timeout)
+    if isinstance(trees, WorkspaceProblem):
+        return trees
+    if trees[0] == trees[1]:
+        return None
+    ref = left_ref(goal_id, turn)
+    kept = await _ref_ok(
+        target, "update-ref", "-m", "nexo-trio: the worktree as left here", ref, now,
+        timeout=timeout, doing=f"writing {ref}",
+    )  # fmt: skip
+    if isinstance(kept, WorkspaceProblem):
+        return kept
+    moved = await _fast_forward(target, sha, timeout=timeout)
+    return moved if isinstance(moved, WorkspaceProblem) else now
+
+
+async def _fast_forward(target: GitTarget, sha: str, *, timeout: float) -> WorkspaceProblem | None:
+    """Move HEAD's branch to the HEAD checkpoint ``sha`` was made on, when the branch is
+    behind it (nothing moves otherwise: a branch that went its own way is the people's)."""
+    out = await _ref_ok(
+        target, "rev-list", "--parents", "-n", "1", "--end-of-options", sha,
+        timeout=timeout, doing=f"reading the parents of {sha[:12]}",
+    )  # fmt: skip
+    if isinstance(out, WorkspaceProblem):
+        return out
+    parents = out.split()[1:]
+    made_on = parents[0].decode() if parents else None
+    if made_on is not None and len(parents) == 1:  # HEAD, or an index commit without one
+        subject = await _ref_ok(
+            target, "log", "-1", "--format=%s", "--end-of-options", made_on,
+            timeout=timeout, doing=f"reading {made_on[:12]}",
+        )  # fmt: skip
+        if isinstance(subject, WorkspaceProblem):
+            return subject
+        if subject.startswith(b"index of "):
+            made_on = None
+    head = await _head(target, timeout=timeout)
+    if isinstance(head, WorkspaceProblem):
+        return head
+    if made_on is None or head is None or head == made_on:
+        return None
+    behind = await _ref_run(target, "merge-base", "--is-ancestor", head, made_on, timeout=timeout)
+    if isinstance(behind, WorkspaceProblem) or behind.returncode != 0:
+        return behind if isinstance(behind, WorkspaceProblem) else None
+    moved = await _ref_ok(
+        target, "update-ref", "-m", "nexo-trio: fast-forward to the work done elsewhere",
+        target.head_ref, made_on, head,
+        timeout=timeout, doing=f"moving {target.head_ref} to {made_on[:12]}",
+    )  # fmt: skip
+    return moved if isinstance(moved, WorkspaceProblem) else None
 
 
 async def is_fresh(clone: str, goal_id: str) -> bool:

@@ -41,7 +41,13 @@ import attrs
 import trio
 
 from nexo_trio.core.budget import LiveSpend
-from nexo_trio.core.checkpoints import DiffStat, GitTarget, WorkspaceProblem, checkpoint_ref
+from nexo_trio.core.checkpoints import (
+    DiffStat,
+    GitTarget,
+    WorkspaceProblem,
+    checkpoint_ref,
+    left_ref,
+)
 from nexo_trio.core.events import Event, Spawned, SystemInit
 from nexo_trio.core.goal import Goal
 from nexo_trio.core.goal_events import (
@@ -107,7 +113,10 @@ from nexo_trio.orchestrator.git_workspace import (
     has_commit,
     is_fresh,
     push_checkpoints,
+    remember_commit,
+    remembered_commit,
     restore,
+    set_aside,
 )
 from nexo_trio.orchestrator.transcripts import claude_dir, keep_transcript, restore_transcript
 from nexo_trio.store.base import SharedStore, Store, shared_store
@@ -320,6 +329,9 @@ class GoalRun:
         self.leftovers_stopped = leftovers_stopped
         """What was left of the turn a crash interrupted, stopped before this run (said in
         its ``goal_started``)."""
+        self._remembered: str | None = None
+        """The workspace commit last remembered in a remote's clone (see
+        :meth:`_remember_workspace`)."""
 
     def _next(self) -> Step:
         state, live = self.handle.state, self.handle.live_spend
@@ -423,18 +435,23 @@ class GoalRun:
                 await self.emit(WorkspaceWarning(self.goal.id, problem.message, turn=turn))
 
     async def _resume_here(self) -> None:
-        """A remote's worktree made fresh on this host for a goal whose ledger knows its
-        workspace at a commit (it ran elsewhere) is put back at that commit (files and
-        index; the branch is as fetched), before this run's first turn; a commit the clone
-        does not have (never pushed) is a warning, and the worktree goes on from its
-        branch. A restore that fails escalates (the mark stays: the next run tries again)."""
+        """A remote's worktree for a goal that ran elsewhere since this host's worktree of
+        it was (made fresh here, or left here before the goal went to another host and came
+        back) is put back at the ledger's commit (files and index), before this run's first
+        turn. A worktree left here is first set aside on a ref, and its branch fast-forwarded
+        to the work done elsewhere; a fresh one's branch is as fetched. A commit the clone
+        does not have (never pushed) is a warning, and the worktree goes on from its branch.
+        A restore that fails escalates (the mark stays: the next run tries again)."""
         info = self.remote
         if info is None:
             return
         assert info.repo is not None
         assert info.target is not None
         fresh = await is_fresh(info.repo, self.goal.id)
-        sha = resume_point(self.handle.state, fresh=fresh)
+        remembered = None if fresh else await remembered_commit(info.repo, self.goal.id)
+        sha = resume_point(self.handle.state, fresh=fresh, remembered=remembered)
+        if sha is not None and not fresh and not await self._set_aside(sha):
+            sha = None  # the worktree has that commit's files, or could not be set aside
         if sha is not None:
             present = await has_commit(info.target, sha)
             if isinstance(present, WorkspaceProblem) or not present:
@@ -455,6 +472,50 @@ class GoalRun:
                 await self.emit(WorkspaceRestored(self.goal.id, sha))
         if fresh:
             await clear_fresh(info.repo, self.goal.id)
+        await self._remember_workspace()
+
+    async def _set_aside(self, sha: str) -> bool:
+        """Before the worktree left here is put back at ``sha``: keep its files on a ref
+        (pushed with the checkpoints) and say so. ``False`` when there is nothing to put
+        back, or it could not be kept (a warning: the worktree then goes on as it is)."""
+        info = self.remote
+        assert info is not None
+        assert info.target is not None
+        turn = self.handle.state.turns
+        aside = await set_aside(info.target, self.goal.id, turn, sha)
+        if aside is None:
+            return False
+        if isinstance(aside, WorkspaceProblem):
+            message = (
+                f"the goal ran elsewhere since this host's worktree of it, which cannot be "
+                f"set aside ({aside.message}): it goes on as it is"
+            )
+            log.warning("goal %s: %s", self.goal.id, message)
+            await self.emit(WorkspaceWarning(self.goal.id, message))
+            return False
+        ref = left_ref(self.goal.id, turn)
+        message = (
+            f"the goal ran elsewhere since this host's worktree of it: the worktree as it "
+            f"was here is kept on {ref} ({aside[:12]}), and put back at {sha[:12]}"
+        )
+        log.info("goal %s: %s", self.goal.id, message)
+        await self.emit(WorkspaceWarning(self.goal.id, message))
+        await self._push(turn, [(aside, ref)])
+        return True
+
+    async def _remember_workspace(self) -> None:
+        """Remember, in a remote's clone, the ledger's commit of the workspace as this run
+        records it (see :func:`~nexo_trio.core.remotes.resume_point`)."""
+        info = self.remote
+        commit = self.handle.state.workspace_commit
+        if info is None or commit is None or commit == self._remembered:
+            return
+        assert info.repo is not None
+        problem = await remember_commit(info.repo, self.goal.id, commit)
+        if problem is not None:
+            log.warning("goal %s: %s", self.goal.id, problem.message)
+            return
+        self._remembered = commit
 
     async def _changes(self, step: RunTurn) -> tuple[DiffStat | None, str | None]:
         """The workspace right after the turn (a commit on ``refs/nexo/<goal>/<turn>-after``)
@@ -493,6 +554,7 @@ class GoalRun:
                 self.goal.id, step.turn, step.sha, by="the replay policy", reason=step.reason
             )
         )
+        await self._remember_workspace()
 
     async def _turn(self, step: RunTurn) -> None:
         checked = await self._checkpoint(step)
@@ -507,6 +569,7 @@ class GoalRun:
             if isinstance(event, AttemptStarted) and stream is not None:
                 event = attrs.evolve(event, stream=stream.name)  # noqa: PLW2901
             await self.emit(event)
+        await self._remember_workspace()
         plan = self.plan
         try:
             await self._run_turn(step, stream, marker)
@@ -593,6 +656,7 @@ class GoalRun:
             await self._push(
                 step.turn, [(after, checkpoint_ref(self.goal.id, step.turn, after=True))]
             )
+        await self._remember_workspace()
         session = self.handle.state.session_id
         if transcripts is not None and session is not None:
             await keep_transcript(*transcripts, session, self.workspace)
