@@ -443,3 +443,53 @@ def test_a_run_after_cleanup_starts_from_a_fresh_worktree_and_is_told(tmp_path: 
     assert diff.exit_code == 0, diff.output
     assert "+++ b/b.txt" in diff.stdout
     assert "tracked.txt" not in diff.stdout  # turn 1's change went with the old worktree
+
+
+def remote_setup(tmp_path: Path, turns: list[Any]) -> tuple[Setup, Path, Path]:
+    """A goal on a worktree of a remote (a bare repository by its ``file://`` URL)."""
+    s = make_setup(tmp_path, turns)
+    seed = user_repo(tmp_path)
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
+    goal = write_yaml(
+        tmp_path / "goals" / "goal.yaml",
+        {
+            "id": "g1",
+            "description": "Make a.txt and b.txt.",
+            "acceptance": NEEDS_B,
+            "budget": {"max_turns": 4, "max_wall_time": "60s"},
+            "workspace": {"repo": bare.as_uri()},
+        },
+    )
+    return s, bare, goal
+
+
+def test_cleanup_deletes_the_checkpoint_refs_on_the_remote_too(tmp_path: Path) -> None:
+    """A remote's hidden refs of the goal (every worker's checkpoints) go with the local
+    ones; the goal's branch on the remote is the people's and stays."""
+    s, bare, goal = remote_setup(tmp_path, [TURN_1, TURN_2])
+    assert invoke("run", goal, "--config", s.config).exit_code == 0
+    pushed = git(bare, "for-each-ref", "--format=%(refname)", "refs/nexo/g1/").split()
+    assert "refs/nexo/g1/1" in pushed
+    assert "refs/nexo/g1/2-after" in pushed
+
+    cleaned = invoke("cleanup", "g1", "--state-dir", s.state_dir)
+    assert cleaned.exit_code == 0, cleaned.output
+    assert f"g1: deleted {len(pushed)} checkpoint ref(s) on {bare.as_uri()}\n" in cleaned.stdout
+    assert git(bare, "for-each-ref", "refs/nexo/") == ""
+    assert git(bare, "branch", "--list", "nexo/g1").strip() == "nexo/g1"
+
+
+def test_cleanup_with_the_remote_unreachable_cleans_here_and_says_what_it_kept(
+    tmp_path: Path,
+) -> None:
+    s, bare, goal = remote_setup(tmp_path, [TURN_1, TURN_2])
+    assert invoke("run", goal, "--config", s.config).exit_code == 0
+    away = bare.with_name("away.git")
+    bare.rename(away)
+    cleaned = invoke("cleanup", "g1", "--state-dir", s.state_dir)
+    assert cleaned.exit_code == 0, cleaned.output
+    assert f"g1: kept the checkpoint refs on {bare.as_uri()}: " in cleaned.stdout
+    assert "removed the worktree" in cleaned.stdout
+    assert not (tmp_path / "workspaces" / "g1").exists()
+    assert git(away, "for-each-ref", "refs/nexo/g1/") != ""

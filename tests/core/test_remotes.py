@@ -26,8 +26,10 @@ from nexo_trio.core.remotes import (
     URL_SCHEMES,
     PushedRef,
     clone_name,
+    delete_refspecs,
     fetch_refspecs,
     is_git_url,
+    parse_ls_remote,
     parse_push,
     push_problem,
     push_refspecs,
@@ -229,3 +231,14 @@ def test_a_kept_worktree_is_put_back_only_when_the_ledger_moved_on_elsewhere() -
     # A ledger that knows no commit (cleaned, restarted) puts nothing back.
     bare = fold([GoalStarted("g", "d", "/w")], initial_state("g"))
     assert resume_point(bare, fresh=False, remembered=SHA1) is None
+
+
+def test_ls_remote_output_gives_the_refs_below_the_prefix_once_each() -> None:
+    out = (
+        f"{SHA1}\trefs/nexo/g/2\n{SHA2}\trefs/nexo/g/1-after\n{SHA1}\trefs/nexo/g/2\n"
+        f"{SHA3}\trefs/nexo/g2/1\n{SHA3}\trefs/heads/main\nwarning: not a ref line\n"
+    ).encode()
+    refs = parse_ls_remote(out, "refs/nexo/g/")
+    assert refs == ("refs/nexo/g/1-after", "refs/nexo/g/2")
+    assert delete_refspecs(refs) == (":refs/nexo/g/1-after", ":refs/nexo/g/2")
+    assert parse_ls_remote(b"", "refs/nexo/g/") == ()

@@ -39,6 +39,7 @@ from nexo_trio.cli.stores import lease_state, with_store
 from nexo_trio.core.checkpoints import GitTarget, WorkspaceProblem
 from nexo_trio.core.goal_events import GoalStarted, RolledBack, WorkspaceCleaned, WorkspaceInfo
 from nexo_trio.core.goal_machine import GoalState, apply, checkpoint_of, initial_state
+from nexo_trio.core.remotes import without_userinfo
 from nexo_trio.orchestrator import git_workspace as git
 from nexo_trio.orchestrator.goal_lock import GoalLocked, acquire_goal_lock
 from nexo_trio.orchestrator.leases import leased_message
@@ -489,6 +490,8 @@ async def _clean_one(goal: Recorded, layout: StateDir, *, keep_branch: bool) -> 
             raise _failed(deleted)
         if deleted:
             done.append(f"deleted {deleted} checkpoint ref(s)")
+    if info.kind == "worktree" and info.repo is not None and info.remote is not None:
+        done += await _clean_remote(info.repo, name, info.remote)
     if info.kind == "worktree" and info.repo is not None and goal.workspace is not None:
         removed = await git.remove_worktree(info.repo, goal.workspace)
         if isinstance(removed, WorkspaceProblem):
@@ -498,6 +501,17 @@ async def _clean_one(goal: Recorded, layout: StateDir, *, keep_branch: bool) -> 
         if info.branch is not None:
             done += await _clean_branch(info.repo, info.branch, keep_branch=keep_branch)
     return done
+
+
+async def _clean_remote(clone: str, goal_id: str, remote: str) -> list[str]:
+    """The goal's checkpoint refs deleted on the remote too (every worker's): a remote
+    that cannot be reached keeps them, said in a line, and the local clean-up goes on."""
+    shown = without_userinfo(remote)
+    deleted = await git.delete_remote_checkpoints(clone, goal_id, remote=remote)
+    await git.forget_goal(clone, goal_id)
+    if isinstance(deleted, WorkspaceProblem):
+        return [f"kept the checkpoint refs on {shown}: {deleted.message}"]
+    return [f"deleted {deleted} checkpoint ref(s) on {shown}"] if deleted else []
 
 
 async def _clean_branch(repo: str, branch: str, *, keep_branch: bool) -> list[str]:

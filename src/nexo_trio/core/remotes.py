@@ -43,8 +43,10 @@ __all__ = [
     "URL_SCHEMES",
     "PushedRef",
     "clone_name",
+    "delete_refspecs",
     "fetch_refspecs",
     "is_git_url",
+    "parse_ls_remote",
     "parse_push",
     "push_problem",
     "push_refspecs",
@@ -128,6 +130,22 @@ def fetch_refspecs(goal_id: str, checked_out: Iterable[str]) -> tuple[str, ...]:
         f"+{prefix}*:{prefix}*",
         *(f"^{ref}" for ref in kept),
     )
+
+
+def parse_ls_remote(output: bytes, prefix: str) -> tuple[str, ...]:
+    """The refs below ``prefix`` of ``git ls-remote`` output (``SHA TAB REF`` lines),
+    sorted and once each."""
+    found = set()
+    for raw in output.decode("utf-8", "replace").splitlines():
+        _, tab, ref = raw.partition("\t")
+        if tab and ref.startswith(prefix) and ref != prefix:
+            found.add(ref)
+    return tuple(sorted(found))
+
+
+def delete_refspecs(refs: Iterable[str]) -> tuple[str, ...]:
+    """What a push deleting ``refs`` on the remote sends (``:REF`` each)."""
+    return tuple(f":{ref}" for ref in refs)
 
 
 def push_refspecs(

@@ -97,7 +97,9 @@ from nexo_trio.core.checkpoints import (
 )
 from nexo_trio.core.remotes import (
     clone_name,
+    delete_refspecs,
     fetch_refspecs,
+    parse_ls_remote,
     parse_push,
     push_problem,
     push_refspecs,
@@ -117,12 +119,14 @@ __all__ = [
     "clear_fresh",
     "delete_branch",
     "delete_checkpoints",
+    "delete_remote_checkpoints",
     "diff_stat",
     "diff_text",
     "ensure_clone",
     "ensure_shadow",
     "ensure_worktree",
     "fetch_clone",
+    "forget_goal",
     "has_commit",
     "is_fresh",
     "list_checkpoints",
@@ -1348,6 +1352,52 @@ async def push_checkpoints(
     if problem is None:
         return None
     return WorkspaceProblem(redact_userinfo(f"pushing to {remote}: {problem}"))
+
+
+async def delete_remote_checkpoints(
+    clone: str, goal_id: str, *, remote: str, timeout: float = PUSH_TIMEOUT
+) -> int | WorkspaceProblem:
+    """Delete the goal's hidden refs (``refs/nexo/<goal>/``: every worker's checkpoints)
+    on the remote (``origin`` of ``clone``, shown as ``remote``); how many there were. The
+    goal's branch is not touched: it is the people's."""
+    problem = goal_id_problem(goal_id)
+    if problem is not None:
+        return WorkspaceProblem(problem)
+    prefix = checkpoint_prefix(goal_id)
+    listed = await _in_clone(
+        clone, "ls-remote", "--refs", "origin", f"{prefix}*", timeout=timeout, remote=True
+    )
+    if isinstance(listed, WorkspaceProblem):
+        return listed
+    if listed.returncode != 0:
+        detail = first_line(listed.stderr, f"exit code {listed.returncode}")
+        return WorkspaceProblem(redact_userinfo(f"listing {prefix} on {remote}: {detail}"))
+    refs = parse_ls_remote(listed.stdout, prefix)
+    if not refs:
+        return 0
+    done = await _in_clone(
+        clone, "push", "--porcelain", "--no-verify", "origin", *delete_refspecs(refs),
+        timeout=timeout, remote=True,
+    )  # fmt: skip
+    if isinstance(done, WorkspaceProblem):
+        return done
+    wrong = push_problem(refs, parse_push(done.stdout))
+    if wrong is None and done.returncode != 0:
+        wrong = first_line(done.stderr, f"exit code {done.returncode}")
+    if wrong is not None:
+        return WorkspaceProblem(redact_userinfo(f"deleting {prefix} on {remote}: {wrong}"))
+    return len(refs)
+
+
+async def forget_goal(clone: str, goal_id: str) -> None:
+    """Take the goal's markers out of the clone (its worktree is gone: cleaned up)."""
+    for directory in (FRESH_MARKERS, LAST_MARKERS):
+        try:
+            path = _clone_marker(clone, directory, goal_id)
+        except ValueError:
+            return
+        with suppress(OSError):
+            await trio.to_thread.run_sync(_discard, path)
 
 
 async def has_commit(
