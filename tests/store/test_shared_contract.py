@@ -214,6 +214,31 @@ async def test_transcripts_are_kept_per_session(shared_store: SharedStore) -> No
     assert await shared_store.get_transcript("h", "s") is None
 
 
+async def test_a_transcript_grows_only_from_the_copy_its_host_kept(
+    shared_store: SharedStore,
+) -> None:
+    """An append goes on only when the stored copy is the one the host kept (its length and
+    its last bytes): after another host replaced it, nothing changes."""
+    first = bytes(range(256)) * 40 + b"\x00end"
+    await shared_store.put_transcript("g", "s", first)
+    assert await shared_store.append_transcript(
+        "g", "s", b"\x00more", after=first[-8:], size=len(first)
+    )
+    grown = first + b"\x00more"
+    assert await shared_store.get_transcript("g", "s") == grown
+    # A host that kept the first copy, not the grown one: refused, nothing changes.
+    assert not await shared_store.append_transcript(
+        "g", "s", b"late", after=first[-8:], size=len(first)
+    )
+    # The same length but other last bytes (another host's copy): refused too.
+    assert not await shared_store.append_transcript(
+        "g", "s", b"late", after=b"12345678", size=len(grown)
+    )
+    assert not await shared_store.append_transcript("g", "nope", b"x", after=b"12345678", size=8)
+    assert await shared_store.get_transcript("g", "s") == grown
+    assert await shared_store.get_transcript("g", "nope") is None
+
+
 async def test_a_waiter_wakes_when_another_store_submits(
     pg_url: str,
 ) -> None:

@@ -118,7 +118,12 @@ from nexo_trio.orchestrator.git_workspace import (
     restore,
     set_aside,
 )
-from nexo_trio.orchestrator.transcripts import claude_dir, keep_transcript, restore_transcript
+from nexo_trio.orchestrator.transcripts import (
+    KeptCopy,
+    claude_dir,
+    keep_transcript,
+    restore_transcript,
+)
 from nexo_trio.store.base import SharedStore, Store, shared_store
 
 Emit = Callable[[GoalEvent], Awaitable[None]]
@@ -329,6 +334,9 @@ class GoalRun:
         self.leftovers_stopped = leftovers_stopped
         """What was left of the turn a crash interrupted, stopped before this run (said in
         its ``goal_started``)."""
+        self._kept_transcript: KeptCopy | None = None
+        """What this run last kept of its session's transcript (only what the CLI added
+        since is sent next)."""
         self._remembered: str | None = None
         """The workspace commit last remembered in a remote's clone (see
         :meth:`_remember_workspace`)."""
@@ -659,7 +667,9 @@ class GoalRun:
         await self._remember_workspace()
         session = self.handle.state.session_id
         if transcripts is not None and session is not None:
-            await keep_transcript(*transcripts, session, self.workspace)
+            self._kept_transcript = await keep_transcript(
+                *transcripts, session, self.workspace, kept=self._kept_transcript
+            )
 
     def _conversation(self, prompt: str, step: RunTurn, token: str | None) -> Conversation:
         """The stdio transport's conversation for one turn: its asks go to the goal's gate

@@ -6,7 +6,12 @@ Claude Code keeps a session's conversation in its config dir, as
 that moves to another worker resumes its session there only if that file is there too:
 
 - after each turn the file of the goal's session is kept in the store (gzip-compressed,
-  the latest copy per session; files past :data:`MAX_TRANSCRIPT_BYTES` are not kept);
+  the latest copy per session; files past :data:`MAX_TRANSCRIPT_BYTES` are not kept). The
+  CLI only appends to it, so once a host has kept it, it sends only what was added since,
+  as one more gzip member at the end of the stored copy (a gzip file of many members reads
+  as the whole), and only while the stored copy is still the one it kept (its length and
+  last member's trailer); a file whose start changed, or a copy another host replaced, is
+  kept whole again;
 - before a turn that resumes a session whose file is missing here, the kept copy is
   written into this worker's config dir (0600, its directory 0700);
 - where that cannot be done (nothing kept, the store unreachable), the CLI refuses the
@@ -19,6 +24,7 @@ Session ids come from the CLI's stream: only a UUID is ever used in a path.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import os
 import re
@@ -26,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from nexo_trio.store.base import SharedStore
@@ -59,14 +66,57 @@ def transcript_path(config_dir: Path, cwd: Path, session_id: str) -> Path | None
     return config_dir / "projects" / _NOT_ALNUM.sub("-", str(cwd)) / f"{session_id}.jsonl"
 
 
-def _read(path: Path) -> bytes | None:
+GZIP_TRAILER = 8
+"""A gzip member ends with its CRC-32 and size: the stored copy's end this host knows."""
+
+
+@attrs.frozen
+class KeptCopy:
+    """What this host last kept of a session's transcript: the file's first ``size``
+    bytes (their sha256, ``digest``), stored as ``stored`` compressed bytes ending with
+    ``trailer``."""
+
+    session_id: str
+    size: int
+    digest: bytes
+    stored: int
+    trailer: bytes
+
+
+@attrs.frozen
+class _Prepared:
+    blob: bytes
+    """What to send: the whole file, or (``added``) one gzip member of its new end."""
+    added: bool
+    copy: KeptCopy
+
+
+def _prepare(path: Path, session_id: str, kept: KeptCopy | None) -> _Prepared | None:
+    """The file's bytes to send (compressed), relative to ``kept`` when the file only grew
+    since; ``None`` when there is no file or it is too large to keep."""
     try:
         if path.stat().st_size > MAX_TRANSCRIPT_BYTES:
             log.warning("%s is larger than %d bytes: not kept", path, MAX_TRANSCRIPT_BYTES)
             return None
-        return gzip.compress(path.read_bytes(), compresslevel=6)
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    if kept is not None and kept.session_id == session_id and len(data) >= kept.size:
+        with memoryview(data) as view:
+            seen = hashlib.sha256(view[: kept.size])
+            if seen.digest() == kept.digest:  # the file only grew
+                if len(data) == kept.size:
+                    return _Prepared(b"", True, kept)
+                added = gzip.compress(view[kept.size :], compresslevel=6)
+                seen.update(view[kept.size :])
+                stored = kept.stored + len(added)
+                copy = KeptCopy(session_id, len(data), seen.digest(), stored, added[-GZIP_TRAILER:])
+                return _Prepared(added, True, copy)
+    whole = gzip.compress(data, compresslevel=6)
+    digest = hashlib.sha256(data).digest()
+    return _Prepared(
+        whole, False, KeptCopy(session_id, len(data), digest, len(whole), whole[-GZIP_TRAILER:])
+    )
 
 
 def _write(path: Path, data: bytes) -> bool:
@@ -86,19 +136,48 @@ def _write(path: Path, data: bytes) -> bool:
 
 
 async def keep_transcript(
-    store: SharedStore, goal_id: str, config_dir: Path, session_id: str, cwd: Path
-) -> None:
-    """Keep the session's transcript file in the store (a failure is logged: the goal goes
-    on, and on another host it would start a fresh session)."""
+    store: SharedStore,
+    goal_id: str,
+    config_dir: Path,
+    session_id: str,
+    cwd: Path,
+    *,
+    kept: KeptCopy | None = None,
+) -> KeptCopy | None:
+    """Keep the session's transcript file in the store: what was added since ``kept``
+    (what this host kept last), else the whole file. What is kept now (``None``: nothing
+    this host knows of: a failure, logged; the goal goes on, and on another host it would
+    start a fresh session)."""
     path = transcript_path(config_dir, cwd, session_id)
     if path is None:
-        return
+        return None
     try:
-        data = await trio.to_thread.run_sync(_read, path)
-        if data is not None:
-            await store.put_transcript(goal_id, session_id, data)
+        return await _keep(store, goal_id, path, session_id, kept)
     except Exception as exc:  # the store's trouble or the file's: never the goal's end
         log.warning("goal %s: could not keep session %s's transcript: %s", goal_id, session_id, exc)
+        return None
+
+
+async def _keep(
+    store: SharedStore, goal_id: str, path: Path, session_id: str, kept: KeptCopy | None
+) -> KeptCopy | None:
+    prepared = await trio.to_thread.run_sync(_prepare, path, session_id, kept)
+    if prepared is None:
+        return None
+    if prepared.added:
+        assert kept is not None
+        if not prepared.blob:
+            return prepared.copy
+        if await store.append_transcript(
+            goal_id, session_id, prepared.blob, after=kept.trailer, size=kept.stored
+        ):
+            return prepared.copy
+        # The stored copy is another host's now (the goal ran there): keep ours whole.
+        prepared = await trio.to_thread.run_sync(_prepare, path, session_id, None)
+        if prepared is None:
+            return None
+    await store.put_transcript(goal_id, session_id, prepared.blob)
+    return prepared.copy
 
 
 async def restore_transcript(
@@ -126,6 +205,7 @@ async def restore_transcript(
 
 __all__ = [
     "MAX_TRANSCRIPT_BYTES",
+    "KeptCopy",
     "claude_dir",
     "keep_transcript",
     "restore_transcript",

@@ -307,6 +307,14 @@ class SharedStore(Store, Protocol):
         """Keep (replace) a session's transcript file (gzip-compressed bytes)."""
         ...
 
+    async def append_transcript(
+        self, goal_id: str, session_id: str, data: bytes, *, after: bytes, size: int
+    ) -> bool:
+        """Add ``data`` (a gzip member: the file's new end) to a session's kept transcript,
+        when it is still the one this host kept: ``size`` bytes long, ending with ``after``
+        (the last member's gzip trailer). ``False``, nothing changed, otherwise."""
+        ...
+
     async def get_transcript(self, goal_id: str, session_id: str) -> bytes | None:
         """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
         ...

@@ -230,6 +230,7 @@ class PostgresStore(BatchedStore[_Link], LedgerSql, SharedSql):
 
     _SKIP_LOCKED = "FOR UPDATE OF q SKIP LOCKED"
     _PUT_SEQ = "put_seq"
+    _APPENDED_BLOB = "data || :data"
     _UPSERT_BINDING = (
         f"INSERT INTO bindings ({BINDING_COLUMNS}) VALUES (:goal_id, :session_id, :model, "
         ":workspace, :created_at, :updated_at, :last_active_at, :invalid) "

@@ -423,6 +423,39 @@ class SharedSql(SqlHooks):
 
         await self._write(op)
 
+    _APPENDED_BLOB = "CAST(data || :data AS BLOB)"
+    """The transcript's blob with ``:data`` after it (SQLite's ``||`` makes text)."""
+
+    async def append_transcript(
+        self, goal_id: str, session_id: str, data: bytes, *, after: bytes, size: int
+    ) -> bool:
+        """Add ``data`` to a session's kept transcript if it is ``size`` bytes long and ends
+        with ``after`` (the one this host kept, not another's since): one statement."""
+        start = size - len(after) + 1
+
+        def op(conn: Any) -> bool:
+            now = self._lease_now(conn)
+            done = self._sql(
+                conn,
+                f"UPDATE transcripts SET data = {self._APPENDED_BLOB}, at = :now "
+                "WHERE goal_id = :goal_id AND session_id = :session_id "
+                "AND length(data) = :size AND substr(data, :start, :tail) = :after",
+                {
+                    "goal_id": goal_id,
+                    "session_id": session_id,
+                    "data": data,
+                    "now": now,
+                    "size": size,
+                    "start": start,
+                    "tail": len(after),
+                    "after": after,
+                },
+            )
+            return bool(done.rowcount == 1)
+
+        appended: bool = await self._write(op)
+        return appended
+
     async def get_transcript(self, goal_id: str, session_id: str) -> bytes | None:
         """A session's kept transcript file (gzip-compressed), ``None`` if none is kept."""
 
