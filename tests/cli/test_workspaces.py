@@ -58,20 +58,24 @@ def user_repo(root: Path) -> Path:
     return repo
 
 
-def worktree_setup(tmp_path: Path, turns: list[Any]) -> tuple[Setup, Path, Path]:
-    s = make_setup(tmp_path, turns)
-    repo = user_repo(tmp_path)
-    goal = write_yaml(
+def goal_file(tmp_path: Path, repo: str) -> Path:
+    """The goal g1 (make b.txt) on a worktree of ``repo``."""
+    return write_yaml(
         tmp_path / "goals" / "goal.yaml",
         {
             "id": "g1",
             "description": "Make a.txt and b.txt.",
             "acceptance": NEEDS_B,
             "budget": {"max_turns": 4, "max_wall_time": "60s"},
-            "workspace": {"repo": "../repo"},  # relative to the goal file
+            "workspace": {"repo": repo},
         },
     )
-    return s, repo, goal
+
+
+def worktree_setup(tmp_path: Path, turns: list[Any]) -> tuple[Setup, Path, Path]:
+    s = make_setup(tmp_path, turns)
+    repo = user_repo(tmp_path)
+    return s, repo, goal_file(tmp_path, "../repo")  # relative to the goal file
 
 
 def events(s: Setup, goal_id: str = "g1") -> list[dict[str, Any]]:
@@ -451,17 +455,7 @@ def remote_setup(tmp_path: Path, turns: list[Any]) -> tuple[Setup, Path, Path]:
     seed = user_repo(tmp_path)
     bare = tmp_path / "origin.git"
     git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
-    goal = write_yaml(
-        tmp_path / "goals" / "goal.yaml",
-        {
-            "id": "g1",
-            "description": "Make a.txt and b.txt.",
-            "acceptance": NEEDS_B,
-            "budget": {"max_turns": 4, "max_wall_time": "60s"},
-            "workspace": {"repo": bare.as_uri()},
-        },
-    )
-    return s, bare, goal
+    return s, bare, goal_file(tmp_path, bare.as_uri())
 
 
 def test_cleanup_deletes_the_checkpoint_refs_on_the_remote_too(tmp_path: Path) -> None:
