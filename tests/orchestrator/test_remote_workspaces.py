@@ -445,3 +445,36 @@ async def test_a_remote_that_cannot_be_cloned_escalates_without_its_password(
     assert "\n" not in outcome.reason
     assert "hunter2" not in outcome.reason
     assert not any("hunter2" in str(e.data) for e in await store.events("g1"))
+
+
+async def test_a_worker_that_lost_the_goal_s_lease_pushes_nothing(
+    h: Harness, remote: Remote, pg_url: str
+) -> None:
+    """A run stalled past its lease (another worker took the goal over meanwhile) would
+    force its old refs over the new owner's: its push after the turn is skipped, and said.
+    The push before the turn, while the lease was its own, went."""
+    from nexo_trio.store.postgres import open_postgres_store
+
+    async with open_postgres_store(pg_url) as store:
+        orchestrators: list[Any] = []
+
+        async def loses_the_lease(cwd: Path) -> TurnOutcome:
+            (cwd / "a.txt").write_text("a\n")
+            (orch,) = orchestrators
+            await store.release_lease("g1", orch.owner)
+            assert (await store.take_lease("g1", "another-worker", 600)).owner == "another-worker"
+            return DONE
+
+        goal = goal_of(remote.url, budget=Budget(max_turns=1))
+        runner = WorkspaceRunner([loses_the_lease])
+        config = worker(h, "a")
+        async with orchestrator(config, store=store, turn_runner=runner) as (orch, rec):
+            orchestrators.append(orch)
+            await orch.run_goal(goal)
+    # What the run emitted (its ledger rows after the theft are fenced out of the store).
+    (started,) = rec.of(AttemptStarted)
+    assert remote.ref("refs/nexo/g1/1") == started.checkpoint  # pushed: the lease was its own
+    assert remote.ref("refs/nexo/g1/1-after") == ""  # not pushed: it was not any more
+    (fenced,) = [w for w in rec.of(WorkspaceWarning) if w.message.startswith("not pushed")]
+    assert fenced.message == f"not pushed to {remote.url}: its lease is not this worker's"
+    assert fenced.turn == 1

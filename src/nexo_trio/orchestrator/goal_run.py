@@ -92,7 +92,7 @@ from nexo_trio.core.goal_machine import (
 from nexo_trio.core.goal_outcome import GoalOutcome
 from nexo_trio.core.permission import unavailable
 from nexo_trio.core.record import Transcribing, transcribe
-from nexo_trio.core.remotes import resume_point
+from nexo_trio.core.remotes import resume_point, without_userinfo
 from nexo_trio.core.sandbox import ApiProxy, SandboxPlan
 from nexo_trio.core.settings import Config, PermissionTransport
 from nexo_trio.core.stdio_control import Reply, StdioControl, ToolAsk
@@ -318,6 +318,7 @@ class GoalRun:
         turn_runner: TurnRunner = run_turn,
         environ: Mapping[str, str] | None = None,
         leftovers_stopped: tuple[str, ...] = (),
+        push_fence: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.handle = handle
         self.goal = handle.goal
@@ -334,6 +335,9 @@ class GoalRun:
         self.leftovers_stopped = leftovers_stopped
         """What was left of the turn a crash interrupted, stopped before this run (said in
         its ``goal_started``)."""
+        self.push_fence = push_fence
+        """Why this worker may not push the goal's refs now (its lease is another's), or
+        ``None``: asked before every push (``None``: no leases, always pushes)."""
         self._kept_transcript: KeptCopy | None = None
         """What this run last kept of its session's transcript (only what the CLI added
         since is sent next)."""
@@ -435,6 +439,14 @@ class GoalRun:
         assert info.repo is not None
         assert info.remote is not None
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * PUSH_TIMEOUT):
+            # Only while the goal is this worker's: a run stalled past its lease (SIGSTOP)
+            # would force its old refs over those of the worker that took the goal over.
+            fenced = await self.push_fence() if self.push_fence is not None else None
+            if fenced is not None:
+                message = f"not pushed to {without_userinfo(info.remote)}: {fenced}"
+                log.warning("goal %s, turn %d: %s", self.goal.id, turn, message)
+                await self.emit(WorkspaceWarning(self.goal.id, message, turn=turn))
+                return
             problem = await push_checkpoints(
                 info.repo, refs, branch=info.branch, remote=info.remote, timeout=PUSH_TIMEOUT
             )

@@ -114,6 +114,8 @@ log = logging.getLogger("nexo_trio.orchestrator")
 
 COMPLETION_DEADLINE = 10.0
 """How long recording a goal's end may take when the goal is being torn down."""
+LEASE_READ_TIMEOUT_S = 10.0
+"""How long asking the store whose lease a goal is may take (before a push)."""
 
 DeciderFactory = Callable[[Goal], Decider]
 
@@ -622,6 +624,7 @@ class Orchestrator:
                     turn_runner=self.turn_runner,
                     environ=self.environ,
                     leftovers_stopped=leftovers,
+                    push_fence=partial(self._lease_problem, goal.id) if self.leases else None,
                 )
                 outcome = await run.run()
             finally:
@@ -788,6 +791,23 @@ class Orchestrator:
         return lock
 
     # ------------------------------------------------------------------ control
+
+    async def _lease_problem(self, goal_id: str) -> str | None:
+        """Why this orchestrator may not act for the goal on shared things (push its refs)
+        now: its lease is lost, another's, or cannot be read; ``None`` while it holds it."""
+        leases = self.leases
+        if leases is None:
+            return None
+        if goal_id in leases.lost:
+            return "its lease was lost to another worker"
+        try:
+            with trio.fail_after(LEASE_READ_TIMEOUT_S):
+                lease = await leases.store.lease_of(goal_id)
+        except (Exception, trio.TooSlowError) as exc:
+            return f"whose lease it is cannot be read ({exc or type(exc).__name__})"
+        if lease is None or lease.owner != leases.owner:
+            return "its lease is not this worker's"
+        return None
 
     async def _stop_leased_goal(self, goal_id: str, reason: str) -> None:
         """Stop a goal whose lease is lost (or cannot be renewed): see :mod:`.leases`."""
