@@ -36,7 +36,7 @@ from nexo_trio.core.remotes import CLONES_DIR, clone_name
 from nexo_trio.core.turn import INITIAL_STATE
 from nexo_trio.engine.supervisor import TurnResult
 from nexo_trio.orchestrator.git_workspace import FRESH_MARKERS, push_checkpoints
-from nexo_trio.orchestrator.workspace import GoalWorkspace, open_workspace
+from nexo_trio.orchestrator.workspace import FETCH_RETRIES_S, GoalWorkspace, open_workspace
 from nexo_trio.store import MemoryStore
 from nexo_trio.testing.scenario import bash, done_turn
 from nexo_trio.wire.goal_json import event_from_ledger
@@ -154,6 +154,32 @@ async def test_a_worker_clones_a_remote_once_and_fetches_it_every_time(
     again = ok(await opened(goal_of(remote.url, "g1"), root))
     assert again.path == first.path
     assert not (first.path / "later.txt").exists()
+
+
+async def test_a_fetch_that_fails_for_a_moment_is_tried_again(
+    remote: Remote, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A remote away for a moment (a network's blip) does not fail the workspace: the
+    fetch is tried again; one away for good does, after the retries."""
+    root = tmp_path / "worker-a"
+    ok(await opened(goal_of(remote.url, "g1"), root))
+    away = remote.bare.with_name("away.git")
+    remote.bare.rename(away)
+
+    async def back_soon() -> None:
+        await trio.sleep(0.3)
+        away.rename(remote.bare)
+
+    nursery.start_soon(back_soon)
+    again = ok(await opened(goal_of(remote.url, "g2", base="main"), root))
+    assert (again.path / "README").exists()
+
+    remote.bare.rename(away)
+    started = trio.current_time()
+    problem = await opened(goal_of(remote.url, "g3"), root)
+    assert isinstance(problem, WorkspaceProblem)
+    assert problem.message.startswith(f"fetching {remote.url}: ")
+    assert trio.current_time() - started >= sum(FETCH_RETRIES_S)
 
 
 async def test_a_fetch_brings_the_branch_another_worker_pushed_and_spares_this_ones(

@@ -21,6 +21,7 @@ line.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,13 @@ from nexo_trio.orchestrator.git_workspace import (
     repository_target,
 )
 
+log = logging.getLogger("nexo_trio.orchestrator")
+
 __all__ = ["GoalWorkspace", "open_workspace", "remote_repo", "worktree_path"]
+
+FETCH_RETRIES_S = (0.5, 2.0)
+"""The waits before the fetch of a remote is tried again: a network's blip is no reason to
+escalate a goal (a remote that stays unreachable still does, after them)."""
 
 _CLONE_LOCKS: trio.lowlevel.RunVar[dict[str, trio.Lock]] = trio.lowlevel.RunVar("clone_locks")
 """One lock per clone, in this trio run: its fetch, its worktree made."""
@@ -58,6 +65,18 @@ class GoalWorkspace:
     def checkpointed(self) -> bool:
         """Whether every work turn is checkpointed."""
         return self.info.target is not None
+
+
+async def _fetch(clone: str, goal_id: str, shown: str) -> WorkspaceProblem | None:
+    """:func:`fetch_clone`, tried again after each wait of :data:`FETCH_RETRIES_S`."""
+    fetched = await fetch_clone(clone, goal_id, remote=shown)
+    for wait in FETCH_RETRIES_S:
+        if fetched is None:
+            break
+        log.info("goal %s: %s; trying again in %.1f s", goal_id, fetched.message, wait)
+        await trio.sleep(wait)
+        fetched = await fetch_clone(clone, goal_id, remote=shown)
+    return fetched
 
 
 def worktree_path(workspace_root: Path, goal_id: str) -> Path:
@@ -188,7 +207,7 @@ async def _open_remote_worktree(
         clone = await ensure_clone(url, str(clones))
         if isinstance(clone, WorkspaceProblem):
             return clone
-        fetched = await fetch_clone(clone, goal.id, remote=shown)
+        fetched = await _fetch(clone, goal.id, shown)
         if isinstance(fetched, WorkspaceProblem):
             return fetched
         if await trio.to_thread.run_sync(_is_new, path):
