@@ -36,6 +36,7 @@ from nexo_trio.core.remotes import CLONES_DIR, clone_name
 from nexo_trio.core.turn import INITIAL_STATE
 from nexo_trio.engine.supervisor import TurnResult
 from nexo_trio.orchestrator.git_workspace import FRESH_MARKERS, push_checkpoints
+from nexo_trio.orchestrator.goal_run import STOPPING_PUSH_S
 from nexo_trio.orchestrator.workspace import FETCH_RETRIES_S, GoalWorkspace, open_workspace
 from nexo_trio.store import MemoryStore
 from nexo_trio.testing.scenario import bash, done_turn
@@ -435,7 +436,7 @@ async def test_a_push_that_fails_is_a_warning_and_a_missing_commit_leaves_the_br
     events = await ledger(store)
     (warned,) = of(events, WorkspaceWarning)
     assert warned.turn == 1
-    assert warned.message.startswith(f"pushing to {remote.url}: ")
+    assert warned.message.startswith(f"pushing to {remote.url}: "), warned.message
     assert "\n" not in warned.message
     (completed,) = of(events, AttemptCompleted)
     assert completed.after is not None
@@ -504,3 +505,35 @@ async def test_a_worker_that_lost_the_goal_s_lease_pushes_nothing(
     (fenced,) = [w for w in rec.of(WorkspaceWarning) if w.message.startswith("not pushed")]
     assert fenced.message == f"not pushed to {remote.url}: its lease is not this worker's"
     assert fenced.turn == 1
+
+
+async def test_a_hanging_remote_holds_a_cancelled_goal_s_push_only_briefly(
+    h: Harness, remote: Remote
+) -> None:
+    """A goal cancelled (a worker handing it back) still pushes its last turn's end, but a
+    remote that hangs (a pre-receive hook that sleeps) holds it only for
+    ``STOPPING_PUSH_S``, not the push's whole timeout: the hand-back's margin holds."""
+    orchestrators: list[Any] = []
+    hook = remote.bare / "hooks" / "pre-receive"
+
+    async def hangs_the_remote_then_is_cancelled(cwd: Path) -> TurnOutcome:
+        (cwd / "a.txt").write_text("a\n")
+        hook.write_text("#!/bin/sh\nsleep 6\n")  # past the push's 4 s
+        hook.chmod(0o755)
+        (orch,) = orchestrators
+        await orch.cancel_goal("g1", "handed back by a worker")
+        return DONE
+
+    goal = goal_of(remote.url, budget=Budget(max_turns=2))
+    runner = WorkspaceRunner([hangs_the_remote_then_is_cancelled])
+    async with orchestrator(worker(h, "a"), turn_runner=runner) as (orch, rec):
+        orchestrators.append(orch)
+        began = trio.current_time()
+        outcome = await orch.run_goal(goal)
+        took = trio.current_time() - began
+    assert outcome.kind is GoalEndKind.CANCELLED
+    (warned,) = [w for w in rec.of(WorkspaceWarning) if w.turn == 1]
+    assert f"did not finish within {STOPPING_PUSH_S - 1:g}s" in warned.message
+    (completed,) = rec.of(AttemptCompleted)
+    assert completed.after is not None  # recorded before the push, whatever the remote does
+    assert took < STOPPING_PUSH_S + 5  # not the push's whole timeout (2 minutes)

@@ -126,6 +126,10 @@ from nexo_trio.orchestrator.transcripts import (
 )
 from nexo_trio.store.base import SharedStore, Store, shared_store
 
+STOPPING_PUSH_S = 5.0
+"""How long the push of a cancelled run's last turn may take (a worker handing its goals
+back waits ``kill_grace`` and 10 s for them: see ``orchestrator/worker.py``)."""
+
 Emit = Callable[[GoalEvent], Awaitable[None]]
 TurnRunner = Callable[..., Awaitable[TurnResult]]
 """``run_turn`` or a stand-in with its signature (tests script outcomes with one)."""
@@ -432,13 +436,21 @@ class GoalRun:
         """Push the checkpoints ``refs`` (``(sha, ref)``) and the goal's branch to the remote
         (a worktree of a remote's clone); a push that fails is logged and recorded as a
         warning. Shielded and bounded: a turn's end is pushed when the goal is cancelled
-        too (a worker handing its goals back)."""
+        too (a worker handing its goals back), then within :data:`STOPPING_PUSH_S`, so that
+        a hanging remote does not hold the hand-back past its margin."""
         info = self.remote
         if info is None:
             return
         assert info.repo is not None
         assert info.remote is not None
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * PUSH_TIMEOUT):
+        # The goal is being cancelled (a worker handing it back) or its task is.
+        stopping = (
+            self.handle.state.cancel_reason is not None
+            or trio.current_effective_deadline() == -math.inf
+        )
+        budget = STOPPING_PUSH_S if stopping else 2 * PUSH_TIMEOUT
+        timeout = STOPPING_PUSH_S - 1.0 if stopping else PUSH_TIMEOUT  # a second to say so
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + budget):
             # Only while the goal is this worker's: a run stalled past its lease (SIGSTOP)
             # would force its old refs over those of the worker that took the goal over.
             fenced = await self.push_fence() if self.push_fence is not None else None
@@ -448,7 +460,7 @@ class GoalRun:
                 await self.emit(WorkspaceWarning(self.goal.id, message, turn=turn))
                 return
             problem = await push_checkpoints(
-                info.repo, refs, branch=info.branch, remote=info.remote, timeout=PUSH_TIMEOUT
+                info.repo, refs, branch=info.branch, remote=info.remote, timeout=timeout
             )
             if problem is not None:
                 log.warning("goal %s, turn %d: %s", self.goal.id, turn, problem.message)
