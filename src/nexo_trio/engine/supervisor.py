@@ -714,11 +714,15 @@ class _Run:
         ``replay``). The wait for the reader is bounded: a copy stuck on its disk never
         holds up a stop (the copy then goes without the mark, logged)."""
         if self.copy is not None:
-            with trio.move_on_after(MARK_WAIT_S):
-                async with self._in_order:
+            with trio.move_on_after(MARK_WAIT_S) as waited:
+                await self._in_order.acquire()
+            if not waited.cancelled_caught:
+                try:
                     await self.copy.mark(stop_line(event))
                     await send.send([event])
-                    return
+                finally:
+                    self._in_order.release()
+                return
             log.warning("the raw stream copy has no mark of the turn's stop: its writer lags")
         await send.send([event])
 
