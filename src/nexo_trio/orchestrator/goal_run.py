@@ -482,8 +482,6 @@ class GoalRun:
         fresh = await is_fresh(info.repo, self.goal.id)
         remembered = None if fresh else await remembered_commit(info.repo, self.goal.id)
         sha = resume_point(self.handle.state, fresh=fresh, remembered=remembered)
-        if sha is not None and not fresh and not await self._set_aside(sha):
-            sha = None  # the worktree has that commit's files, or could not be set aside
         if sha is not None:
             present = await has_commit(info.target, sha)
             if isinstance(present, WorkspaceProblem) or not present:
@@ -494,7 +492,9 @@ class GoalRun:
                 )
                 log.warning("goal %s: %s", self.goal.id, message)
                 await self.emit(WorkspaceWarning(self.goal.id, message))
-            else:
+            # A worktree left here that has that commit's files already, or cannot be set
+            # aside, goes on as it is.
+            elif fresh or await self._set_aside(sha):
                 problem = await restore(info.target, sha)
                 if problem is not None:
                     turn = self.handle.state.turns + 1
