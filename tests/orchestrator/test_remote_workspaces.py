@@ -537,3 +537,42 @@ async def test_a_hanging_remote_holds_a_cancelled_goal_s_push_only_briefly(
     (completed,) = rec.of(AttemptCompleted)
     assert completed.after is not None  # recorded before the push, whatever the remote does
     assert took < STOPPING_PUSH_S + 5  # not the push's whole timeout (2 minutes)
+
+
+async def test_a_remote_away_for_good_leaves_a_goal_going_on_only_where_it_last_ran(
+    h: Harness, remote: Remote
+) -> None:
+    """The remote cannot be fetched at all: the worker that left the goal's worktree where
+    the ledger last knew it goes on there (said in its run's warnings; its pushes fail,
+    said too); a worker without a worktree of it escalates the goal, naming the remote."""
+
+    async def makes(name: str) -> Callable[[Path], Awaitable[TurnOutcome]]:
+        async def act(cwd: Path) -> TurnOutcome:
+            (cwd / name).write_text(f"{name}\n")
+            return DONE
+
+        return act
+
+    store = MemoryStore()
+    both = ShellCheck(command="test -f a.txt && test -f b.txt", label="a.txt and b.txt")
+    goal = goal_of(remote.url, acceptance=(both,), budget=Budget(max_turns=1))
+    runner = WorkspaceRunner([await makes("a.txt"), await makes("b.txt")])
+    outcome = await run_on(h, worker(h, "a"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.BUDGET_EXHAUSTED, outcome.reason
+    remote.bare.rename(remote.bare.with_name("away.git"))
+
+    goal = attrs.evolve(goal, budget=Budget(max_turns=2))
+    elsewhere = await run_on(h, worker(h, "b"), goal, store, turn_runner=runner)
+    assert elsewhere.kind is GoalEndKind.ESCALATED
+    assert elsewhere.reason is not None
+    assert elsewhere.reason.startswith(f"cannot use the workspace: cloning {remote.url}: ")
+
+    outcome = await run_on(h, worker(h, "a"), goal, store, turn_runner=runner)
+    assert outcome.kind is GoalEndKind.DONE, outcome.reason
+    events = await ledger(store)
+    last_run = of(events, GoalStarted)[-1]
+    (warned,) = last_run.warnings
+    assert warned.startswith(f"fetching {remote.url}: ")
+    assert "going on in this worker's worktree" in warned
+    pushes = [w for w in of(events, WorkspaceWarning) if w.message.startswith("pushing")]
+    assert pushes  # said, turn by turn; nothing lost: the checkpoints are in this clone

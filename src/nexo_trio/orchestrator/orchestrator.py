@@ -499,15 +499,18 @@ class Orchestrator:
         if isinstance(opened, WorkspaceProblem):
             raise LayoutError(f"goal {goal.id!r}: {opened.message}")
 
-    async def _open_workspace(self, goal: Goal) -> GoalWorkspace | WorkspaceProblem:
+    async def _open_workspace(
+        self, goal: Goal, ledger_commit: str | None = None
+    ) -> GoalWorkspace | WorkspaceProblem:
         """The goal's workspace made ready (a worktree created or reused, the default
         directory created), then checked again: a symlink planted meanwhile must not make
-        another directory the goal's."""
+        another directory the goal's. ``ledger_commit``: see :func:`open_workspace`."""
         opened = await open_workspace(
             goal,
             resolve=self._resolve,
             workspace_root=self._resolve(self.config.workspace_root),
             shadow_dir=self.layout.shadow(goal.id),
+            ledger_commit=ledger_commit,
         )
         if isinstance(opened, WorkspaceProblem):
             return opened
@@ -557,7 +560,7 @@ class Orchestrator:
                 return
             try:
                 try:
-                    opened = await self._open_workspace(goal)
+                    opened = await self._open_workspace(goal, handle.state.workspace_commit)
                 except OSError as exc:
                     # A user's mistake (a file in the way, no permission): not a bug.
                     opened = WorkspaceProblem(f"{exc.strerror or exc}: {exc.filename}")
@@ -619,7 +622,7 @@ class Orchestrator:
                         scratch=scratch,
                         streams=self.layout.streams(goal.id),
                         confinement=confinement,
-                        warnings=(self.sandbox_warning,) if self.sandbox_warning else (),
+                        warnings=tuple(w for w in (self.sandbox_warning, opened.warning) if w),
                     ),
                     turn_runner=self.turn_runner,
                     environ=self.environ,

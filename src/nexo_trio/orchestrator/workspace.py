@@ -39,6 +39,7 @@ from nexo_trio.orchestrator.git_workspace import (
     ensure_worktree,
     fetch_clone,
     mark_fresh,
+    remembered_commit,
     repository_target,
 )
 
@@ -60,6 +61,8 @@ class GoalWorkspace:
 
     path: Path
     info: WorkspaceInfo
+    warning: str | None = None
+    """What the goal's run should say about it (a remote that could not be fetched)."""
 
     @property
     def checkpointed(self) -> bool:
@@ -111,12 +114,15 @@ async def open_workspace(
     resolve: Callable[[str], Path],
     workspace_root: Path,
     shadow_dir: Path,
+    ledger_commit: str | None = None,
 ) -> GoalWorkspace | WorkspaceProblem:
     """Make the goal's workspace ready (created or reused; idempotent). ``resolve`` makes a
-    path of the goal absolute; ``shadow_dir`` is where the goal's shadow repository goes."""
+    path of the goal absolute; ``shadow_dir`` is where the goal's shadow repository goes.
+    ``ledger_commit``: the ledger's commit of the workspace (a remote's worktree that this
+    worker left there goes on without a fetch when the remote cannot be reached)."""
     tree = goal.worktree
     if tree is not None:
-        return await _open_worktree(goal, resolve, workspace_root)
+        return await _open_worktree(goal, resolve, workspace_root, ledger_commit)
     if goal.workspace is None:
         path = worktree_path(workspace_root, goal.id)
         await trio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
@@ -149,6 +155,7 @@ async def _open_worktree(
     goal: Goal,
     resolve: Callable[[str], Path],
     workspace_root: Path,
+    ledger_commit: str | None,
 ) -> GoalWorkspace | WorkspaceProblem:
     tree = goal.worktree
     branch = goal.branch
@@ -173,7 +180,7 @@ async def _open_worktree(
         )
     await trio.to_thread.run_sync(lambda: Path(root_real).mkdir(parents=True, exist_ok=True))
     if url is not None:
-        return await _open_remote_worktree(goal, url, Path(root_real), path_real)
+        return await _open_remote_worktree(goal, url, Path(root_real), path_real, ledger_commit)
     made = await ensure_worktree(str(repo), tree.base, branch, path_real)
     if isinstance(made, WorkspaceProblem):
         return made
@@ -195,9 +202,13 @@ def _is_new(path: str) -> bool:
 
 
 async def _open_remote_worktree(
-    goal: Goal, url: str, root: Path, path: str
+    goal: Goal, url: str, root: Path, path: str, ledger_commit: str | None
 ) -> GoalWorkspace | WorkspaceProblem:
-    """The goal's worktree of this worker's clone of ``url`` (cloned once, fetched now)."""
+    """The goal's worktree of this worker's clone of ``url`` (cloned once, fetched now).
+    A remote that cannot be fetched escalates the goal, unless the worktree is here, left
+    by this worker where the ledger last knew it (``ledger_commit``): nothing of the goal
+    is elsewhere, so it goes on here, with a warning (its pushes fail until the remote is
+    back)."""
     tree, branch = goal.worktree, goal.branch
     assert tree is not None
     assert branch is not None
@@ -208,8 +219,16 @@ async def _open_remote_worktree(
         if isinstance(clone, WorkspaceProblem):
             return clone
         fetched = await _fetch(clone, goal.id, shown)
+        warning = None
         if isinstance(fetched, WorkspaceProblem):
-            return fetched
+            here = ledger_commit is not None and not await trio.to_thread.run_sync(_is_new, path)
+            if not here or await remembered_commit(clone, goal.id) != ledger_commit:
+                return fetched
+            warning = (
+                f"{fetched.message}: going on in this worker's worktree, where the ledger "
+                "last knew the goal (its pushes fail until the remote is back)"
+            )
+            log.warning("goal %s: %s", goal.id, warning)
         if await trio.to_thread.run_sync(_is_new, path):
             marked = await mark_fresh(clone, goal.id)
             if marked is not None:
@@ -225,4 +244,4 @@ async def _open_remote_worktree(
         base=tree.base or "HEAD",
         remote=shown,
     )
-    return GoalWorkspace(path=Path(made.path), info=info)
+    return GoalWorkspace(path=Path(made.path), info=info, warning=warning)
