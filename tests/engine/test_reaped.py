@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Sequence
 
 import psutil
@@ -17,7 +18,7 @@ from nexo_trio.core.outcome import Cause
 from nexo_trio.core.turn import TurnState
 from nexo_trio.engine import run_turn
 from nexo_trio.engine.reaped import Reaped
-from nexo_trio.testing.scenario import hang, init, text, turn
+from nexo_trio.testing.scenario import hang, init, result, sleep, text, turn
 from tests.engine.conftest import FakeClaudeFactory, ProcessGuard, is_gone
 
 
@@ -137,3 +138,35 @@ async def test_a_turn_whose_helper_is_killed_ends_and_its_cli_with_it(
     assert res.outcome.exit_signal == signal.SIGKILL
     assert res.pid is not None
     assert is_gone(res.pid)
+
+
+async def test_a_turn_whose_process_goes_silent_is_stopped_by_its_helper(
+    make_fake: FakeClaudeFactory,
+) -> None:
+    """With a heartbeat, a turn outlives this process's silence only that long: here the
+    event loop is blocked (as a SIGSTOP would stop it) past the bound, and the helper
+    stops the CLI by itself; the result says why. While this process beats, a turn longer
+    than the bound runs to its end."""
+    fake = make_fake(turn(init(), text("ready"), hang()))
+    blocked: list[int] = []
+
+    async def go_silent(state: TurnState, batch: Sequence[Event]) -> None:
+        if not blocked and state.last_text == "ready":
+            assert state.pid is not None
+            blocked.append(state.pid)
+            time.sleep(2.0)  # noqa: ASYNC251 - this process silent past the heartbeat
+
+    with trio.fail_after(15):
+        res = await run_turn(
+            fake.command("go"), timeout=30, kill_grace=0.5, on_events=go_silent, heartbeat_s=0.5
+        )
+    assert blocked
+    assert is_gone(blocked[0])
+    assert res.stop_actions[-1] == "the helper stopped the turn: this process was silent for 0.5 s"
+    assert res.outcome.cause is not Cause.COMPLETED
+
+    alive = make_fake(turn(init(), sleep(1.5), text("Done."), result("Done.")))
+    with trio.fail_after(15):
+        res = await run_turn(alive.command("go"), timeout=30, kill_grace=0.5, heartbeat_s=0.5)
+    assert res.outcome.cause is Cause.COMPLETED, res.outcome
+    assert res.stop_actions == ()

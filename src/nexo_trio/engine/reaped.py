@@ -105,6 +105,8 @@ class Reaped:
         """Why the command could not be started, if the helper said so."""
         self.survivors = 0
         """Processes the helper gave up on (stuck in the kernel past its kill bound)."""
+        self.silence: float | None = None
+        """The heartbeat's bound, when the helper stopped the command for want of beats."""
         self.started = trio.Event()
         """The helper started the command (``command_pid``), or said why not, or ended."""
         self.reported = trio.Event()
@@ -126,6 +128,7 @@ class Reaped:
         stdin_pipe: bool = False,
         session: bool = False,
         linger: bool = False,
+        heartbeat: float | None = None,
     ) -> Reaped:
         """Start ``argv`` under the helper (see :mod:`~nexo_trio.engine.reaper` for
         ``session`` and ``linger``); with ``stdin_pipe`` the command's stdin is a pipe
@@ -159,6 +162,8 @@ class Reaped:
             if cwd is not None:
                 command += ["--cwd", str(cwd)]  # its chdir may block: the helper's, not ours
             command += [*(["--session"] if session else []), *(["--linger"] if linger else [])]
+            if heartbeat is not None:
+                command += ["--heartbeat", repr(heartbeat)]  # then :meth:`beat`, often
             popen = _fork(
                 [*command, "--", *argv],
                 stdio=(lifeline_r, out_w, err_w),
@@ -241,6 +246,14 @@ class Reaped:
             return self._signal_orphan(sig)
         return True
 
+    def beat(self) -> None:
+        """Tell the helper this process is alive (with ``heartbeat``: a lifeline silent
+        that long is a stop). Never blocks; a helper that is gone is no problem."""
+        if self._lifeline < 0:
+            return
+        with contextlib.suppress(OSError):  # full (it is reading), or EPIPE (it is gone)
+            os.write(self._lifeline, b"h")
+
     def _signal_orphan(self, sig: signal.Signals) -> bool:
         command = self._command
         if self.command_status is not None or command is None or not command.alive():
@@ -310,6 +323,8 @@ class Reaped:
             self.started.set()
         if isinstance(count := report.get("survivors"), int):
             self.survivors = count
+        if isinstance(silence := report.get("silence"), int | float):
+            self.silence = float(silence)
 
     # ------------------------------------------------------------------ the end
 

@@ -36,7 +36,10 @@ to be the child of the parent it was found under, so a reused pid is never signa
 Requests on the lifeline, one byte each: ``t`` sends SIGTERM, ``k`` SIGKILL, to the command
 (to its process group with ``--session``), only while the command has not been reaped here,
 so its pid (the group's id) cannot have been reused. A turn's graceful stop is ``t``, the
-grace, ``k`` (the orchestrator's escalation, which it records), then end-of-file.
+grace, ``k`` (the orchestrator's escalation, which it records), then end-of-file. Any other
+byte (``h``) is a heartbeat: with ``--heartbeat S``, a lifeline silent for ``S`` seconds is
+a stop too (reported as ``{"silence": S}``), so that an orchestrator that is stopped
+(``SIGSTOP``) or wedged does not leave its turn running on its own.
 
 Reports on fd N, one JSON object a line: ``{"pid": P}`` once COMMAND runs; ``{"exit": CODE}``
 when it ended (negative: killed by that signal); ``{"error": ERRNO, "message": ...,
@@ -76,8 +79,8 @@ START_BOUND = 10
 """Whole seconds the start of the command may take (an ``alarm``: it then kills us)."""
 _POLL_S = 0.01
 USAGE = (
-    "usage: reaper.py --status-fd N [--grace SECONDS] [--stdin-fd N] [--cwd DIR] [--session]"
-    " [--linger] [--setenv NAME=VALUE] [--unsetenv NAME] -- COMMAND..."
+    "usage: reaper.py --status-fd N [--grace SECONDS] [--heartbeat SECONDS] [--stdin-fd N]"
+    " [--cwd DIR] [--session] [--linger] [--setenv NAME=VALUE] [--unsetenv NAME] -- COMMAND..."
 )
 REQUESTS = {ord("t"): _signal.SIGTERM, ord("k"): _signal.SIGKILL}
 """The lifeline's requests: a byte, the signal it sends the command."""
@@ -91,6 +94,7 @@ class Options:
         self.command = argv[split + 1 :]
         self.status_fd = -1
         self.grace = 1.0
+        self.heartbeat: float | None = None
         self.stdin_fd: int | None = None
         self.cwd: str | None = None
         self.session = False
@@ -103,6 +107,10 @@ class Options:
                 self.status_fd = int(next(options))
             elif option == "--grace":
                 self.grace = float(next(options))
+            elif option == "--heartbeat":
+                self.heartbeat = float(next(options))
+                if not self.heartbeat > 0:
+                    raise ValueError(option)
             elif option == "--stdin-fd":
                 self.stdin_fd = int(next(options))
             elif option == "--cwd":
@@ -154,6 +162,8 @@ class Reaper:
         self.status: int | None = None
         self.childless = False
         self.stop = False
+        self.heard = time.monotonic()
+        """When the lifeline last said something (a heartbeat, a request)."""
         self.output_released = False
         self.children_files: bool | None = None
         """Whether the kernel has children files (looked at when first needed)."""
@@ -193,10 +203,15 @@ class Reaper:
                 break
             if self.status is not None and (not options.linger or self.childless):
                 break
-            ready, _, _ = select.select([0, self.wake_r], [], [])
+            beat = options.heartbeat
+            wait = None if beat is None else max(0.0, self.heard + beat - time.monotonic())
+            ready, _, _ = select.select([0, self.wake_r], [], [], wait)
             if 0 in ready:
                 self.read_lifeline()
             self._drain_wakeups()
+            if beat is not None and not self.stop and time.monotonic() - self.heard > beat:
+                self.report(f'{{"silence": {beat!r}}}')
+                self.stop = True  # the orchestrator went silent: it cannot stop this itself
         if self.stop:
             self.terminate(options.grace)
         survivors = self.kill_all(KILL_BOUND)
@@ -222,6 +237,7 @@ class Reaper:
         if not data:
             self.stop = True  # the lifeline ended: the orchestrator wants this over
             return
+        self.heard = time.monotonic()
         for byte in data:
             sig = REQUESTS.get(byte)
             if sig is not None:

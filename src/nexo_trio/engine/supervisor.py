@@ -158,6 +158,7 @@ async def run_turn(
     sandbox: SandboxPlan | None = None,
     stdout_copy: Path | None = None,
     conversation: Conversation | None = None,
+    heartbeat_s: float | None = None,
 ) -> TurnResult:
     """Run one Claude Code turn to its end and classify it.
 
@@ -180,6 +181,10 @@ async def run_turn(
     permission asks, and a stop (``stop``, the deadline) first sends the CLI an
     ``interrupt`` and waits ``kill_grace`` for the turn to end with its session intact,
     before the SIGTERM.
+    ``heartbeat_s``: an unconfined turn's helper stops the turn by itself when this process
+    has not been heard from for that long (stopped with SIGSTOP, or wedged), as a worker
+    that cannot renew its leases must (a confined turn without a network of its own reaches
+    the API only through this process's relay, so it waits for it anyway).
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:
@@ -203,7 +208,9 @@ async def run_turn(
     reaped: Reaped | None = None
     try:
         if sandbox is None:
-            reaped = await _start_reaped(command, argv, env, stdin_pipe, kill_grace)
+            reaped = await _start_reaped(
+                command, argv, env, stdin_pipe, kill_grace, heartbeat_s=heartbeat_s
+            )
             process: ChildProcess = reaped
         else:
             env.update(sandbox.env)
@@ -246,12 +253,17 @@ async def run_turn(
         sandbox=sandboxed,
         reaped=reaped,
         conversation=conversation,
+        heartbeat_s=heartbeat_s,
     )
     try:
         state = await run.supervise()
     finally:
         if copy is not None:
             await copy.aclose()
+    if reaped is not None and reaped.silence is not None:
+        run.stop_actions.append(
+            f"the helper stopped the turn: this process was silent for {reaped.silence:g} s"
+        )
     return TurnResult(
         outcome=classify(state),
         state=state,
@@ -268,6 +280,8 @@ async def _start_reaped(
     env: dict[str, str],
     stdin_pipe: bool,
     kill_grace: float,
+    *,
+    heartbeat_s: float | None = None,
 ) -> Reaped:
     """Start the CLI under the subreaper helper, in a session of its own (a terminal's
     Ctrl-C reaches us, not the CLI, and the CLI's process group can be signalled as one),
@@ -282,6 +296,7 @@ async def _start_reaped(
             stdin_pipe=stdin_pipe,
             session=True,
             linger=True,  # what the CLI leaves gets the turn's own escalation first
+            heartbeat=heartbeat_s,
         )
     except OSError as exc:
         if exc.filename is not None and str(exc.filename) == sys.executable:
@@ -440,8 +455,10 @@ class _Run:
         reaped: Reaped | None = None,
         copy: StreamCopy | None = None,
         conversation: Conversation | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         self.process = process
+        self.heartbeat_s = heartbeat_s
         self.conversation = conversation
         self._nursery: trio.Nursery | None = None
         self.copy = copy
@@ -526,6 +543,8 @@ class _Run:
                     nursery.start_soon(self.sandbox.gateway.serve)
             if self.stop is not None:
                 nursery.start_soon(self._watch_stop, self.stop)
+            if self.reaped is not None and self.heartbeat_s is not None:
+                nursery.start_soon(self._beat, self.reaped, self.heartbeat_s)
             # Bounded even if the process can't be killed (stuck in the kernel): past the
             # deadline, the stop sequence and the reap budget, the turn ends regardless.
             with trio.move_on_at(self.deadline + self._stop_budget()):
@@ -706,6 +725,12 @@ class _Run:
             await stop.wait()
             await self._report_stop(send, Cancelled(reason="stop requested"))
         await self._stop_process()
+
+    async def _beat(self, reaped: Reaped, heartbeat_s: float) -> None:
+        """Tell the helper, four times per ``heartbeat_s``, that this process is alive."""
+        while True:
+            reaped.beat()
+            await trio.sleep(heartbeat_s / 4)
 
     async def _report_stop(
         self, send: trio.MemorySendChannel[Sequence[Event]], event: Cancelled | DeadlineHit

@@ -302,6 +302,9 @@ class TurnPlan:
     """Where each turn's raw stdout is kept, whole (``None``: nowhere)."""
     confinement: Confinement | None = None
     warnings: tuple[str, ...] = ()
+    heartbeat_s: float | None = None
+    """An unconfined turn stops by itself when this process is silent that long (see
+    ``run_turn``): set where leases are, to what a worker waits before it stops its goals."""
 
 
 class GoalRun:
@@ -645,6 +648,8 @@ class GoalRun:
             stream_input=stdio,
         )
         extra: dict[str, Any] = {}
+        if plan.heartbeat_s is not None:
+            extra["heartbeat_s"] = plan.heartbeat_s
         if stdio:
             conversation = self._conversation(command.prompt, step, token)
             extra["conversation"] = conversation

@@ -91,7 +91,7 @@ from nexo_trio.orchestrator.goal_lock import (
     find_goal_runner,
 )
 from nexo_trio.orchestrator.goal_run import Confinement, GoalHandle, GoalRun, TurnPlan, TurnRunner
-from nexo_trio.orchestrator.leases import LeaseKeeper, new_owner
+from nexo_trio.orchestrator.leases import FENCE_FRACTION, LeaseKeeper, new_owner
 from nexo_trio.orchestrator.state_dir import StateDir
 from nexo_trio.orchestrator.workspace import (
     GoalWorkspace,
@@ -623,6 +623,12 @@ class Orchestrator:
                         streams=self.layout.streams(goal.id),
                         confinement=confinement,
                         warnings=tuple(w for w in (self.sandbox_warning, opened.warning) if w),
+                        # A worker stopped past this cannot renew its leases either: its
+                        # unconfined turns stop by themselves (confined ones without a
+                        # network of their own reach the API only through its relay).
+                        heartbeat_s=(
+                            FENCE_FRACTION * self.config.lease_timeout_s if self.leases else None
+                        ),
                     ),
                     turn_runner=self.turn_runner,
                     environ=self.environ,
