@@ -183,8 +183,9 @@ async def run_turn(
     before the SIGTERM.
     ``heartbeat_s``: an unconfined turn's helper stops the turn by itself when this process
     has not been heard from for that long (stopped with SIGSTOP, or wedged), as a worker
-    that cannot renew its leases must (a confined turn without a network of its own reaches
-    the API only through this process's relay, so it waits for it anyway).
+    that cannot renew its leases must. A confined turn has no such helper: without a network
+    of its own it reaches the API only through this process's relay, so it waits anyway;
+    with one, it runs on until this process wakes.
     Failures of the run (timeouts, crashes, a missing binary) are outcomes, not exceptions.
     """
     if not timeout > 0:

@@ -624,8 +624,9 @@ class Orchestrator:
                         confinement=confinement,
                         warnings=tuple(w for w in (self.sandbox_warning, opened.warning) if w),
                         # A worker stopped past this cannot renew its leases either: its
-                        # unconfined turns stop by themselves (confined ones without a
-                        # network of their own reach the API only through its relay).
+                        # unconfined turns stop by themselves. (A confined turn without a
+                        # network reaches the API only through its relay; one with a
+                        # network of its own is not covered: bwrap is our direct child.)
                         heartbeat_s=(
                             FENCE_FRACTION * self.config.lease_timeout_s if self.leases else None
                         ),
