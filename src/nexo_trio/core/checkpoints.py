@@ -36,6 +36,7 @@ import attrs
 __all__ = [
     "CHECKPOINT_NAMESPACE",
     "GIT_IDENTITY",
+    "INDEX_MESSAGE",
     "NEUTRAL_ATTRIBUTES",
     "NEUTRAL_CONFIG",
     "NEUTRAL_HEAD",
@@ -332,6 +333,11 @@ def checkpoint_ref(goal_id: str, turn: int, *, after: bool = False) -> str:
     if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
         raise ValueError(f"a turn is an int >= 0: {turn!r}")
     return f"{checkpoint_prefix(goal_id)}{turn}{'-after' if after else ''}"
+
+
+INDEX_MESSAGE = "index of "
+"""How the message of a checkpoint's index commit starts (its second parent, or its only
+one when HEAD did not resolve): ``index of <ref>``."""
 
 
 def left_ref(goal_id: str, turn: int) -> str:

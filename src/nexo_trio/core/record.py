@@ -204,11 +204,11 @@ def _json_size(value: object) -> int:
 
 def stop_line(event: Cancelled | DeadlineHit) -> bytes:
     """The line a raw stream copy gets where the engine's ``event`` came."""
-    if isinstance(event, DeadlineHit):
-        frame: dict[str, object] = {"type": STOPPED_FRAME, "why": "timeout"}
-        frame["timeout_s"] = event.timeout_s
-    else:
-        frame = {"type": STOPPED_FRAME, "why": "cancelled", "reason": event.reason}
+    frame: dict[str, object] = (
+        {"type": STOPPED_FRAME, "why": "timeout", "timeout_s": event.timeout_s}
+        if isinstance(event, DeadlineHit)
+        else {"type": STOPPED_FRAME, "why": "cancelled", "reason": event.reason}
+    )
     return json.dumps(frame).encode() + b"\n"
 
 

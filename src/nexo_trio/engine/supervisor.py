@@ -49,6 +49,7 @@ nursery and closed with it, and the CLI runs behind the sandbox's relay
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -591,13 +592,15 @@ class _Run:
     async def _read_stdout(self) -> None:
         stdout = self.process.stdout
         assert stdout is not None
+        # Only a copy needs the order kept with the stops (see _report_stop).
+        in_order = self._in_order if self.copy is not None else contextlib.nullcontext()
         async with self.send.clone() as send:
             try:
                 while True:
                     chunk = await stdout.receive_some(READ_CHUNK)
                     if not chunk:
                         break
-                    async with self._in_order:
+                    async with in_order:
                         if self.copy is not None:
                             await self.copy.write(chunk)
                         batch = self.decoder.feed(chunk)

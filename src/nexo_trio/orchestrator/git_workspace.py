@@ -67,6 +67,7 @@ import attrs
 import trio
 
 from nexo_trio.core.checkpoints import (
+    INDEX_MESSAGE,
     NEUTRAL_ATTRIBUTES,
     NEUTRAL_HEAD,
     OBJECT_FORMATS,
@@ -977,7 +978,7 @@ async def checkpoint(
         index_tree = await _index_tree(scratch, timeout=timeout)
         if index_tree is not None:
             index_commit = await _commit_tree(
-                scratch, index_tree, parents, f"index of {ref}\n", timeout=timeout
+                scratch, index_tree, parents, f"{INDEX_MESSAGE}{ref}\n", timeout=timeout
             )
             if isinstance(index_commit, WorkspaceProblem):
                 return index_commit
@@ -1533,7 +1534,7 @@ async def _fast_forward(target: GitTarget, sha: str, *, timeout: float) -> Works
         )  # fmt: skip
         if isinstance(subject, WorkspaceProblem):
             return subject
-        if subject.startswith(b"index of "):
+        if subject.startswith(INDEX_MESSAGE.encode()):
             made_on = None
     head = await _head(target, timeout=timeout)
     if isinstance(head, WorkspaceProblem):
